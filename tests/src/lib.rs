@@ -1,0 +1,30 @@
+//! Weir's test bed: real processes on loopback, started on ports picked at
+//! run time, watched through their own APIs, and stopped when dropped.
+//!
+//! - [`envoy`]: an Envoy built from a generated configuration, ready when its
+//!   admin API says so;
+//! - [`backend`]: HTTP backends that answer with their own name and the
+//!   request they saw, and can be told to delay or fail a share of requests;
+//! - [`process`]: a supervised child process whose log is printed if the
+//!   test fails and which is killed however the test ends.
+//!
+//! End-to-end tests live in `tests/tests/`; the demo (`examples/demo`) and the
+//! benchmarks use the same pieces.
+
+pub mod backend;
+pub mod envoy;
+pub mod paths;
+pub mod process;
+pub mod wait;
+
+pub use backend::{Backend, Behaviour};
+pub use envoy::{Envoy, EnvoyBuilder};
+
+/// An HTTP client for loopback traffic that ignores any proxy settings of the environment.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("build HTTP client")
+}

@@ -1,0 +1,5 @@
+//! Weir's control server: it reads the routing policy operators edit and
+//! serves Envoy its configuration. See the repository's README for how to run
+//! it; `weir --help` lists the commands.
+
+pub mod cli;
