@@ -145,54 +145,28 @@ impl EnvoyBuilder {
 
     /// Starts Envoy and waits until its admin API reports it ready.
     pub async fn start(&self) -> anyhow::Result<Envoy> {
-        let mut envoy = self.spawn()?;
-        if let Err(err) = envoy.wait_ready().await {
-            envoy.process.print_log();
-            return Err(err);
-        }
-        Ok(envoy)
+        Envoy::start(&self.bootstrap(), self.concurrency).await
     }
 
     /// Starts Envoy expecting it to refuse its configuration and exit; returns
     /// the exit status and the log.
     pub async fn start_expecting_failure(&self) -> anyhow::Result<(ExitStatus, String)> {
-        let mut envoy = self.spawn()?;
-        let status = eventually("Envoy to exit", STARTUP_DEADLINE, || {
-            let status = envoy.process.exited();
-            async move { status }
-        })
-        .await?;
-        Ok((status, envoy.process.log()))
-    }
-
-    fn spawn(&self) -> anyhow::Result<Envoy> {
-        let dir = tempfile::Builder::new().prefix("weir-envoy-").tempdir()?;
-        let config_path = dir.path().join("envoy.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&self.bootstrap())?)?;
-        let admin_path = dir.path().join("admin-address");
-        let mut command = Command::new(paths::envoy_binary());
-        command
-            .arg("--config-path")
-            .arg(&config_path)
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .arg("--disable-hot-restart")
-            .args(["--concurrency", &self.concurrency.to_string()])
-            .args(["--log-level", "info"])
-            .current_dir(dir.path());
-        let process = Supervised::spawn("envoy", command, &dir.path().join("envoy.log"))?;
-        Ok(Envoy {
-            process,
-            admin_path,
-            admin: None,
-            ingress: None,
-            http: crate::http_client(),
-            _dir: dir,
-        })
+        Envoy::start_expecting_failure(&self.bootstrap(), self.concurrency).await
     }
 }
 
 fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": name, "endpoints": [locality_endpoints(endpoints)]}
+    })
+}
+
+/// One locality's worth of endpoints, as a cluster's `load_assignment` lists them.
+pub(crate) fn locality_endpoints(endpoints: &[SocketAddr]) -> Value {
     let lb_endpoints: Vec<Value> = endpoints
         .iter()
         .map(|addr| {
@@ -201,13 +175,7 @@ fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Value {
             }}}})
         })
         .collect();
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb_endpoints}]}
-    })
+    json!({"lb_endpoints": lb_endpoints})
 }
 
 fn http_filter(choice: &FilterChoice) -> Option<Value> {
@@ -263,6 +231,60 @@ pub struct Envoy {
 }
 
 impl Envoy {
+    /// Starts Envoy with any bootstrap (JSON) and waits until its admin API
+    /// reports it ready. The bootstrap's listener named `ingress` receives test
+    /// traffic; give it and the admin API `port_value: 0`.
+    pub async fn start(bootstrap: &Value, concurrency: u32) -> anyhow::Result<Self> {
+        let mut envoy = Self::spawn(bootstrap, concurrency)?;
+        if let Err(err) = envoy.wait_ready().await {
+            envoy.process.print_log();
+            return Err(err);
+        }
+        Ok(envoy)
+    }
+
+    /// Starts Envoy expecting it to refuse its bootstrap and exit; returns the
+    /// exit status and the log.
+    pub async fn start_expecting_failure(
+        bootstrap: &Value,
+        concurrency: u32,
+    ) -> anyhow::Result<(ExitStatus, String)> {
+        let mut envoy = Self::spawn(bootstrap, concurrency)?;
+        let status = eventually("Envoy to exit", STARTUP_DEADLINE, || {
+            let status = envoy.process.exited();
+            async move { status }
+        })
+        .await?;
+        Ok((status, envoy.process.log()))
+    }
+
+    fn spawn(bootstrap: &Value, concurrency: u32) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("weir-envoy-").tempdir()?;
+        let config_path = dir.path().join("envoy.json");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(bootstrap)?)?;
+        let admin_path = dir.path().join("admin-address");
+        let mut command = Command::new(paths::envoy_binary());
+        command
+            .arg("--config-path")
+            .arg(&config_path)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("--disable-hot-restart")
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--log-level", "info"])
+            // Relative paths in a bootstrap (such as dist/weir_filter.wasm) are the repository's.
+            .current_dir(paths::repo_root());
+        let process = Supervised::spawn("envoy", command, &dir.path().join("envoy.log"))?;
+        Ok(Self {
+            process,
+            admin_path,
+            admin: None,
+            ingress: None,
+            http: crate::http_client(),
+            _dir: dir,
+        })
+    }
+
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let admin_path = self.admin_path.clone();
         let admin: SocketAddr = {

@@ -5,6 +5,7 @@
 //!   admin API says so;
 //! - [`backend`]: HTTP backends that answer with their own name and the
 //!   request they saw, and can be told to delay or fail a share of requests;
+//! - [`static_mode`]: `envoy/static.yaml` pointed at a test's backends;
 //! - [`process`]: a supervised child process whose log is printed if the
 //!   test fails and which is killed however the test ends.
 //!
@@ -15,6 +16,7 @@ pub mod backend;
 pub mod envoy;
 pub mod paths;
 pub mod process;
+pub mod static_mode;
 pub mod wait;
 
 pub use backend::{Backend, Behaviour};

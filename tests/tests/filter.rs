@@ -154,3 +154,43 @@ async fn a_configuration_that_is_not_json_is_refused() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_static_yaml_runs_the_filter_in_front_of_its_backends() {
+    let backends: Vec<Backend> = ["a", "b", "c"]
+        .iter()
+        .map(|name| Backend::start(name).unwrap())
+        .collect();
+    let addrs: Vec<_> = backends.iter().map(Backend::addr).collect();
+    let bootstrap = weir_testbed::static_mode::static_bootstrap(&addrs).unwrap();
+    let envoy = weir_testbed::Envoy::start(&bootstrap, 2).await.unwrap();
+
+    let client = weir_testbed::http_client();
+    for _ in 0..30 {
+        let response = client
+            .get(envoy.url("/v1/heartbeat"))
+            .header("x-weir-cluster", "backends")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["x-weir-filter"],
+            env!("CARGO_PKG_VERSION")
+        );
+        let echo: Echo = response.json().await.unwrap();
+        assert!(!echo.headers.contains_key("x-weir-cluster"));
+    }
+    for backend in &backends {
+        assert!(
+            backend.served() > 0,
+            "backend {} got no traffic",
+            backend.name()
+        );
+    }
+    assert!(
+        envoy
+            .log()
+            .contains("configured with version \"static-example\"")
+    );
+}
