@@ -29,7 +29,7 @@ server:
 ## test: formatting, lints, the wasm32 build of policy/ and filter/, then
 ## every unit, integration and end-to-end test (real Envoy, real backends).
 test: build lint
-	$(CARGO) test --locked --workspace
+	@scripts/run-tests.sh
 
 lint:
 	$(CARGO) fmt --all --check
