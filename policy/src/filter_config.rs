@@ -5,15 +5,26 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
+use crate::feed::Feed;
+use crate::model::Policy;
+use crate::validate::validate;
+
 /// The filter's plugin configuration.
 ///
 /// Unknown fields are refused: a typo must not silently turn a setting off.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Version of this document, reported in logs so an operator can tell
     /// which configuration a filter runs.
     pub version: String,
+    /// The compiled policy; without one the filter only guards Weir's headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// The live feed; the policy's initial feed when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<Feed>,
 }
 
 impl FilterConfig {
@@ -27,13 +38,31 @@ impl FilterConfig {
         }
         let config: Self = serde_json::from_slice(bytes).map_err(InvalidFilterConfig::from)?;
         if config.version.trim().is_empty() {
-            return Err(InvalidFilterConfig {
-                line: 0,
-                column: 0,
-                message: "`version` must not be empty".to_owned(),
-            });
+            return Err(InvalidFilterConfig::whole("`version` must not be empty"));
+        }
+        if let Some(policy) = &config.policy {
+            // The document may come from anywhere (a hand-written static
+            // configuration too): the filter checks it as `weir validate` does.
+            let mut problems = validate(policy);
+            if let Some(feed) = &config.feed {
+                problems.extend(feed.validate(policy));
+            }
+            if !problems.is_empty() {
+                let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                return Err(InvalidFilterConfig::whole(format!(
+                    "the policy is invalid: {}",
+                    listed.join("; ")
+                )));
+            }
         }
         Ok(config)
+    }
+
+    /// The decision engine for this configuration, if it has a policy.
+    pub fn engine(&self) -> Option<Engine> {
+        let policy = self.policy.as_ref()?;
+        let feed = self.feed.clone().unwrap_or_else(|| Feed::initial(policy));
+        Some(Engine::new(policy, &feed))
     }
 }
 
@@ -46,6 +75,16 @@ pub struct InvalidFilterConfig {
     pub column: usize,
     /// What is wrong.
     pub message: String,
+}
+
+impl InvalidFilterConfig {
+    fn whole(message: impl Into<String>) -> Self {
+        Self {
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }
+    }
 }
 
 impl From<serde_json::Error> for InvalidFilterConfig {
@@ -94,6 +133,7 @@ mod tests {
     fn a_valid_document_is_read() {
         let config = FilterConfig::from_json(br#"{"version": "v42"}"#).unwrap();
         assert_eq!(config.version, "v42");
+        assert!(config.engine().is_none(), "no policy, no engine");
     }
 
     #[test]

@@ -4,8 +4,28 @@
 //! `wasm32-unknown-unknown`) and the `weir` control server. It therefore does
 //! no I/O, reads no clock and draws no random numbers; everything it decides
 //! is a function of its inputs, so the filter and the server always agree.
+//!
+//! - [`model`]: the policy document operators write;
+//! - [`validate()`]: every check the document's shape cannot express;
+//! - [`source`] (feature `source`): reading YAML with file, line and column in errors;
+//! - [`engine`]: classify → admit → route → split;
+//! - [`filter_config`]: the JSON document the filter is configured with.
 
+pub mod duration;
+pub mod engine;
+pub mod feed;
 pub mod filter_config;
 pub mod headers;
+pub mod model;
+pub mod names;
+#[cfg(feature = "source")]
+pub mod source;
+pub mod split;
+pub mod validate;
 
+pub use duration::Duration;
+pub use engine::{Decision, Engine, Request};
+pub use feed::Feed;
 pub use filter_config::{FilterConfig, InvalidFilterConfig};
+pub use model::Policy;
+pub use validate::{Invalid, validate};

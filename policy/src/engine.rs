@@ -1,0 +1,124 @@
+//! The decision engine: classify → admit → route → split, as pure functions
+//! of the policy, the live feed and the request.
+//!
+//! [`Engine::new`] prepares a validated policy once (per `on_configure` in the
+//! filter); each stage is then a cheap lookup. The filter calls the stages one
+//! by one, because admission needs Envoy's shared in-flight counter between
+//! them; [`Engine::decide`] runs them all, for `weir explain` and for tests.
+
+mod admit;
+mod classify;
+mod route;
+
+use serde::Serialize;
+
+pub use admit::{Admission, Verdict};
+pub use classify::Classified;
+pub use route::{Candidate, Routed, Split};
+
+use crate::feed::Feed;
+use crate::model::Policy;
+
+/// What the engine needs of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The method, e.g. `POST`.
+    pub method: &'a str,
+    /// The host (`:authority`), possibly with a port.
+    pub host: &'a str,
+    /// The path, possibly with a query.
+    pub path: &'a str,
+    /// The request headers (names in any case).
+    pub headers: &'a [(String, String)],
+}
+
+impl<'a> Request<'a> {
+    /// The first value of header `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Everything the engine decided about one request.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    /// The priority class.
+    pub class: Classified,
+    /// Admit, queue or shed.
+    pub admission: Admission,
+    /// The cluster chosen and why; `None` when no service matches the request.
+    pub route: Option<Routed>,
+    /// The upstream cluster the request goes to.
+    pub cluster: Option<String>,
+}
+
+/// A policy and its live feed, prepared for per-request decisions.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    classifier: classify::Classifier,
+    admitter: admit::Admitter,
+    router: route::Router,
+}
+
+impl Engine {
+    /// Prepares a policy that passed [`crate::validate()`], with its feed.
+    pub fn new(policy: &Policy, feed: &Feed) -> Self {
+        Self {
+            classifier: classify::Classifier::new(&policy.priority),
+            admitter: admit::Admitter::new(policy, feed),
+            router: route::Router::new(policy, feed),
+        }
+    }
+
+    /// Stage 1: the request's priority class.
+    pub fn classify(&self, request: &Request<'_>) -> Classified {
+        self.classifier.classify(request)
+    }
+
+    /// Stage 2: whether a request of `class` is admitted with `in_flight`
+    /// requests already in flight.
+    pub fn admit(&self, class: &Classified, in_flight: u64) -> Admission {
+        self.admitter.admit(class.rank, in_flight)
+    }
+
+    /// The class names, highest first.
+    pub fn classes(&self) -> &[String] {
+        self.classifier.classes()
+    }
+
+    /// The admission settings, for the filter's queue.
+    pub fn admitter(&self) -> &admit::Admitter {
+        &self.admitter
+    }
+
+    /// Stages 3 and 4: the best cluster for the request and, if it has a canary,
+    /// the variant. `spread_key` picks among near-equal candidates, and buckets
+    /// requests that carry no device id; the filter passes a hash of the device
+    /// id when there is one.
+    pub fn route(&self, request: &Request<'_>, spread_key: u64) -> Option<Routed> {
+        self.router.route(request, spread_key)
+    }
+
+    /// The key that spreads a request across near-equal candidates: the hash of
+    /// its device id if it has one, else `fallback` (e.g. a request counter).
+    pub fn spread_key(&self, request: &Request<'_>, fallback: u64) -> u64 {
+        self.router.spread_key(request, fallback)
+    }
+
+    /// All stages at once.
+    pub fn decide(&self, request: &Request<'_>, in_flight: u64, fallback_key: u64) -> Decision {
+        let class = self.classify(request);
+        let admission = self.admit(&class, in_flight);
+        let route = self.route(request, self.spread_key(request, fallback_key));
+        let cluster = route.as_ref().map(|r| r.cluster().to_owned());
+        Decision {
+            class,
+            admission,
+            route,
+            cluster,
+        }
+    }
+}

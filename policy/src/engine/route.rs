@@ -1,0 +1,311 @@
+//! Stages 3 and 4: score the service's placements, pick among the best, and
+//! split the chosen placement between stable and canary.
+//!
+//! `score = w_geo·geo + w_device·device + w_sla·sla`, where
+//! `geo = 1 − min(1, rtt_ms / 200)`, `device` is 1 if the cluster serves the
+//! device type and 0.3 otherwise, and `sla` is the feed's score (1 = healthy).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::Request;
+use crate::feed::{Feed, percent_to_basis_points};
+use crate::model::{Policy, RoutingHeaders, ScoreWeights, Variant};
+use crate::split::{self, BUCKETS};
+
+/// RTT at and beyond which a cluster counts as far (geo score 0).
+const FAR_RTT_MS: f64 = 200.0;
+/// Device score of a cluster that does not serve the device type.
+const UNSERVED_DEVICE_SCORE: f64 = 0.3;
+/// Geo score when the client's region is unknown: no preference.
+const UNKNOWN_GEO_SCORE: f64 = 0.5;
+
+/// One scored candidate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Candidate {
+    /// The placement's (stable) cluster.
+    pub cluster: String,
+    /// RTT from the client's region, when known.
+    pub rtt_ms: Option<f64>,
+    /// Geo part, 0–1.
+    pub geo: f64,
+    /// Device part, 0.3 or 1.
+    pub device: f64,
+    /// SLA part, 0–1.
+    pub sla: f64,
+    /// The weighted total.
+    pub score: f64,
+}
+
+/// The canary split of the chosen placement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Split {
+    /// The canary cluster.
+    pub canary_cluster: String,
+    /// Its weight in basis points.
+    pub weight_bp: u32,
+    /// The request's bucket (0..10,000).
+    pub bucket: u32,
+    /// Whether the bucket came from the device id (`false`: no id, not sticky).
+    pub sticky: bool,
+    /// The variant chosen.
+    pub variant: Variant,
+}
+
+/// The route chosen for a request, with its evidence.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Routed {
+    /// The service that matched.
+    pub service: String,
+    /// Every placement, scored, in policy order.
+    pub candidates: Vec<Candidate>,
+    /// The candidates within `spread` of the best, which share the traffic.
+    pub near_best: Vec<String>,
+    /// The placement chosen among them.
+    pub placement: String,
+    /// The canary split, if the placement has a canary.
+    pub split: Option<Split>,
+}
+
+impl Routed {
+    /// The cluster the request goes to: the canary if the split chose it.
+    pub fn cluster(&self) -> &str {
+        match &self.split {
+            Some(split) if split.variant == Variant::Canary => &split.canary_cluster,
+            _ => &self.placement,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ClusterFacts {
+    region: String,
+    device_types: Option<BTreeSet<String>>,
+    sla: f64,
+}
+
+#[derive(Clone, Debug)]
+struct CanaryPlan {
+    cluster: String,
+    salt: String,
+    sticky_header: String,
+    weight_bp: u32,
+}
+
+#[derive(Clone, Debug)]
+struct ServicePlan {
+    name: String,
+    hosts: Vec<String>,
+    path_prefix: String,
+    placements: Vec<(String, Option<CanaryPlan>)>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Router {
+    headers: RoutingHeaders,
+    weights: ScoreWeights,
+    spread: f64,
+    rtt: HashMap<(String, String), f64>,
+    default_rtt_ms: Option<f64>,
+    clusters: BTreeMap<String, ClusterFacts>,
+    services: Vec<ServicePlan>,
+}
+
+impl Router {
+    pub(super) fn new(policy: &Policy, feed: &Feed) -> Self {
+        let mut rtt = HashMap::new();
+        for (from, row) in &policy.regions.rtt_ms {
+            for (to, &ms) in row {
+                rtt.insert((from.clone(), to.clone()), ms);
+                rtt.entry((to.clone(), from.clone())).or_insert(ms);
+            }
+        }
+        let clusters = policy
+            .clusters
+            .iter()
+            .map(|c| {
+                let facts = ClusterFacts {
+                    region: c.region.clone(),
+                    device_types: c.device_types.as_ref().map(|t| t.iter().cloned().collect()),
+                    sla: feed
+                        .sla_scores
+                        .get(&c.name)
+                        .copied()
+                        .unwrap_or(1.0)
+                        .clamp(0.0, 1.0),
+                };
+                (c.name.clone(), facts)
+            })
+            .collect();
+        let services = policy
+            .services
+            .iter()
+            .map(|s| ServicePlan {
+                name: s.name.clone(),
+                hosts: s
+                    .matches
+                    .hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                path_prefix: s.matches.path_prefix.clone(),
+                placements: s
+                    .placements
+                    .iter()
+                    .map(|p| {
+                        let canary = p.canary.as_ref().map(|c| CanaryPlan {
+                            cluster: c.cluster.clone(),
+                            salt: c.salt.clone().unwrap_or_else(|| c.cluster.clone()),
+                            sticky_header: c
+                                .sticky_header
+                                .clone()
+                                .unwrap_or_else(|| policy.routing.headers.device_id.clone()),
+                            weight_bp: feed.canary_weights.get(&c.cluster).copied().unwrap_or_else(
+                                || percent_to_basis_points(c.steps.first().copied().unwrap_or(0.0)),
+                            ),
+                        });
+                        (p.cluster.clone(), canary)
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self {
+            headers: policy.routing.headers.clone(),
+            weights: policy.routing.weights.clone(),
+            spread: policy.routing.spread,
+            rtt,
+            default_rtt_ms: policy.regions.default_rtt_ms,
+            clusters,
+            services,
+        }
+    }
+
+    pub(super) fn spread_key(&self, request: &Request<'_>, fallback: u64) -> u64 {
+        match request.header(&self.headers.device_id) {
+            Some(id) if !id.is_empty() => split::stable_hash(&[id.as_bytes()]),
+            _ => fallback,
+        }
+    }
+
+    fn rtt_ms(&self, from: &str, to: &str) -> Option<f64> {
+        self.rtt
+            .get(&(from.to_owned(), to.to_owned()))
+            .copied()
+            .or(if from == to { Some(0.0) } else { None })
+            .or(self.default_rtt_ms)
+    }
+
+    fn service(&self, request: &Request<'_>) -> Option<&ServicePlan> {
+        let host = host_without_port(request.host).to_ascii_lowercase();
+        self.services.iter().find(|s| {
+            request.path.starts_with(&s.path_prefix)
+                && (s.hosts.is_empty()
+                    || s.hosts.iter().any(|pattern| host_matches(pattern, &host)))
+        })
+    }
+
+    fn score(&self, cluster: &str, region: Option<&str>, device_type: Option<&str>) -> Candidate {
+        let facts = self.clusters.get(cluster);
+        let rtt_ms = match (region, facts) {
+            (Some(region), Some(facts)) => self.rtt_ms(region, &facts.region),
+            _ => None,
+        };
+        let geo = rtt_ms.map_or(UNKNOWN_GEO_SCORE, |rtt| {
+            1.0 - (rtt / FAR_RTT_MS).clamp(0.0, 1.0)
+        });
+        let serves = match (device_type, facts.and_then(|f| f.device_types.as_ref())) {
+            (Some(device_type), Some(types)) => types.contains(device_type),
+            _ => true,
+        };
+        let device = if serves { 1.0 } else { UNSERVED_DEVICE_SCORE };
+        let sla = facts.map_or(1.0, |f| f.sla);
+        let w = &self.weights;
+        Candidate {
+            cluster: cluster.to_owned(),
+            rtt_ms,
+            geo,
+            device,
+            sla,
+            score: w.geo * geo + w.device * device + w.sla * sla,
+        }
+    }
+
+    pub(super) fn route(&self, request: &Request<'_>, spread_key: u64) -> Option<Routed> {
+        let service = self.service(request)?;
+        let region = request
+            .header(&self.headers.region)
+            .filter(|r| !r.is_empty());
+        let device_type = request
+            .header(&self.headers.device_type)
+            .filter(|t| !t.is_empty());
+        let candidates: Vec<Candidate> = service
+            .placements
+            .iter()
+            .map(|(cluster, _)| self.score(cluster, region, device_type))
+            .collect();
+        let best = candidates
+            .iter()
+            .map(|c| c.score)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let near: Vec<usize> = (0..candidates.len())
+            .filter(|&i| {
+                candidates
+                    .get(i)
+                    .is_some_and(|c| c.score >= best - self.spread - 1e-12)
+            })
+            .collect();
+        let pick = usize::try_from(spread_key % near.len().max(1) as u64).unwrap_or(0);
+        let chosen = near.get(pick).copied().unwrap_or(0);
+        let (placement, canary) = service.placements.get(chosen)?;
+        let split = canary.as_ref().map(|canary| {
+            let (bucket, sticky) = match request.header(&canary.sticky_header) {
+                Some(id) if !id.is_empty() => (split::bucket(&canary.salt, id), true),
+                _ => ((spread_key % u64::from(BUCKETS)) as u32, false),
+            };
+            Split {
+                canary_cluster: canary.cluster.clone(),
+                weight_bp: canary.weight_bp,
+                bucket,
+                sticky,
+                variant: if split::in_canary(bucket, canary.weight_bp) {
+                    Variant::Canary
+                } else {
+                    Variant::Stable
+                },
+            }
+        });
+        Some(Routed {
+            service: service.name.clone(),
+            near_best: near
+                .iter()
+                .filter_map(|&i| candidates.get(i))
+                .map(|c| c.cluster.clone())
+                .collect(),
+            candidates,
+            placement: placement.clone(),
+            split,
+        })
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| h.trim_start_matches('['));
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(domain) => {
+            host.len() > domain.len() + 1
+                && host.ends_with(domain)
+                && host[..host.len() - domain.len()].ends_with('.')
+        }
+        None => pattern == host,
+    }
+}

@@ -1,0 +1,109 @@
+//! The live feed: the numbers `weir` moves while a policy stays the same —
+//! canary weights, cluster SLA scores and the concurrency limit.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Policy;
+use crate::split::BUCKETS;
+use crate::validate::Invalid;
+
+/// The live feed that accompanies a policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Feed {
+    /// Canary weight in basis points (0–10,000), by canary cluster; a canary
+    /// missing here is at its first step.
+    #[serde(default)]
+    pub canary_weights: BTreeMap<String, u32>,
+    /// SLA score (0–1, 1 = meeting its target), by cluster; 1 when missing.
+    #[serde(default)]
+    pub sla_scores: BTreeMap<String, f64>,
+    /// The concurrency limit in force; the policy's when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u32>,
+}
+
+impl Feed {
+    /// The feed a policy starts with: each canary at its first step, every
+    /// cluster's SLA score neutral (1), the configured limit.
+    pub fn initial(policy: &Policy) -> Self {
+        let canary_weights = policy
+            .services
+            .iter()
+            .flat_map(|service| &service.placements)
+            .filter_map(|placement| placement.canary.as_ref())
+            .map(|canary| {
+                let first = canary.steps.first().copied().unwrap_or(0.0);
+                (canary.cluster.clone(), percent_to_basis_points(first))
+            })
+            .collect();
+        let sla_scores = policy
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), 1.0))
+            .collect();
+        Self {
+            canary_weights,
+            sla_scores,
+            concurrency_limit: Some(policy.admission.concurrency_limit),
+        }
+    }
+
+    /// Checks the feed against the policy it accompanies.
+    pub fn validate(&self, policy: &Policy) -> Vec<Invalid> {
+        let mut errors = Vec::new();
+        let canaries: Vec<&str> = policy
+            .services
+            .iter()
+            .flat_map(|s| &s.placements)
+            .filter_map(|p| p.canary.as_ref().map(|c| c.cluster.as_str()))
+            .collect();
+        for (cluster, &weight) in &self.canary_weights {
+            let path = format!("feed.canary_weights.{cluster}");
+            if !canaries.contains(&cluster.as_str()) {
+                errors.push(Invalid {
+                    path,
+                    message: format!("`{cluster}` is not the canary of any placement"),
+                });
+            } else if weight > BUCKETS {
+                errors.push(Invalid {
+                    path,
+                    message: format!("a weight is at most {BUCKETS} basis points, not {weight}"),
+                });
+            }
+        }
+        for (cluster, &score) in &self.sla_scores {
+            let path = format!("feed.sla_scores.{cluster}");
+            if !policy.clusters.iter().any(|c| &c.name == cluster) {
+                errors.push(Invalid {
+                    path,
+                    message: format!("unknown cluster `{cluster}`"),
+                });
+            } else if !(0.0..=1.0).contains(&score) {
+                errors.push(Invalid {
+                    path,
+                    message: format!("a score is between 0 and 1, not {score}"),
+                });
+            }
+        }
+        if self.concurrency_limit == Some(0) {
+            errors.push(Invalid {
+                path: "feed.concurrency_limit".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        errors
+    }
+}
+
+/// A percentage (0–100) in basis points (0–10,000), rounded to the nearest.
+pub fn percent_to_basis_points(percent: f64) -> u32 {
+    if percent.is_finite() {
+        (percent.clamp(0.0, 100.0) * 100.0).round() as u32
+    } else {
+        0
+    }
+}
