@@ -14,7 +14,7 @@ use serde::Serialize;
 
 pub use admit::{Admission, Verdict};
 pub use classify::Classified;
-pub use route::{Candidate, Routed, Split};
+pub use route::{Candidate, Routed, Split, geo_score};
 
 use crate::feed::Feed;
 use crate::model::Policy;

@@ -29,3 +29,9 @@ pub use feed::Feed;
 pub use filter_config::{FilterConfig, InvalidFilterConfig};
 pub use model::Policy;
 pub use validate::{Invalid, validate};
+
+/// The JSON Schema of the policy format, for editors and CI checks.
+#[cfg(feature = "schema")]
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Policy)).unwrap_or_default()
+}

@@ -1,5 +1,8 @@
 //! The `weir` command line.
 
+mod explain;
+mod policy_file;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,6 +19,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check policy files; report every problem with file, line and column.
+    Validate {
+        /// Policy files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the filter's plugin configuration (JSON) for a policy file.
+    Compile {
+        /// The policy file.
+        file: PathBuf,
+        /// One line instead of indented JSON.
+        #[arg(long)]
+        compact: bool,
+    },
+    /// Show what the filter would decide for a request, stage by stage.
+    Explain(explain::ExplainArgs),
+    /// Print the JSON Schema of the policy format, for editors.
+    Schema,
     /// Check filter plugin configurations (the JSON the filter reads) without loading Envoy.
     CheckFilterConfig {
         /// Files holding a plugin configuration document each.
@@ -27,13 +48,50 @@ enum Command {
 impl Cli {
     /// Runs the chosen command; the exit code is 0 on success and 1 otherwise.
     pub fn run(self) -> ExitCode {
-        match self.command {
+        let ok = match self.command {
+            Command::Validate { files } => policy_file::validate_all(&files),
+            Command::Compile { file, compact } => policy_file::compile(&file, compact),
+            Command::Explain(args) => explain::run(&args),
+            Command::Schema => print_json(&weir_policy::schema(), false),
             Command::CheckFilterConfig { files } => check_filter_configs(&files),
+        };
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         }
     }
 }
 
-fn check_filter_configs(files: &[PathBuf]) -> ExitCode {
+fn print_json(value: &impl serde::Serialize, compact: bool) -> bool {
+    let text = if compact {
+        serde_json::to_string(value)
+    } else {
+        serde_json::to_string_pretty(value)
+    };
+    match text {
+        Ok(text) => emit(&format!("{text}\n")),
+        Err(err) => {
+            eprintln!("error: cannot render JSON: {err}");
+            false
+        }
+    }
+}
+
+/// Writes to stdout. A closed pipe (`weir compile … | head`) is not an error.
+fn emit(text: &str) -> bool {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => true,
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => true,
+        Err(err) => {
+            eprintln!("error: cannot write to stdout: {err}");
+            false
+        }
+    }
+}
+
+fn check_filter_configs(files: &[PathBuf]) -> bool {
     let mut all_valid = true;
     for file in files {
         let shown = file.display();
@@ -43,7 +101,9 @@ fn check_filter_configs(files: &[PathBuf]) -> ExitCode {
                 eprintln!("{shown}: cannot read: {err}");
             }
             Ok(bytes) => match FilterConfig::from_json(&bytes) {
-                Ok(config) => println!("{shown}: ok (version {:?})", config.version),
+                Ok(config) => {
+                    emit(&format!("{shown}: ok (version {:?})\n", config.version));
+                }
                 Err(err) => {
                     all_valid = false;
                     eprintln!("{shown}:{}:{}: {}", err.line, err.column, err.message);
@@ -51,9 +111,5 @@ fn check_filter_configs(files: &[PathBuf]) -> ExitCode {
             },
         }
     }
-    if all_valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    all_valid
 }

@@ -21,6 +21,14 @@ const UNSERVED_DEVICE_SCORE: f64 = 0.3;
 /// Geo score when the client's region is unknown: no preference.
 const UNKNOWN_GEO_SCORE: f64 = 0.5;
 
+/// The geo score of a cluster `rtt_ms` away: 1 next door, 0 at 200 ms or more.
+pub fn geo_score(rtt_ms: f64) -> f64 {
+    if rtt_ms.is_nan() {
+        return 0.0;
+    }
+    1.0 - (rtt_ms / FAR_RTT_MS).clamp(0.0, 1.0)
+}
+
 /// One scored candidate.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Candidate {

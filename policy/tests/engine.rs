@@ -1,0 +1,342 @@
+//! The decision engine, stage by stage, on the example policy.
+
+use weir_policy::engine::{Routed, Verdict};
+use weir_policy::model::Variant;
+use weir_policy::{Engine, Feed, Policy, Request};
+
+fn example() -> Policy {
+    let text = include_str!("../../examples/policies/iot-fleet.yaml");
+    weir_policy::source::load("iot-fleet.yaml", text).expect("the example is valid")
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+fn request<'a>(method: &'a str, path: &'a str, headers: &'a [(String, String)]) -> Request<'a> {
+    Request {
+        method,
+        host: "ingest.example.com",
+        path,
+        headers,
+    }
+}
+
+fn route(engine: &Engine, path: &str, pairs: &[(&str, &str)]) -> Routed {
+    let h = headers(pairs);
+    let req = request("POST", path, &h);
+    engine
+        .route(&req, engine.spread_key(&req, 0))
+        .expect("a service matches")
+}
+
+#[test]
+fn classification_follows_the_first_matching_rule() {
+    let policy = example();
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let cases: &[(&str, &str, &[(&str, &str)], &str, Option<usize>)] = &[
+        ("POST", "/v1/alarms/fire", &[], "alarm", Some(0)),
+        (
+            "POST",
+            "/v1/telemetry",
+            &[("x-message-type", "alarm")],
+            "alarm",
+            Some(1),
+        ),
+        ("POST", "/v1/commands/reboot", &[], "command", Some(2)),
+        ("GET", "/v1/heartbeat", &[], "heartbeat", Some(3)),
+        (
+            "PUT",
+            "/v1/status",
+            &[("x-message-type", "heartbeat")],
+            "heartbeat",
+            Some(4),
+        ),
+        // Method and header must both hold for rule 4.
+        (
+            "POST",
+            "/v1/status",
+            &[("x-message-type", "heartbeat")],
+            "telemetry",
+            None,
+        ),
+        ("POST", "/v1/telemetry", &[], "telemetry", None),
+        // Header names are matched case-insensitively.
+        (
+            "POST",
+            "/v1/x",
+            &[("X-Message-Type", "alarm")],
+            "alarm",
+            Some(1),
+        ),
+    ];
+    for (method, path, pairs, class, rule) in cases {
+        let h = headers(pairs);
+        let got = engine.classify(&request(method, path, &h));
+        assert_eq!(
+            (got.name.as_str(), got.rule),
+            (*class, *rule),
+            "{method} {path} {pairs:?}"
+        );
+        assert_eq!(engine.classes()[got.rank], *class);
+    }
+}
+
+#[test]
+fn header_conditions_prefix_and_presence() {
+    let mut policy = example();
+    policy.priority.rules.insert(
+        0,
+        serde_json::from_value(serde_json::json!({
+            "class": "command",
+            "match": {"headers": [
+                {"name": "x-firmware", "prefix": "2."},
+                {"name": "x-debug", "present": false}
+            ]}
+        }))
+        .unwrap(),
+    );
+    assert!(weir_policy::validate(&policy).is_empty());
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let class = |pairs: &[(&str, &str)]| {
+        let h = headers(pairs);
+        engine.classify(&request("GET", "/v1/telemetry", &h)).name
+    };
+    assert_eq!(class(&[("x-firmware", "2.4.1")]), "command");
+    assert_eq!(class(&[("x-firmware", "1.9")]), "telemetry");
+    assert_eq!(
+        class(&[("x-firmware", "2.4.1"), ("x-debug", "1")]),
+        "telemetry"
+    );
+}
+
+#[test]
+fn admission_thresholds_follow_each_class_share() {
+    let policy = example();
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let admit = |path: &str, in_flight: u64| {
+        let h = headers(&[]);
+        let req = request("GET", path, &h);
+        engine.admit(&engine.classify(&req), in_flight)
+    };
+    // Limit 200: alarm 100 % → 200, heartbeat 40 % → 80 with 100 ms of queueing.
+    assert_eq!(admit("/v1/alarms", 199).verdict, Verdict::Admit);
+    assert_eq!(
+        admit("/v1/alarms", 200).verdict,
+        Verdict::Queue { max_wait_ms: 2_000 }
+    );
+    assert_eq!(admit("/v1/heartbeat", 79).verdict, Verdict::Admit);
+    let queued = admit("/v1/heartbeat", 80);
+    assert_eq!(
+        (queued.verdict, queued.threshold),
+        (Verdict::Queue { max_wait_ms: 100 }, 80)
+    );
+    // While heartbeats queue, alarms are still admitted.
+    assert_eq!(admit("/v1/alarms", 150).verdict, Verdict::Admit);
+
+    // A class that may not wait is shed, with the policy's retry-after.
+    let mut policy = example();
+    policy
+        .admission
+        .classes
+        .get_mut("heartbeat")
+        .unwrap()
+        .max_wait = weir_policy::Duration::from_millis(0);
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let h = headers(&[]);
+    let req = request("GET", "/v1/heartbeat", &h);
+    assert_eq!(
+        engine.admit(&engine.classify(&req), 80).verdict,
+        Verdict::Shed { retry_after_s: 2 }
+    );
+}
+
+#[test]
+fn the_feed_limit_overrides_the_policy_limit() {
+    let policy = example();
+    let feed = Feed {
+        concurrency_limit: Some(20),
+        ..Feed::initial(&policy)
+    };
+    let engine = Engine::new(&policy, &feed);
+    let h = headers(&[]);
+    let req = request("GET", "/v1/heartbeat", &h);
+    let admission = engine.admit(&engine.classify(&req), 8);
+    assert_eq!((admission.limit, admission.threshold), (20, 8));
+    assert_eq!(admission.verdict, Verdict::Queue { max_wait_ms: 100 });
+}
+
+#[test]
+fn requests_go_to_their_regions_cluster() {
+    let policy = example();
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    for (region, cluster) in [
+        ("eu-west", "ingest-eu"),
+        ("us-east", "ingest-us"),
+        ("ap-south", "ingest-ap"),
+    ] {
+        let routed = route(
+            &engine,
+            "/v1/telemetry",
+            &[("x-region", region), ("x-device-type", "sensor")],
+        );
+        assert_eq!(routed.placement, cluster, "from {region}");
+        assert_eq!(routed.near_best, vec![cluster.to_owned()]);
+    }
+    let commands = route(&engine, "/v1/commands/x", &[("x-region", "us-east")]);
+    assert_eq!(
+        (commands.service.as_str(), commands.placement.as_str()),
+        ("commands", "commands-us")
+    );
+}
+
+#[test]
+fn a_device_type_the_local_cluster_does_not_serve_goes_to_the_best_that_does() {
+    let policy = example();
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let routed = route(
+        &engine,
+        "/v1/telemetry",
+        &[("x-region", "ap-south"), ("x-device-type", "vehicle")],
+    );
+    let local = routed
+        .candidates
+        .iter()
+        .find(|c| c.cluster == "ingest-ap")
+        .unwrap();
+    assert_eq!(local.device, 0.3);
+    assert_eq!(routed.placement, "ingest-eu", "{routed:#?}");
+}
+
+#[test]
+fn a_degraded_sla_score_moves_traffic_away() {
+    let policy = example();
+    let mut feed = Feed::initial(&policy);
+    feed.sla_scores.insert("ingest-eu".into(), 0.2);
+    let engine = Engine::new(&policy, &feed);
+    let routed = route(&engine, "/v1/telemetry", &[("x-region", "eu-west")]);
+    assert_eq!(routed.placement, "ingest-us", "{routed:#?}");
+    let eu = routed
+        .candidates
+        .iter()
+        .find(|c| c.cluster == "ingest-eu")
+        .unwrap();
+    assert!((eu.score - (0.4 * 0.975 + 0.3 + 0.3 * 0.2)).abs() < 1e-9);
+}
+
+#[test]
+fn near_equal_candidates_share_traffic_by_device() {
+    // Without ingest-ap, a client in ap-south is 100 ms from both eu-west and
+    // us-east: the two tie, and devices spread over both instead of herding.
+    let mut policy = example();
+    policy.services[1]
+        .placements
+        .retain(|p| p.cluster != "ingest-ap");
+    policy
+        .regions
+        .rtt_ms
+        .get_mut("us-east")
+        .unwrap()
+        .insert("ap-south".into(), 100.0);
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..400 {
+        let id = format!("dev-{i}");
+        let pairs = [("x-region", "ap-south"), ("x-device-id", id.as_str())];
+        let routed = route(&engine, "/v1/telemetry", &pairs);
+        assert_eq!(routed.near_best.len(), 2, "eu and us tie: {routed:#?}");
+        // The same device always gets the same cluster.
+        assert_eq!(
+            route(&engine, "/v1/telemetry", &pairs).placement,
+            routed.placement
+        );
+        *counts.entry(routed.placement).or_default() += 1;
+    }
+    assert_eq!(
+        counts.len(),
+        2,
+        "both near-equal clusters get traffic: {counts:?}"
+    );
+    // Binomial(400, 1/2): σ = 10, so ±80 is 8σ.
+    for (cluster, n) in &counts {
+        assert!((120..=280).contains(n), "{cluster} got {n} of 400");
+    }
+}
+
+#[test]
+fn split_uses_the_feed_weight_and_is_sticky() {
+    let policy = example();
+    let mut feed = Feed::initial(&policy);
+    assert_eq!(
+        feed.canary_weights["ingest-eu-canary"], 100,
+        "starts at the first step, 1 %"
+    );
+    feed.canary_weights
+        .insert("ingest-eu-canary".into(), 10_000);
+    let engine = Engine::new(&policy, &feed);
+    let routed = route(
+        &engine,
+        "/v1/telemetry",
+        &[("x-region", "eu-west"), ("x-device-id", "d1")],
+    );
+    let split = routed.split.clone().unwrap();
+    assert_eq!(
+        (split.weight_bp, split.variant, split.sticky),
+        (10_000, Variant::Canary, true)
+    );
+    assert_eq!(
+        split.bucket,
+        weir_policy::split::bucket("ingest-eu-canary", "d1")
+    );
+    assert_eq!(routed.cluster(), "ingest-eu-canary");
+
+    feed.canary_weights.insert("ingest-eu-canary".into(), 0);
+    let engine = Engine::new(&policy, &feed);
+    let routed = route(
+        &engine,
+        "/v1/telemetry",
+        &[("x-region", "eu-west"), ("x-device-id", "d1")],
+    );
+    assert_eq!(routed.cluster(), "ingest-eu");
+    // Without a device id the split is not sticky.
+    let routed = route(&engine, "/v1/telemetry", &[("x-region", "eu-west")]);
+    assert!(!routed.split.unwrap().sticky);
+}
+
+#[test]
+fn unmatched_requests_are_not_routed() {
+    let policy = example();
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let h = headers(&[]);
+    let decision = engine.decide(&request("GET", "/healthz", &h), 0, 0);
+    assert!(decision.route.is_none());
+    assert!(decision.cluster.is_none());
+    assert_eq!(decision.class.name, "telemetry");
+}
+
+#[test]
+fn service_hosts_match_exactly_or_by_wildcard() {
+    let mut policy = example();
+    policy.services[0].matches.hosts = vec!["cmd.example.com".into(), "*.fleet.example.com".into()];
+    assert!(weir_policy::validate(&policy).is_empty());
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let service = |host: &str| {
+        let h = headers(&[]);
+        let req = Request {
+            method: "POST",
+            host,
+            path: "/v1/commands/x",
+            headers: &h,
+        };
+        engine.route(&req, 0).map(|r| r.service)
+    };
+    assert_eq!(service("cmd.example.com").as_deref(), Some("commands"));
+    assert_eq!(service("CMD.example.com:8443").as_deref(), Some("commands"));
+    assert_eq!(service("eu.fleet.example.com").as_deref(), Some("commands"));
+    // Not a subdomain: falls through to the next service, ingest (/v1/).
+    assert_eq!(service("fleet.example.com").as_deref(), Some("ingest"));
+    assert_eq!(service("evilfleet.example.com").as_deref(), Some("ingest"));
+}

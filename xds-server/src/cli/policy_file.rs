@@ -1,0 +1,53 @@
+//! `weir validate` and `weir compile`: reading policy files as operators edit them.
+
+use std::path::Path;
+
+use weir_policy::Policy;
+use weir_policy::source::{self, Diagnostic};
+
+/// Reads and validates one policy file, printing its problems to stderr.
+pub(super) fn load(file: &Path) -> Option<Policy> {
+    let shown = file.display().to_string();
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(err) => {
+            eprintln!("{shown}: error: cannot read: {err}");
+            return None;
+        }
+    };
+    match source::load(&shown, &text) {
+        Ok(policy) => Some(policy),
+        Err(diagnostics) => {
+            report(&diagnostics);
+            None
+        }
+    }
+}
+
+fn report(diagnostics: &[Diagnostic]) {
+    for diagnostic in diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    let n = diagnostics.len();
+    eprintln!("{n} error{}", if n == 1 { "" } else { "s" });
+}
+
+pub(super) fn validate_all(files: &[impl AsRef<Path>]) -> bool {
+    let mut all_valid = true;
+    for file in files {
+        let file = file.as_ref();
+        if load(file).is_some() {
+            super::emit(&format!("{}: ok\n", file.display()));
+        } else {
+            all_valid = false;
+        }
+    }
+    all_valid
+}
+
+pub(super) fn compile(file: &Path, compact: bool) -> bool {
+    match load(file) {
+        Some(policy) => super::print_json(&source::compile(&policy), compact),
+        None => false,
+    }
+}
