@@ -6,11 +6,17 @@
 //! (`make build` leaves it at `dist/weir_filter.wasm`) and load it into Envoy
 //! with `envoy.filters.http.wasm`; see `envoy/static.yaml`.
 //!
+//! Per request: strip client `x-weir-*` headers → classify → route and split
+//! → admit, queue or shed (`request.rs`); the worker's queue is drained on
+//! the root context's tick (`root.rs`).
+//!
 //! It never panics on its own account: a panic traps the wasm VM, after which
 //! Envoy fails every request that reaches the filter.
 
+mod metrics;
 mod request;
 mod root;
+mod state;
 
 /// The filter's build version, stamped on every response it handles.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -20,7 +26,7 @@ mod entry {
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
         proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(crate::root::WeirRoot::default())
+            Box::new(crate::root::WeirRoot::new())
         });
     }}
 }

@@ -2,41 +2,152 @@
 
 use std::rc::Rc;
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use weir_policy::{FilterConfig, headers};
+use weir_policy::metrics::Outcome;
+use weir_policy::model::Variant;
+use weir_policy::{Engine, Request, headers};
+
+use crate::metrics;
+use crate::state::{SharedState, now_ms};
 
 pub(crate) struct WeirRequest {
-    #[allow(dead_code)] // Read by the decision stages that build on the foundation.
-    config: Rc<FilterConfig>,
+    id: u32,
+    state: SharedState,
 }
 
 impl WeirRequest {
-    pub(crate) fn new(config: Rc<FilterConfig>) -> Self {
-        Self { config }
+    pub(crate) fn new(id: u32, state: SharedState) -> Self {
+        Self { id, state }
     }
 
-    /// Removes every client-supplied `x-weir-*` header, so only Weir sets them.
-    fn strip_internal_headers(&self) {
+    /// Reads the request headers once, removing every client-supplied
+    /// `x-weir-*` header on the way, so only Weir sets them.
+    fn read_and_strip_headers(&self) -> Vec<(String, String)> {
         // The byte-valued accessor: a header value that is not UTF-8 must not trap the VM.
-        for (name, _) in self.get_http_request_headers_bytes() {
+        let mut kept = Vec::new();
+        for (name, value) in self.get_http_request_headers_bytes() {
             if headers::is_internal(&name) {
                 self.remove_http_request_header(&name);
+            } else {
+                kept.push((name, String::from_utf8_lossy(&value).into_owned()));
             }
         }
+        kept
     }
+
+    /// Classify, route, split, then admit, hold or shed.
+    fn steer(&self, engine: &Engine, all: &[(String, String)]) -> Action {
+        let pseudo = |name: &str| {
+            all.iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let request = Request {
+            method: pseudo(":method"),
+            host: pseudo(":authority"),
+            path: pseudo(":path"),
+            headers: all,
+        };
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let metrics = Rc::clone(&state.metrics);
+        state.request_counter = state.request_counter.wrapping_add(1);
+        let spread_key = engine.spread_key(&request, state.request_counter);
+
+        let class = engine.classify(&request);
+        self.set_http_request_header(headers::PRIORITY, Some(&class.name));
+        match engine.route(&request, spread_key) {
+            Some(route) => {
+                let cluster = route.cluster();
+                self.set_http_request_header(headers::CLUSTER, Some(cluster));
+                metrics.routed(cluster);
+                if let Some(split) = &route.split {
+                    metrics.variant(&split.canary_cluster, split.variant);
+                    let variant = if split.variant == Variant::Canary {
+                        "canary"
+                    } else {
+                        "stable"
+                    };
+                    self.set_http_request_header(headers::VARIANT, Some(variant));
+                }
+            }
+            None => metrics.unrouted(),
+        }
+
+        let admitter = engine.admitter();
+        let now = now_ms();
+        let threshold = admitter.threshold(class.rank);
+        // Requests already held on this worker at this class or above go first.
+        let overtakes = state.queue.holds_at_or_above(class.rank, now);
+        if !overtakes && state.try_take_slot(self.id, threshold) {
+            metrics.outcome(class.rank, Outcome::Admitted);
+            return Action::Continue;
+        }
+        let max_wait_ms = admitter.max_wait_ms(class.rank);
+        match max_wait_ms {
+            0 => {}
+            _ if state
+                .queue
+                .push(self.id, class.rank, now, max_wait_ms)
+                .is_ok() =>
+            {
+                metrics.outcome(class.rank, Outcome::Queued);
+                metrics::bump(metrics.queue_depth, 1);
+                state.set_ticking(true);
+                return Action::Pause;
+            }
+            _ => {}
+        }
+        // The class may not wait, or this worker's queue is full.
+        drop(state);
+        metrics.outcome(class.rank, Outcome::Shed);
+        shed(&class.name, admitter.retry_after_s());
+        Action::Pause
+    }
+}
+
+/// Answers the current stream 503 with `retry-after`, naming the class shed.
+pub(crate) fn shed(class: &str, retry_after_s: u64) {
+    let retry_after = retry_after_s.to_string();
+    let headers = vec![
+        ("retry-after", retry_after.as_str()),
+        (headers::SHED, class),
+        ("content-type", "text/plain"),
+    ];
+    let _ = hostcalls::send_http_response(
+        503,
+        headers,
+        Some(b"overloaded: request shed by priority\n"),
+    );
 }
 
 impl Context for WeirRequest {}
 
 impl HttpContext for WeirRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.strip_internal_headers();
-        Action::Continue
+        let all = self.read_and_strip_headers();
+        let engine = self.state.try_borrow().ok().and_then(|s| s.engine.clone());
+        match engine {
+            Some(engine) => self.steer(&engine, &all),
+            None => Action::Continue,
+        }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.set_http_response_header(headers::FILTER_VERSION, Some(crate::VERSION));
         Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream is over, however it ended: free its slot, or its place in the queue.
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.release_slot(self.id);
+            if state.queue.remove(self.id) {
+                metrics::bump(state.metrics.queue_depth, -1);
+            }
+        }
     }
 }

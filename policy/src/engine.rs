@@ -103,7 +103,8 @@ impl Engine {
     }
 
     /// The key that spreads a request across near-equal candidates: the hash of
-    /// its device id if it has one, else `fallback` (e.g. a request counter).
+    /// its device id if it has one, else the hash of `fallback` (e.g. a
+    /// request counter).
     pub fn spread_key(&self, request: &Request<'_>, fallback: u64) -> u64 {
         self.router.spread_key(request, fallback)
     }

@@ -13,6 +13,15 @@ pub const FILTER_VERSION: &str = "x-weir-filter";
 /// Request header naming the upstream cluster; routes read it with `cluster_header`.
 pub const CLUSTER: &str = "x-weir-cluster";
 
+/// Request header carrying the priority class upstream.
+pub const PRIORITY: &str = "x-weir-priority";
+
+/// Request header naming the variant (`stable` or `canary`) of a canary placement.
+pub const VARIANT: &str = "x-weir-variant";
+
+/// Response header on a shed request, naming its class.
+pub const SHED: &str = "x-weir-shed";
+
 /// Whether `name` is one of Weir's internal headers (case-insensitive, as HTTP header names are).
 pub fn is_internal(name: &str) -> bool {
     name.len() >= INTERNAL_PREFIX.len()

@@ -16,8 +16,10 @@ pub mod engine;
 pub mod feed;
 pub mod filter_config;
 pub mod headers;
+pub mod metrics;
 pub mod model;
 pub mod names;
+pub mod queue;
 #[cfg(feature = "source")]
 pub mod source;
 pub mod split;

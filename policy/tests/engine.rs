@@ -209,6 +209,17 @@ fn a_device_type_the_local_cluster_does_not_serve_goes_to_the_best_that_does() {
         .unwrap();
     assert_eq!(local.device, 0.3);
     assert_eq!(routed.placement, "ingest-eu", "{routed:#?}");
+    // Whatever the device (and so the spread key), never the unserving cluster.
+    for i in 0..200 {
+        let id = format!("vehicle-{i}");
+        let pairs = [
+            ("x-region", "ap-south"),
+            ("x-device-type", "vehicle"),
+            ("x-device-id", id.as_str()),
+        ];
+        let routed = route(&engine, "/v1/telemetry", &pairs);
+        assert_ne!(routed.placement, "ingest-ap", "{routed:#?}");
+    }
 }
 
 #[test]

@@ -37,7 +37,14 @@ pub enum FilterChoice {
     },
     /// A Lua filter with this inline source.
     Lua(String),
+    /// Weir's filter with this plugin configuration, delivered through a
+    /// file-based ECDS source so that [`Envoy::update_weir_config`] can
+    /// replace it while Envoy runs, as `weir` does over ADS.
+    WeirDiscovered(String),
 }
+
+/// The name of the filter's extension configuration in ECDS.
+const WEIR_EXTENSION: &str = "weir";
 
 /// Builds the configuration of an Envoy for a test and starts it.
 #[derive(Clone, Debug)]
@@ -99,8 +106,9 @@ impl EnvoyBuilder {
         self
     }
 
-    /// The bootstrap configuration, as JSON.
-    pub fn bootstrap(&self) -> Value {
+    /// The bootstrap configuration, as JSON; `ecds_path` is where a
+    /// discovered filter configuration is read from.
+    pub fn bootstrap(&self, ecds_path: &std::path::Path) -> Value {
         let clusters: Vec<Value> = self
             .clusters
             .iter()
@@ -114,12 +122,16 @@ impl EnvoyBuilder {
         if let Some(default) = &self.default_cluster {
             routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": default}}));
         }
-        let mut http_filters = http_filter(&self.filter).into_iter().collect::<Vec<_>>();
+        let mut http_filters = http_filter(&self.filter, ecds_path)
+            .into_iter()
+            .collect::<Vec<_>>();
         http_filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
         }));
         json!({
+            // Discovered configuration (ECDS) needs a node identity.
+            "node": {"id": "weir-testbed", "cluster": "weir-testbed"},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
             "static_resources": {
                 "listeners": [{
@@ -145,13 +157,34 @@ impl EnvoyBuilder {
 
     /// Starts Envoy and waits until its admin API reports it ready.
     pub async fn start(&self) -> anyhow::Result<Envoy> {
-        Envoy::start(&self.bootstrap(), self.concurrency).await
+        let discovery = self.discovery_dir()?;
+        let mut envoy = Envoy::start(
+            &self.bootstrap(&discovery.path().join(ECDS_FILE)),
+            self.concurrency,
+        )
+        .await?;
+        envoy.discovery = Some(discovery);
+        Ok(envoy)
     }
 
     /// Starts Envoy expecting it to refuse its configuration and exit; returns
     /// the exit status and the log.
     pub async fn start_expecting_failure(&self) -> anyhow::Result<(ExitStatus, String)> {
-        Envoy::start_expecting_failure(&self.bootstrap(), self.concurrency).await
+        let discovery = self.discovery_dir()?;
+        Envoy::start_expecting_failure(
+            &self.bootstrap(&discovery.path().join(ECDS_FILE)),
+            self.concurrency,
+        )
+        .await
+    }
+
+    /// A folder for the ECDS file, written before Envoy starts.
+    fn discovery_dir(&self) -> anyhow::Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new().prefix("weir-ecds-").tempdir()?;
+        if let FilterChoice::WeirDiscovered(configuration) = &self.filter {
+            write_discovered(&dir.path().join(ECDS_FILE), configuration)?;
+        }
+        Ok(dir)
     }
 }
 
@@ -178,9 +211,24 @@ pub(crate) fn locality_endpoints(endpoints: &[SocketAddr]) -> Value {
     json!({"lb_endpoints": lb_endpoints})
 }
 
-fn http_filter(choice: &FilterChoice) -> Option<Value> {
+/// The file a discovered filter configuration is read from.
+const ECDS_FILE: &str = "weir-filter.json";
+
+fn http_filter(choice: &FilterChoice, ecds_path: &std::path::Path) -> Option<Value> {
     let (module, configuration) = match choice {
         FilterChoice::None => return None,
+        FilterChoice::WeirDiscovered(_) => {
+            return Some(json!({
+                "name": WEIR_EXTENSION,
+                "config_discovery": {
+                    "config_source": {
+                        "path_config_source": {"path": ecds_path},
+                        "resource_api_version": "V3"
+                    },
+                    "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+                }
+            }));
+        }
         FilterChoice::Lua(source) => {
             return Some(json!({
                 "name": "envoy.filters.http.lua",
@@ -196,6 +244,13 @@ fn http_filter(choice: &FilterChoice) -> Option<Value> {
             configuration,
         } => (module.clone(), Some(configuration.clone())),
     };
+    Some(
+        json!({"name": "envoy.filters.http.wasm", "typed_config": wasm_config(&module, configuration.as_deref())}),
+    )
+}
+
+/// The typed configuration of a wasm HTTP filter running `module`.
+fn wasm_config(module: &std::path::Path, configuration: Option<&str>) -> Value {
     let mut plugin = json!({
         "name": "weir",
         "root_id": "weir",
@@ -211,13 +266,21 @@ fn http_filter(choice: &FilterChoice) -> Option<Value> {
             "value": configuration
         });
     }
-    Some(json!({
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": plugin
-        }
-    }))
+    json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": plugin})
+}
+
+/// Writes a discovery response holding Weir's filter with `configuration`,
+/// atomically: Envoy watches for the file being moved into place.
+fn write_discovered(path: &std::path::Path, configuration: &str) -> anyhow::Result<()> {
+    let response = json!({"resources": [{
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": WEIR_EXTENSION,
+        "typed_config": wasm_config(&paths::filter_wasm(), Some(configuration))
+    }]});
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, serde_json::to_vec(&response)?)?;
+    std::fs::rename(&staged, path)?;
+    Ok(())
 }
 
 /// A running Envoy; killed when dropped, its log printed if the test failed.
@@ -227,6 +290,7 @@ pub struct Envoy {
     admin: Option<SocketAddr>,
     ingress: Option<SocketAddr>,
     http: reqwest::Client,
+    discovery: Option<tempfile::TempDir>,
     _dir: tempfile::TempDir,
 }
 
@@ -281,6 +345,7 @@ impl Envoy {
             admin: None,
             ingress: None,
             http: crate::http_client(),
+            discovery: None,
             _dir: dir,
         })
     }
@@ -371,6 +436,30 @@ impl Envoy {
             .flatten()
             .find(|stat| stat["name"] == name)
             .and_then(|stat| stat["value"].as_u64()))
+    }
+
+    /// Replaces the filter's plugin configuration through ECDS (the Envoy must
+    /// have been built with [`FilterChoice::WeirDiscovered`]). Returns at once;
+    /// use [`Self::wait_for_log`] to see it applied or refused.
+    pub fn update_weir_config(&self, configuration: &str) -> anyhow::Result<()> {
+        let dir = self
+            .discovery
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this Envoy has no discovered filter"))?;
+        write_discovered(&dir.path().join(ECDS_FILE), configuration)
+    }
+
+    /// Waits until Envoy's log holds `needle` at least `times` times.
+    pub async fn wait_for_log(&self, needle: &str, times: usize) -> anyhow::Result<()> {
+        eventually(
+            &format!("{times}× {needle:?} in Envoy's log"),
+            STARTUP_DEADLINE,
+            || {
+                let found = self.log().matches(needle).count() >= times;
+                async move { found.then_some(()) }
+            },
+        )
+        .await
     }
 
     /// Everything Envoy has logged so far.

@@ -5,6 +5,8 @@
 //!   admin API says so;
 //! - [`backend`]: HTTP backends that answer with their own name and the
 //!   request they saw, and can be told to delay or fail a share of requests;
+//! - [`fleet`]: a backend per cluster of a policy, and an Envoy running the
+//!   filter with that policy;
 //! - [`static_mode`]: `envoy/static.yaml` pointed at a test's backends;
 //! - [`process`]: a supervised child process whose log is printed if the
 //!   test fails and which is killed however the test ends.
@@ -14,6 +16,7 @@
 
 pub mod backend;
 pub mod envoy;
+pub mod fleet;
 pub mod paths;
 pub mod process;
 pub mod static_mode;

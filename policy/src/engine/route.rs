@@ -192,7 +192,8 @@ impl Router {
     pub(super) fn spread_key(&self, request: &Request<'_>, fallback: u64) -> u64 {
         match request.header(&self.headers.device_id) {
             Some(id) if !id.is_empty() => split::stable_hash(&[id.as_bytes()]),
-            _ => fallback,
+            // Hashed, so that consecutive counter values spread evenly.
+            _ => split::stable_hash(&[&fallback.to_le_bytes()]),
         }
     }
 
@@ -256,13 +257,21 @@ impl Router {
             .iter()
             .map(|c| c.score)
             .fold(f64::NEG_INFINITY, f64::max);
-        let near: Vec<usize> = (0..candidates.len())
+        let mut near: Vec<usize> = (0..candidates.len())
             .filter(|&i| {
                 candidates
                     .get(i)
                     .is_some_and(|c| c.score >= best - self.spread - 1e-12)
             })
             .collect();
+        // Spreading balances near-equal clusters; it never sends a device to a
+        // cluster that does not serve its type when a near-equal one does.
+        if near
+            .iter()
+            .any(|&i| candidates.get(i).is_some_and(|c| c.device >= 1.0))
+        {
+            near.retain(|&i| candidates.get(i).is_some_and(|c| c.device >= 1.0));
+        }
         let pick = usize::try_from(spread_key % near.len().max(1) as u64).unwrap_or(0);
         let chosen = near.get(pick).copied().unwrap_or(0);
         let (placement, canary) = service.placements.get(chosen)?;
