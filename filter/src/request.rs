@@ -87,25 +87,43 @@ impl WeirRequest {
             return Action::Continue;
         }
         let max_wait_ms = admitter.max_wait_ms(class.rank);
-        match max_wait_ms {
-            0 => {}
-            _ if state
-                .queue
-                .push(self.id, class.rank, now, max_wait_ms)
-                .is_ok() =>
-            {
+        let held = match max_wait_ms {
+            0 => None,
+            _ => state.queue.push(self.id, class.rank, now, max_wait_ms).ok(),
+        };
+        let retry_after = admitter.retry_after_s();
+        match held {
+            Some(displaced) => {
                 metrics.outcome(class.rank, Outcome::Queued);
-                metrics::bump(metrics.queue_depth, 1);
                 state.set_ticking(true);
-                return Action::Pause;
+                if displaced.is_none() {
+                    metrics::bump(metrics.queue_depth, 1);
+                }
+                drop(state);
+                if let Some(displaced) = displaced {
+                    // A lower class made room: it is shed now, in its own stream.
+                    metrics.outcome(displaced.rank, Outcome::Shed);
+                    if hostcalls::set_effective_context(displaced.id).is_ok() {
+                        shed(
+                            engine
+                                .classes()
+                                .get(displaced.rank)
+                                .map_or("", String::as_str),
+                            retry_after,
+                        );
+                    }
+                    let _ = hostcalls::set_effective_context(self.id);
+                }
+                Action::Pause
             }
-            _ => {}
+            None => {
+                // The class may not wait, or this worker's queue is full of higher classes.
+                drop(state);
+                metrics.outcome(class.rank, Outcome::Shed);
+                shed(&class.name, retry_after);
+                Action::Pause
+            }
         }
-        // The class may not wait, or this worker's queue is full.
-        drop(state);
-        metrics.outcome(class.rank, Outcome::Shed);
-        shed(&class.name, admitter.retry_after_s());
-        Action::Pause
     }
 }
 

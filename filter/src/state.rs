@@ -14,9 +14,11 @@ use crate::metrics::{self, Metrics};
 /// How often a worker with held requests looks for capacity and deadlines.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
-/// Held requests per worker, as a multiple of the concurrency limit: beyond
-/// it a request is shed at once, so memory stays bounded under any flood.
-const QUEUE_PER_LIMIT: usize = 2;
+/// Held requests per worker: a multiple of the concurrency limit, and at
+/// least a floor. Beyond it the lowest class is shed at once, so memory stays
+/// bounded under any flood.
+const QUEUE_PER_LIMIT: usize = 4;
+const QUEUE_FLOOR: usize = 256;
 
 pub(crate) type SharedState = Rc<RefCell<State>>;
 
@@ -48,8 +50,8 @@ impl State {
         let limit = engine.as_ref().map_or(0, |e| {
             usize::try_from(e.admitter().limit()).unwrap_or(usize::MAX)
         });
-        self.queue
-            .set_capacity(limit.saturating_mul(QUEUE_PER_LIMIT));
+        let capacity = limit.saturating_mul(QUEUE_PER_LIMIT).max(QUEUE_FLOOR);
+        self.queue.set_capacity(capacity);
         self.engine = engine.map(Rc::new);
         self.metrics = Rc::new(metrics);
     }

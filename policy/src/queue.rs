@@ -70,16 +70,29 @@ impl AdmissionQueue {
         self.capacity = capacity;
     }
 
-    /// Holds request `id` of class `rank` for at most `max_wait_ms`.
+    /// Holds request `id` of class `rank` for at most `max_wait_ms`. When the
+    /// queue is full, the request takes the place of the lowest-class held
+    /// request below it, which is returned to be shed; with none below it, the
+    /// new request itself cannot be held.
     pub fn push(
         &mut self,
         id: u32,
         rank: usize,
         now_ms: u64,
         max_wait_ms: u64,
-    ) -> Result<(), QueueFull> {
+    ) -> Result<Option<Queued>, QueueFull> {
+        let mut evicted = None;
         if self.entries.len() >= self.capacity {
-            return Err(QueueFull);
+            let (index, worst) = self
+                .entries
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, q)| (q.effective_rank(now_ms), q.seq))
+                .ok_or(QueueFull)?;
+            if worst.effective_rank(now_ms) <= rank {
+                return Err(QueueFull);
+            }
+            evicted = Some(self.entries.swap_remove(index));
         }
         self.seq += 1;
         self.entries.push(Queued {
@@ -89,7 +102,7 @@ impl AdmissionQueue {
             deadline_ms: now_ms.saturating_add(max_wait_ms),
             seq: self.seq,
         });
-        Ok(())
+        Ok(evicted)
     }
 
     /// Forgets request `id` (its stream ended while held); whether it was held.
@@ -203,6 +216,19 @@ mod tests {
         assert_eq!(queue.push(3, 0, 0, 10), Err(QueueFull));
         assert!(queue.remove(1));
         assert!(!queue.remove(1));
-        assert!(queue.push(3, 0, 0, 10).is_ok());
+        assert_eq!(queue.push(3, 0, 0, 10), Ok(None));
+    }
+
+    #[test]
+    fn when_full_a_higher_class_displaces_the_lowest_newest() {
+        let mut queue = AdmissionQueue::new(3);
+        queue.push(1, 3, 0, 1_000).unwrap();
+        queue.push(2, 3, 1, 1_000).unwrap();
+        queue.push(3, 1, 2, 1_000).unwrap();
+        let evicted = queue.push(4, 0, 3, 1_000).unwrap().unwrap();
+        assert_eq!(evicted.id, 2, "the newest of the lowest class goes");
+        // An equal or lower class cannot displace anyone.
+        assert_eq!(queue.push(5, 3, 4, 1_000), Err(QueueFull));
+        assert_eq!(queue.len(), 3);
     }
 }

@@ -60,7 +60,11 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     served: AtomicU64,
     log: Mutex<Vec<String>>,
+    arrivals: Mutex<Vec<String>>,
 }
+
+/// Paths remembered in arrival order, for tests of ordering.
+const ARRIVALS_KEPT: usize = 10_000;
 
 /// A running backend; stopped when dropped.
 pub struct Backend {
@@ -81,6 +85,7 @@ impl Backend {
             behaviour: Mutex::new(Behaviour::default()),
             served: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
@@ -129,6 +134,11 @@ impl Backend {
         self.shared.served.load(Ordering::Relaxed)
     }
 
+    /// The paths of the first 10,000 requests, in the order they arrived.
+    pub fn arrivals(&self) -> Vec<String> {
+        self.shared.arrivals.lock().expect("arrivals lock").clone()
+    }
+
     /// Changes how it answers from now on.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.shared.behaviour.lock().expect("behaviour lock") = behaviour;
@@ -158,6 +168,12 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .map_or("/".to_owned(), ToString::to_string),
         headers,
     };
+    {
+        let mut arrivals = shared.arrivals.lock().expect("arrivals lock");
+        if arrivals.len() < ARRIVALS_KEPT {
+            arrivals.push(echo.path.clone());
+        }
+    }
     let failed = fails(n, behaviour.fail_basis_points);
     let status = if failed {
         StatusCode::from_u16(behaviour.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)

@@ -291,6 +291,7 @@ pub struct Envoy {
     ingress: Option<SocketAddr>,
     http: reqwest::Client,
     discovery: Option<tempfile::TempDir>,
+    concurrency: u32,
     _dir: tempfile::TempDir,
 }
 
@@ -346,6 +347,7 @@ impl Envoy {
             ingress: None,
             http: crate::http_client(),
             discovery: None,
+            concurrency,
             _dir: dir,
         })
     }
@@ -457,6 +459,27 @@ impl Envoy {
             || {
                 let found = self.log().matches(needle).count() >= times;
                 async move { found.then_some(()) }
+            },
+        )
+        .await
+    }
+
+    /// Waits until the filter on the main thread and on every worker has
+    /// logged that it runs configuration `version`.
+    pub async fn wait_for_filter_version(&self, version: &str) -> anyhow::Result<()> {
+        let needle = format!("configured with version \"{version}\"");
+        let threads_needed = self.concurrency as usize + 1;
+        eventually(
+            &format!("{needle} on {threads_needed} threads"),
+            STARTUP_DEADLINE,
+            || {
+                let threads: std::collections::BTreeSet<String> = self
+                    .log()
+                    .lines()
+                    .filter(|line| line.contains(&needle))
+                    .filter_map(|line| line.split("][").nth(1).map(str::to_owned))
+                    .collect();
+                async move { (threads.len() >= threads_needed).then_some(()) }
             },
         )
         .await

@@ -65,6 +65,14 @@ impl Fleet {
         serde_json::to_string(&config).expect("serialise the filter configuration")
     }
 
+    /// Delivers this fleet's policy with a new `feed` to a running `envoy`
+    /// (over ECDS) and waits until every worker runs it.
+    pub async fn push_feed(&self, envoy: &crate::Envoy, feed: Feed) -> anyhow::Result<()> {
+        let config = weir_policy::source::with_feed(&self.policy, feed);
+        envoy.update_weir_config(&serde_json::to_string(&config)?)?;
+        envoy.wait_for_filter_version(&config.version).await
+    }
+
     /// An Envoy with a cluster per policy cluster and the filter configured
     /// through ECDS, so tests can change the feed while it runs.
     pub fn envoy(&self, feed: Option<Feed>) -> EnvoyBuilder {

@@ -1,7 +1,9 @@
 //! The filter steering real traffic in a real Envoy: classes, routes, canary
 //! split, configuration updates. Overload has its own file.
 
+use std::collections::{BTreeMap, BTreeSet};
 use weir_policy::Feed;
+
 use weir_testbed::backend::Echo;
 use weir_testbed::fleet::{Fleet, example_policy};
 use weir_testbed::{Envoy, http_client};
@@ -101,4 +103,183 @@ async fn the_class_travels_upstream_and_client_weir_headers_are_ignored() {
         echo.headers.get("x-weir-variant").map(String::as_str),
         Some("canary")
     );
+}
+
+/// Sends `rounds` requests from each device (many at a time) and returns the
+/// set of backends each device reached.
+async fn backends_by_device(
+    envoy: &Envoy,
+    devices: &[String],
+    rounds: usize,
+) -> BTreeMap<String, BTreeSet<String>> {
+    const IN_FLIGHT: usize = 48;
+    let url = envoy.url("/v1/telemetry");
+    let jobs: Vec<String> = (0..rounds).flat_map(|_| devices.iter().cloned()).collect();
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for chunk in jobs.chunks(IN_FLIGHT * 8) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for part in chunk.chunks(8) {
+            let (client, url, part) = (http_client(), url.clone(), part.to_vec());
+            tasks.spawn(async move {
+                let mut got = Vec::new();
+                for device in part {
+                    let response = client
+                        .post(&url)
+                        .header("x-region", "eu-west")
+                        .header("x-device-type", "sensor")
+                        .header("x-device-id", &device)
+                        .send()
+                        .await
+                        .expect("send");
+                    assert_eq!(response.status(), 200);
+                    let echo: Echo = response.json().await.expect("echo");
+                    got.push((device, echo.backend));
+                }
+                got
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            for (device, backend) in done.expect("task") {
+                seen.entry(device).or_default().insert(backend);
+            }
+        }
+    }
+    seen
+}
+
+fn canary_set(seen: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+    seen.iter()
+        .filter(|(_, backends)| backends.contains("ingest-eu-canary"))
+        .map(|(device, _)| device.clone())
+        .collect()
+}
+
+/// |share − p| ≤ 5σ with σ = √(p(1−p)/n): a correct split fails this about
+/// once in 1.7 million runs.
+fn assert_share(share: f64, p: f64, n: usize) {
+    let tolerance = 5.0 * (p * (1.0 - p) / n as f64).sqrt();
+    assert!(
+        (share - p).abs() <= tolerance,
+        "canary share {share:.4}, expected {p} ± {tolerance:.4}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_is_sticky_agreed_between_envoys_and_only_grows() {
+    const DEVICES: usize = 2_000;
+    const ROUNDS: usize = 10; // 20,000 requests
+    let policy = example_policy();
+    let fleet = Fleet::start(policy.clone()).unwrap();
+    let mut feed = Feed::initial(&policy);
+    feed.canary_weights.insert("ingest-eu-canary".into(), 1_000);
+    let first = fleet.envoy(Some(feed.clone())).start().await.unwrap();
+    let devices: Vec<String> = (0..DEVICES).map(|i| format!("sensor-{i:05}")).collect();
+
+    let seen = backends_by_device(&first, &devices, ROUNDS).await;
+    assert_eq!(seen.len(), DEVICES);
+    for (device, backends) in &seen {
+        assert_eq!(backends.len(), 1, "{device} flipped between {backends:?}");
+    }
+    let at_10 = canary_set(&seen);
+    assert_share(at_10.len() as f64 / DEVICES as f64, 0.10, DEVICES);
+    // Exactly the devices whose bucket is below the weight: the filter runs the shared engine.
+    let predicted: BTreeSet<String> = devices
+        .iter()
+        .filter(|d| weir_policy::split::bucket("ingest-eu-canary", d) < 1_000)
+        .cloned()
+        .collect();
+    assert_eq!(at_10, predicted);
+    assert_eq!(
+        first
+            .stat("wasmcustom.weir.canary.ingest-eu-canary.canary")
+            .await
+            .unwrap(),
+        Some((at_10.len() * ROUNDS) as u64)
+    );
+
+    // A second Envoy with the same configuration agrees on every device.
+    let second = fleet.envoy(Some(feed.clone())).start().await.unwrap();
+    assert_eq!(
+        canary_set(&backends_by_device(&second, &devices, 1).await),
+        at_10
+    );
+
+    // 10 % → 30 %: only stable devices move, and the share follows.
+    feed.canary_weights.insert("ingest-eu-canary".into(), 3_000);
+    fleet.push_feed(&first, feed).await.unwrap();
+    let at_30 = canary_set(&backends_by_device(&first, &devices, 1).await);
+    assert!(
+        at_10.is_subset(&at_30),
+        "a canary device went back to stable"
+    );
+    assert_share(at_30.len() as f64 / DEVICES as f64, 0.30, DEVICES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_sla_score_in_the_feed_moves_traffic_away() {
+    let policy = example_policy();
+    let fleet = Fleet::start(policy.clone()).unwrap();
+    let envoy = fleet.envoy(no_canary()).start().await.unwrap();
+    let from_eu = [("x-region", "eu-west"), ("x-device-type", "sensor")];
+    assert_eq!(
+        backend_for(&envoy, "/v1/telemetry", &from_eu).await,
+        "ingest-eu"
+    );
+
+    let mut feed = no_canary().unwrap();
+    feed.sla_scores.insert("ingest-eu".into(), 0.2);
+    fleet.push_feed(&envoy, feed).await.unwrap();
+    // ingest-us (0.84) and ingest-ap (0.80) now beat ingest-eu (0.75) and are
+    // near-equal, so they share the traffic.
+    let mut reached = BTreeSet::new();
+    for _ in 0..20 {
+        reached.insert(backend_for(&envoy, "/v1/telemetry", &from_eu).await);
+    }
+    let expected: BTreeSet<String> = ["ingest-us".to_owned(), "ingest-ap".to_owned()].into();
+    assert!(reached.is_subset(&expected), "{reached:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_configuration_is_refused_and_the_last_good_one_keeps_serving() {
+    let policy = example_policy();
+    let fleet = Fleet::start(policy.clone()).unwrap();
+    let envoy = fleet.envoy(no_canary()).start().await.unwrap();
+
+    // A document that parses but whose policy names a cluster that does not exist.
+    let good = fleet.filter_config(no_canary());
+    let broken = good.replacen(
+        "\"cluster\":\"ingest-us\"",
+        "\"cluster\":\"ingest-mars\"",
+        1,
+    );
+    assert_ne!(broken, good);
+    envoy.update_weir_config(&broken).unwrap();
+    envoy
+        .wait_for_log("weir filter refused its configuration: invalid plugin configuration: the policy is invalid: services[1].placements[1].cluster: unknown cluster `ingest-mars`", 1)
+        .await
+        .unwrap();
+    // Still steering by the last good configuration.
+    let from_us = [("x-region", "us-east"), ("x-device-type", "sensor")];
+    for _ in 0..10 {
+        assert_eq!(
+            backend_for(&envoy, "/v1/telemetry", &from_us).await,
+            "ingest-us"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_with_an_invalid_policy_is_refused_at_start() {
+    let fleet = Fleet::start(example_policy()).unwrap();
+    let broken = fleet
+        .filter_config(None)
+        .replacen("\"share\":100.0", "\"share\":150.0", 1);
+    let (status, log) = weir_testbed::EnvoyBuilder::new()
+        .cluster("ingest-eu", &[fleet.backend("ingest-eu").addr()])
+        .weir_filter(&broken)
+        .start_expecting_failure()
+        .await
+        .unwrap();
+    assert!(!status.success());
+    assert!(log.contains("admission.classes.alarm.share: a share must be above 0 and at most 100 percent, not 150"), "{log}");
 }
