@@ -1,5 +1,13 @@
 //! The decision engine, stage by stage, on the example policy.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use weir_policy::engine::{Routed, Verdict};
 use weir_policy::model::Variant;
 use weir_policy::{Engine, Feed, Policy, Request};
@@ -37,7 +45,14 @@ fn route(engine: &Engine, path: &str, pairs: &[(&str, &str)]) -> Routed {
 fn classification_follows_the_first_matching_rule() {
     let policy = example();
     let engine = Engine::new(&policy, &Feed::initial(&policy));
-    let cases: &[(&str, &str, &[(&str, &str)], &str, Option<usize>)] = &[
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        Option<usize>,
+    );
+    let cases: &[Case<'_>] = &[
         ("POST", "/v1/alarms/fire", &[], "alarm", Some(0)),
         (
             "POST",

@@ -1,5 +1,13 @@
 //! Properties of the decisions that must hold for every input.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use weir_policy::split::{BUCKETS, bucket, in_canary};

@@ -283,3 +283,76 @@ async fn a_configuration_with_an_invalid_policy_is_refused_at_start() {
     assert!(!status.success());
     assert!(log.contains("admission.classes.alarm.share: a share must be above 0 and at most 100 percent, not 150"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_configurations_take_effect_without_failing_requests_in_flight() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const LOOPS: usize = 8;
+    const MAX_REQUESTS_PER_LOOP: usize = 5_000;
+
+    let policy = example_policy();
+    let fleet = Fleet::start(policy.clone()).unwrap();
+    fleet
+        .backend("ingest-eu")
+        .set_behaviour(weir_testbed::Behaviour {
+            delay: std::time::Duration::from_millis(5),
+            ..Default::default()
+        });
+    let envoy = fleet.envoy(None).start().await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..LOOPS {
+        let (stop, url) = (Arc::clone(&stop), envoy.url("/v1/telemetry"));
+        load.spawn(async move {
+            let client = http_client();
+            let mut statuses = Vec::new();
+            for i in 0..MAX_REQUESTS_PER_LOOP {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let response = client
+                    .post(&url)
+                    .header("x-region", "eu-west")
+                    .header("x-device-id", format!("d-{worker}-{i}"))
+                    .send()
+                    .await;
+                statuses.push(response.map(|r| r.status().as_u16()).unwrap_or(0));
+            }
+            statuses
+        });
+    }
+    for weight in [500u32, 1_000, 2_500, 5_000, 10_000] {
+        let mut feed = Feed::initial(&policy);
+        feed.canary_weights
+            .insert("ingest-eu-canary".into(), weight);
+        fleet.push_feed(&envoy, feed).await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    while let Some(done) = load.join_next().await {
+        statuses.extend(done.unwrap());
+    }
+    assert!(
+        statuses.len() > 100,
+        "the load ran: {} requests",
+        statuses.len()
+    );
+    let failed = statuses.iter().filter(|&&s| s != 200).count();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during reconfiguration",
+        statuses.len()
+    );
+    // The last configuration is in force: every device goes to the canary.
+    assert_eq!(
+        backend_for(
+            &envoy,
+            "/v1/telemetry",
+            &[("x-region", "eu-west"), ("x-device-id", "any")]
+        )
+        .await,
+        "ingest-eu-canary"
+    );
+}
