@@ -51,7 +51,8 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
         return bad("write it as `host:port`");
     };
     match port.parse::<u16>() {
-        Ok(p) if p > 0 && !port.starts_with('0') => {}
+        // Digits only: `parse` would also take a leading `+`.
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) && !port.starts_with('0') => {}
         _ => return bad("the port must be a number from 1 to 65535"),
     }
     let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
@@ -129,6 +130,7 @@ mod tests {
             "host:0",
             "host:65536",
             "host:08",
+            "host:+80",
             ":80",
             "bad host:80",
             "[zz]:80",

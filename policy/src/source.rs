@@ -69,9 +69,13 @@ pub fn load(file: &str, text: &str) -> Result<Policy, Vec<Diagnostic>> {
     })
     .map_err(|err| {
         // The parser knows where it stopped; else the field it was reading does.
-        let position = match error_position(&err) {
-            (0, _) => index.position(&failed_at),
-            known => known,
+        // A missing field is the mapping's fault, and the parser would point at
+        // the mapping's last key, so it is placed by its path instead.
+        let position = match (err.without_snippet(), error_position(&err)) {
+            (serde_saphyr::Error::SerdeMissingField { .. }, _) | (_, (0, _)) => {
+                index.position(&failed_at)
+            }
+            (_, known) => known,
         };
         vec![diagnostic(position, failed_at.clone(), error_message(&err))]
     })?;
@@ -90,9 +94,12 @@ fn error_position(err: &serde_saphyr::Error) -> (u64, u64) {
 }
 
 /// The error's own words, without the source excerpt and position the YAML
-/// library appends (the diagnostic carries the position itself).
+/// library appends (the diagnostic carries the position itself), in the
+/// library's wording for users rather than for the programmers calling it.
 fn error_message(err: &serde_saphyr::Error) -> String {
-    let text = err.without_snippet().to_string();
+    let text = err
+        .without_snippet()
+        .render_with_formatter(&serde_saphyr::UserMessageFormatter);
     let first = text.lines().next().unwrap_or_default();
     match first.rfind(" at line ") {
         Some(at) => first.get(..at).unwrap_or(first).to_owned(),

@@ -14,7 +14,13 @@ pub(super) struct SpanIndex {
 
 impl SpanIndex {
     pub(super) fn build(text: &str) -> Result<Self, serde_saphyr::Error> {
-        let root: Spanned<Node> = serde_saphyr::from_str(text)?;
+        // Non-finite floats (`.nan`, `.inf`) pass: the typed pass reads them
+        // into numbers, where validation reports them with their field, or
+        // into strings, where they are fine.
+        let options = serde_saphyr::options! {
+            non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
+        };
+        let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, options)?;
         let mut index = Self {
             values: HashMap::new(),
             keys: HashMap::new(),
@@ -172,7 +178,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(KeyVisitor)
+        // As written, as the policy's string keys read it: `007`, `1e3` and
+        // `.inf` are region names, not numbers.
+        deserializer.deserialize_string(KeyVisitor)
     }
 }
 
