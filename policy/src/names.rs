@@ -33,7 +33,7 @@ pub fn check_header_name(name: &str) -> Result<(), String> {
         });
     if !token {
         return Err(format!(
-            "`{name}` is not a valid header name: use lower-case letters, digits and `-`"
+            "`{name}` is not a valid header name: use lower-case letters, digits, `-` and the other characters of an HTTP token"
         ));
     }
     if headers::is_internal(name) {

@@ -202,8 +202,13 @@ impl Check {
         if regions.default_rtt_ms.is_some() {
             return;
         }
-        // Without a default, every pair of regions a request can come from or go to needs an RTT.
-        for (&region, &cluster) in &first_use {
+        // Without a default, every pair of regions a request can come from or go
+        // to needs an RTT; each missing pair is reported once, at the first
+        // cluster (in file order) of the pair.
+        let mut by_first_use: Vec<(&str, usize)> = first_use.into_iter().collect();
+        by_first_use.sort_by_key(|&(_, cluster)| cluster);
+        let mut reported: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for &(region, cluster) in &by_first_use {
             let missing: Vec<&str> = known
                 .iter()
                 .copied()
@@ -214,7 +219,7 @@ impl Check {
                     } else {
                         (other, region)
                     };
-                    !pairs.contains_key(&key)
+                    !pairs.contains_key(&key) && reported.insert(key)
                 })
                 .collect();
             if !missing.is_empty() {
@@ -406,7 +411,10 @@ impl Check {
                     format!("steps must increase: {step} follows {before}"),
                 );
             }
-            previous = Some(step);
+            if step.is_finite() && step > 0.0 && step <= 100.0 {
+                // Only valid steps are compared with the next, so one bad value is one error.
+                previous = Some(step);
+            }
         }
         if let Some(&last) = canary.steps.last()
             && last != 100.0
@@ -501,7 +509,10 @@ impl Check {
             );
         }
         if let Some(method) = &m.method
-            && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()))
+            && (method.is_empty()
+                || !method
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_'))
         {
             self.fail(
                 at(&conditions, "method"),
@@ -567,7 +578,10 @@ impl Check {
                     format!("`{class}` would be admitted beyond `{above}` ({share} > {above_share}); a lower class's share cannot exceed a higher one's"),
                 );
             }
-            higher = Some((class, share));
+            if share.is_finite() && share > 0.0 && share <= 100.0 {
+                // An out-of-range share is one error, not also a wrong order.
+                higher = Some((class, share));
+            }
             self.duration(&at(&path, "max_wait"), &settings.max_wait, true);
         }
     }

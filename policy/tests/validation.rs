@@ -665,15 +665,11 @@ fn rtt_missing_without_a_default() {
     assert_diagnostics(
         &text,
         &[
-            (
-                "clusters[3].region",
-                "region: »ap-south",
-                "no RTT from `ap-south` to `us-east`; add them under regions.rtt_ms or set regions.default_rtt_ms",
-            ),
+            // Reported once, at the pair's first cluster in the file.
             (
                 "clusters[2].region",
                 "name: ingest-us\n    region: »us-east",
-                "no RTT from `us-east` to `ap-south`",
+                "no RTT from `us-east` to `ap-south`; add them under regions.rtt_ms or set regions.default_rtt_ms",
             ),
         ],
     );
@@ -1149,7 +1145,7 @@ fn canary_sticky_header_invalid() {
         &text,
         &format!("{CANARY}.sticky_header"),
         "sticky_header: »X-Device",
-        "`X-Device` is not a valid header name: use lower-case letters, digits and `-`",
+        "`X-Device` is not a valid header name: use lower-case letters, digits, `-` and the other characters of an HTTP token",
     );
 }
 
@@ -1658,4 +1654,26 @@ fn feed_limit_zero() {
     let mut feed = empty_feed();
     feed.concurrency_limit = Some(0);
     assert_feed_problems(&feed, &[("feed.concurrency_limit", "must be at least 1")]);
+}
+
+#[test]
+fn one_bad_step_is_one_error() {
+    let text = example_with(&[("steps: [1, 5, 10, 25, 50, 100]", "steps: [1, 200, 50, 100]")]);
+    assert_one(
+        &text,
+        "services[1].placements[0].canary.steps[1]",
+        "steps: [1, »200",
+        "a weight must be above 0 and at most 100 percent, not 200",
+    );
+}
+
+#[test]
+fn one_bad_share_is_one_error() {
+    let text = example_with(&[("command:   { share: 90,", "command:   { share: 190,")]);
+    assert_one(
+        &text,
+        "admission.classes.command.share",
+        "share: »190",
+        "a share must be above 0 and at most 100 percent, not 190",
+    );
 }
