@@ -39,5 +39,13 @@ lint:
 demo: build
 	@$(CARGO) run --locked --quiet --release -p weir-demo
 
+## bench: Envoy's CPU per request and latency without a filter, with a
+## do-nothing wasm filter, Weir's, a one-line Lua filter and native
+## weighted_clusters, and the wasm VM's memory; writes bench/RESULTS.md.
+bench: build
+	@echo "build: weir_noop_filter.wasm (wasm32-unknown-unknown)"
+	@scripts/build-filter.sh weir-noop-filter
+	@$(CARGO) run --locked --release -p weir-bench -- --out bench/RESULTS.md
+
 clean:
 	rm -rf target dist

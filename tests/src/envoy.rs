@@ -51,6 +51,9 @@ const WEIR_EXTENSION: &str = "weir";
 pub struct EnvoyBuilder {
     clusters: Vec<(String, Vec<SocketAddr>)>,
     default_cluster: Option<String>,
+    /// When set, the default route splits by these weights instead of going
+    /// to `default_cluster` (Envoy's native `weighted_clusters`).
+    weighted_default: Option<Vec<(String, u32)>>,
     filter: FilterChoice,
     concurrency: u32,
 }
@@ -60,6 +63,7 @@ impl Default for EnvoyBuilder {
         Self {
             clusters: Vec::new(),
             default_cluster: None,
+            weighted_default: None,
             filter: FilterChoice::None,
             concurrency: 2,
         }
@@ -85,6 +89,20 @@ impl EnvoyBuilder {
     /// Routes requests that name no cluster to `name`.
     pub fn default_cluster(mut self, name: &str) -> Self {
         self.default_cluster = Some(name.to_owned());
+        self
+    }
+
+    /// Makes the default route Envoy's native weighted split: each request
+    /// that names no cluster goes to one of `clusters` with a probability
+    /// proportional to its weight (a baseline for the filter's canary split).
+    /// The clusters must be added with [`Self::cluster`].
+    pub fn weighted_default(mut self, clusters: &[(&str, u32)]) -> Self {
+        self.weighted_default = Some(
+            clusters
+                .iter()
+                .map(|(name, weight)| ((*name).to_owned(), *weight))
+                .collect(),
+        );
         self
     }
 
@@ -119,7 +137,16 @@ impl EnvoyBuilder {
             "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": true}]},
             "route": {"cluster_header": CLUSTER_HEADER}
         })];
-        if let Some(default) = &self.default_cluster {
+        if let Some(weighted) = &self.weighted_default {
+            let clusters: Vec<Value> = weighted
+                .iter()
+                .map(|(name, weight)| json!({"name": name, "weight": weight}))
+                .collect();
+            routes.push(json!({
+                "match": {"prefix": "/"},
+                "route": {"weighted_clusters": {"clusters": clusters}}
+            }));
+        } else if let Some(default) = &self.default_cluster {
             routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": default}}));
         }
         let mut http_filters = http_filter(&self.filter, ecds_path)
@@ -283,6 +310,21 @@ fn write_discovered(path: &std::path::Path, configuration: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// The listener test traffic goes to: the one named `ingress` (static
+/// configurations) or `weir_ingress` (from `weir serve`).
+fn ingress_address(listeners: &Value) -> Option<SocketAddr> {
+    listeners["listener_statuses"]
+        .as_array()?
+        .iter()
+        .find(|status| status["name"] == INGRESS || status["name"] == "weir_ingress")
+        .and_then(|status| {
+            let socket = &status["local_address"]["socket_address"];
+            let ip = socket["address"].as_str()?;
+            let port = socket["port_value"].as_u64()?;
+            format!("{ip}:{port}").parse().ok()
+        })
+}
+
 /// A running Envoy; killed when dropped, its log printed if the test failed.
 pub struct Envoy {
     process: Supervised,
@@ -382,19 +424,17 @@ impl Envoy {
             }
         })
         .await?;
-        let listeners: Value = self.admin_json("/listeners?format=json").await?;
-        let ingress = listeners["listener_statuses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|status| status["name"] == INGRESS)
-            .and_then(|status| {
-                let socket = &status["local_address"]["socket_address"];
-                let ip = socket["address"].as_str()?;
-                let port = socket["port_value"].as_u64()?;
-                format!("{ip}:{port}").parse().ok()
-            })
-            .ok_or_else(|| anyhow::anyhow!("no {INGRESS} listener in {listeners}"))?;
+        // A listener from a control server may arrive after Envoy is live.
+        let http = self.http.clone();
+        let ingress = eventually("Envoy's ingress listener", STARTUP_DEADLINE, || {
+            let http = http.clone();
+            async move {
+                let url = format!("http://{admin}/listeners?format=json");
+                let listeners: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+                ingress_address(&listeners)
+            }
+        })
+        .await?;
         self.ingress = Some(ingress);
         Ok(())
     }

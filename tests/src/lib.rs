@@ -8,6 +8,7 @@
 //! - [`fleet`]: a backend per cluster of a policy, and an Envoy running the
 //!   filter with that policy;
 //! - [`static_mode`]: `envoy/static.yaml` pointed at a test's backends;
+//! - [`weir`]: `weir serve` on run-time ports, and `envoy/bootstrap.yaml` pointed at it;
 //! - [`process`]: a supervised child process whose log is printed if the
 //!   test fails and which is killed however the test ends.
 //!
@@ -21,6 +22,7 @@ pub mod paths;
 pub mod process;
 pub mod static_mode;
 pub mod wait;
+pub mod weir;
 
 pub use backend::{Backend, Behaviour};
 pub use envoy::{Envoy, EnvoyBuilder};

@@ -24,6 +24,11 @@ pub fn filter_wasm() -> PathBuf {
     )
 }
 
+/// The `weir` binary: `$WEIR_BIN`, or `dist/weir`.
+pub fn weir_binary() -> PathBuf {
+    existing("WEIR_BIN", repo_root().join("dist/weir"))
+}
+
 fn existing(var: &str, default: PathBuf) -> PathBuf {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
     assert!(

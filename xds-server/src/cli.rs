@@ -37,6 +37,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Print the JSON Schema of the policy format, for editors.
     Schema,
+    /// Serve Envoy its whole configuration from a policy file, over ADS.
+    Serve(crate::serve::ServeArgs),
     /// Check filter plugin configurations (the JSON the filter reads) without loading Envoy.
     CheckFilterConfig {
         /// Files holding a plugin configuration document each.
@@ -53,6 +55,7 @@ impl Cli {
             Command::Compile { file, compact } => policy_file::compile(&file, compact),
             Command::Explain(args) => explain::run(&args),
             Command::Schema => print_json(&weir_policy::schema(), false),
+            Command::Serve(args) => serve(args),
             Command::CheckFilterConfig { files } => check_filter_configs(&files),
         };
         if ok {
@@ -75,6 +78,41 @@ fn print_json(value: &impl serde::Serialize, compact: bool) -> bool {
             eprintln!("error: cannot render JSON: {err}");
             false
         }
+    }
+}
+
+fn serve(args: crate::serve::ServeArgs) -> bool {
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return false;
+        }
+    };
+    match runtime.block_on(crate::serve::run(args)) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            false
+        }
+    }
+}
+
+/// Structured logs on stderr: `WEIR_LOG` (or `RUST_LOG`) filters them,
+/// `WEIR_LOG_FORMAT=json` makes them JSON lines.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WEIR_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("WEIR_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

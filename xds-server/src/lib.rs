@@ -2,4 +2,10 @@
 //! serves Envoy its configuration. See the repository's README for how to run
 //! it; `weir --help` lists the commands.
 
+pub mod admin;
 pub mod cli;
+pub mod policy_source;
+pub mod resources;
+pub mod serve;
+pub mod snapshot;
+pub mod xds;

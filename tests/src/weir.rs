@@ -1,0 +1,239 @@
+//! `weir serve`, started as its users start it, on ports picked at run time,
+//! and the Envoy bootstrap that points at it (`envoy/bootstrap.yaml`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::paths;
+use crate::process::Supervised;
+use crate::wait::eventually;
+
+/// How long `weir` may take to start serving.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How a started `weir` delivers the filter module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WasmDelivery {
+    /// A local path.
+    Local,
+    /// Over HTTP from weir's admin API.
+    Http,
+}
+
+/// A running `weir serve`; killed when dropped.
+pub struct Weir {
+    process: Supervised,
+    policy: PathBuf,
+    xds: SocketAddr,
+    admin: SocketAddr,
+    delivery: WasmDelivery,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl Weir {
+    /// Starts `weir serve --policy policy` with every address on a free loopback port.
+    pub async fn start(policy: &Path, delivery: WasmDelivery) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("weir-serve-").tempdir()?;
+        Self::spawn(policy, "127.0.0.1:0".parse()?, delivery, dir).await
+    }
+
+    async fn spawn(
+        policy: &Path,
+        xds: SocketAddr,
+        delivery: WasmDelivery,
+        dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
+        let ready = dir.path().join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let mut command = Command::new(paths::weir_binary());
+        command
+            .arg("serve")
+            .arg("--policy")
+            .arg(policy)
+            .arg("--xds-address")
+            .arg(xds.to_string())
+            .args([
+                "--admin-address",
+                "127.0.0.1:0",
+                "--listener-address",
+                "127.0.0.1:0",
+            ])
+            .arg("--wasm")
+            .arg(paths::filter_wasm())
+            .args([
+                "--wasm-delivery",
+                if delivery == WasmDelivery::Http {
+                    "http"
+                } else {
+                    "local"
+                },
+            ])
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("WEIR_LOG", "info,weir=debug");
+        let log = dir.path().join(format!("weir-{}.log", std::process::id()));
+        let mut process = Supervised::spawn("weir", command, &log)?;
+        let addresses = eventually("weir to serve", STARTUP_DEADLINE, || {
+            let found = match process.exited() {
+                Some(status) => Some(Err(anyhow::anyhow!("weir exited: {status}"))),
+                None => std::fs::read_to_string(&ready)
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                    .map(Ok),
+            };
+            async move { found }
+        })
+        .await;
+        let addresses = match addresses {
+            Ok(Ok(addresses)) => addresses,
+            Ok(Err(err)) | Err(err) => {
+                process.print_log();
+                return Err(err);
+            }
+        };
+        let parse = |key: &str| -> anyhow::Result<SocketAddr> {
+            Ok(addresses[key].as_str().unwrap_or_default().parse()?)
+        };
+        Ok(Self {
+            xds: parse("xds")?,
+            admin: parse("admin")?,
+            process,
+            policy: policy.to_path_buf(),
+            delivery,
+            http: crate::http_client(),
+            dir,
+        })
+    }
+
+    /// Kills it, as a crash would; [`Stopped::start`] brings it back on the
+    /// same addresses.
+    pub fn kill(self) -> Stopped {
+        let Self {
+            process,
+            policy,
+            xds,
+            delivery,
+            dir,
+            ..
+        } = self;
+        drop(process);
+        Stopped {
+            policy,
+            xds,
+            delivery,
+            dir,
+        }
+    }
+
+    /// The ADS address.
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> anyhow::Result<Value> {
+        let url = format!("http://{}/v1/status", self.admin);
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// `PUT /v1/feed`; the new snapshot version, or the errors.
+    pub async fn put_feed(
+        &self,
+        feed: &weir_policy::Feed,
+    ) -> anyhow::Result<Result<String, Value>> {
+        let url = format!("http://{}/v1/feed", self.admin);
+        let response = self.http.put(url).json(feed).send().await?;
+        let ok = response.status().is_success();
+        let body: Value = response.json().await?;
+        Ok(if ok {
+            Ok(body["version"].as_str().unwrap_or_default().to_owned())
+        } else {
+            Err(body)
+        })
+    }
+
+    /// Everything it has logged.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// The snapshot version it serves now.
+    pub async fn snapshot_version(&self) -> anyhow::Result<String> {
+        Ok(self.status().await?["snapshot"]["version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Waits until node `node` has ACKed type `type_url` at the version weir serves now.
+    pub async fn wait_acked(&self, node: &str, type_url: &str) -> anyhow::Result<()> {
+        eventually(
+            &format!("{node} to ACK the current {type_url}"),
+            STARTUP_DEADLINE,
+            || async move {
+                let status = self.status().await.ok()?;
+                let serving = status["snapshot"]["types"][type_url].as_str()?.to_owned();
+                let acked = status["nodes"][node]["acked"][type_url]["version"]
+                    .as_str()?
+                    .to_owned();
+                (acked == serving).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Its working folder (for policy files a test edits).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A `weir` that was killed, ready to be started again.
+pub struct Stopped {
+    policy: PathBuf,
+    xds: SocketAddr,
+    delivery: WasmDelivery,
+    dir: tempfile::TempDir,
+}
+
+impl Stopped {
+    /// Starts it again with the same policy file and xDS address.
+    pub async fn start(self) -> anyhow::Result<Weir> {
+        Weir::spawn(&self.policy, self.xds, self.delivery, self.dir).await
+    }
+}
+
+/// `envoy/bootstrap.yaml`, pointed at `xds` with run-time admin port, as node
+/// `node`, over state-of-the-world or delta xDS.
+pub fn ads_bootstrap(xds: SocketAddr, node: &str, delta: bool) -> anyhow::Result<Value> {
+    let path = paths::repo_root().join("envoy/bootstrap.yaml");
+    let text = std::fs::read_to_string(&path)?;
+    let mut bootstrap: Value = serde_saphyr::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
+    bootstrap["node"]["id"] = json!(node);
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+    if delta {
+        bootstrap["dynamic_resources"]["ads_config"]["api_type"] = json!("DELTA_GRPC");
+    }
+    let clusters = bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow::anyhow!("{} has no static clusters", path.display()))?;
+    let xds_cluster = clusters
+        .iter_mut()
+        .find(|c| c["name"] == "weir_xds")
+        .ok_or_else(|| anyhow::anyhow!("{} has no weir_xds cluster", path.display()))?;
+    xds_cluster["load_assignment"]["endpoints"] = json!([crate::envoy::locality_endpoints(&[xds])]);
+    Ok(bootstrap)
+}

@@ -1,0 +1,362 @@
+//! Incremental xDS (`DeltaAggregatedResources`): the stream remembers which
+//! version of each resource Envoy has and sends only what is new or changed,
+//! and the names of what went away.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+};
+
+use super::nodes::Peer;
+use super::{Nonces, Protocol, served_type, wildcard_by_default};
+use crate::snapshot::{Snapshot, TypeResources, type_url};
+
+/// One stream's state.
+#[derive(Debug)]
+pub(super) struct Delta {
+    snapshot: Arc<Snapshot>,
+    watches: BTreeMap<&'static str, Watch>,
+    nonces: Nonces,
+}
+
+/// One type on one stream.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Subscribed to every resource of the type.
+    wildcard: bool,
+    /// Subscribed to these by name.
+    names: BTreeSet<String>,
+    /// What Envoy has: name → version. Updated when sent, not when ACKed: a
+    /// rejected version is not sent again, a newer one is.
+    known: BTreeMap<String, String>,
+    /// Names subscribed to that the snapshot lacks and Envoy has been told
+    /// so (in `removed_resources`), so it stops waiting for them.
+    absent: BTreeSet<String>,
+    /// The version and nonce of the last response.
+    sent: Option<(String, String)>,
+}
+
+impl Watch {
+    fn first(type_url: &str, request: &DeltaDiscoveryRequest) -> Self {
+        let subscribe = &request.resource_names_subscribe;
+        let wildcard = subscribe.iter().any(|n| n == "*")
+            || (subscribe.is_empty() && wildcard_by_default(type_url));
+        Self {
+            wildcard,
+            names: subscribe.iter().filter(|n| *n != "*").cloned().collect(),
+            known: request
+                .initial_resource_versions
+                .iter()
+                .map(|(name, version)| (name.clone(), version.clone()))
+                .collect(),
+            absent: BTreeSet::new(),
+            sent: None,
+        }
+    }
+
+    fn subscribe(&mut self, request: &DeltaDiscoveryRequest) {
+        for name in &request.resource_names_subscribe {
+            if name == "*" {
+                self.wildcard = true;
+            } else {
+                // A name subscribed to again is sent again.
+                self.names.insert(name.clone());
+                self.known.remove(name);
+                self.absent.remove(name);
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == "*" {
+                self.wildcard = false;
+            } else {
+                self.names.remove(name);
+                self.absent.remove(name);
+            }
+        }
+    }
+
+    fn subscribed(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// What Envoy lacks of `resources`, and what it has that is gone; from
+    /// then on, Envoy is taken to have what was sent.
+    fn diff(&mut self, resources: &TypeResources) -> (Vec<DeltaResource>, Vec<String>) {
+        let mut removed = BTreeSet::new();
+        let known = std::mem::take(&mut self.known);
+        for (name, version) in known {
+            if !self.subscribed(&name) {
+                // Envoy dropped it when it unsubscribed.
+                continue;
+            }
+            if resources.items.contains_key(&name) {
+                self.known.insert(name, version);
+            } else {
+                removed.insert(name);
+            }
+        }
+        for name in &self.names {
+            if !resources.items.contains_key(name) && self.absent.insert(name.clone()) {
+                removed.insert(name.clone());
+            }
+        }
+        self.absent
+            .retain(|name| self.names.contains(name) && !resources.items.contains_key(name));
+
+        let mut changed = Vec::new();
+        for resource in resources.items.values() {
+            if !self.subscribed(&resource.name)
+                || self.known.get(&resource.name) == Some(&resource.version)
+            {
+                continue;
+            }
+            self.known
+                .insert(resource.name.clone(), resource.version.clone());
+            changed.push(DeltaResource {
+                name: resource.name.clone(),
+                version: resource.version.clone(),
+                resource: Some(resource.body.clone()),
+                ..Default::default()
+            });
+        }
+        (changed, removed.into_iter().collect())
+    }
+}
+
+impl Delta {
+    pub(super) fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            snapshot,
+            watches: BTreeMap::new(),
+            nonces: Nonces::default(),
+        }
+    }
+
+    /// The difference between the current snapshot and what Envoy has of
+    /// `type_url`, if any. A first request is answered even when Envoy has it
+    /// all (after a reconnect, say), so that a wildcard subscriber stops
+    /// waiting and every node's ACK of the current version is on record.
+    fn respond(&mut self, type_url: &'static str) -> Option<DeltaDiscoveryResponse> {
+        let watch = self.watches.get_mut(type_url)?;
+        let resources = self.snapshot.of_type(type_url);
+        let (changed, removed) = watch.diff(resources);
+        let first_answer = watch.sent.is_none() && (watch.wildcard || !watch.names.is_empty());
+        if changed.is_empty() && removed.is_empty() && !first_answer {
+            return None;
+        }
+        let nonce = self.nonces.next();
+        watch.sent = Some((resources.version.clone(), nonce.clone()));
+        Some(DeltaDiscoveryResponse {
+            system_version_info: resources.version.clone(),
+            resources: changed,
+            type_url: type_url.to_owned(),
+            removed_resources: removed,
+            nonce,
+            ..Default::default()
+        })
+    }
+}
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+        peer: &Peer,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        let Some(type_url) = served_type(&request.type_url) else {
+            tracing::debug!(
+                node = %peer.id(), type_url = %request.type_url,
+                "request for a type not served; ignored"
+            );
+            return Vec::new();
+        };
+        let Some(watch) = self.watches.get_mut(type_url) else {
+            self.watches
+                .insert(type_url, Watch::first(type_url, &request));
+            return self.respond(type_url).into_iter().collect();
+        };
+        if !request.response_nonce.is_empty() {
+            match &watch.sent {
+                Some((version, nonce)) if *nonce == request.response_nonce => {
+                    match &request.error_detail {
+                        None => peer.ack(type_url, version, nonce),
+                        Some(error) => peer.nack(type_url, version, nonce, &error.message),
+                    }
+                }
+                // Subscriptions change by difference, so unlike in the state
+                // of the world a stale request's changes still count.
+                _ => tracing::debug!(
+                    node = %peer.id(), type_url, nonce = %request.response_nonce, "stale nonce"
+                ),
+            }
+        }
+        watch.subscribe(&request);
+        self.respond(type_url).into_iter().collect()
+    }
+
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+        self.snapshot = snapshot;
+        type_url::ALL
+            .into_iter()
+            .filter_map(|type_url| self.respond(type_url))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::google::protobuf::Any;
+
+    use super::*;
+    use crate::snapshot::Resource;
+    use crate::xds::Nodes;
+
+    fn snapshot(resources: &[(&str, &str, &str)]) -> Arc<Snapshot> {
+        Arc::new(Snapshot::new(resources.iter().map(|(t, n, c)| {
+            let body = Any {
+                type_url: (*t).into(),
+                value: c.as_bytes().to_vec(),
+            };
+            Resource::new(*n, body)
+        })))
+    }
+
+    fn request(
+        type_url: &str,
+        subscribe: &[&str],
+        unsubscribe: &[&str],
+        nonce: &str,
+    ) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names_subscribe: subscribe.iter().map(|n| n.to_string()).collect(),
+            resource_names_unsubscribe: unsubscribe.iter().map(|n| n.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn names(response: &DeltaDiscoveryResponse) -> Vec<&str> {
+        response.resources.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    fn peer() -> Peer {
+        let mut peer = Peer::new(Nodes::default());
+        peer.saw_request(None);
+        peer
+    }
+
+    #[test]
+    fn named_subscriptions_learn_what_is_missing_once() {
+        let peer = peer();
+        let mut stream = Delta::new(snapshot(&[(type_url::ENDPOINT, "a", "1")]));
+        // Nothing subscribed: nothing to say.
+        assert!(
+            stream
+                .on_request(request(type_url::ENDPOINT, &[], &[], ""), &peer)
+                .is_empty()
+        );
+        let out = stream.on_request(request(type_url::ENDPOINT, &["a", "zz"], &[], ""), &peer);
+        assert_eq!(names(&out[0]), ["a"]);
+        assert_eq!(out[0].removed_resources, ["zz"]);
+        // A snapshot that does not change them says nothing more.
+        assert!(
+            stream
+                .on_snapshot(snapshot(&[
+                    (type_url::ENDPOINT, "a", "1"),
+                    (type_url::CLUSTER, "c", "1")
+                ]))
+                .is_empty()
+        );
+        // Until it appears.
+        let out = stream.on_snapshot(snapshot(&[
+            (type_url::ENDPOINT, "a", "1"),
+            (type_url::ENDPOINT, "zz", "1"),
+        ]));
+        assert_eq!(names(&out[0]), ["zz"]);
+        assert!(out[0].removed_resources.is_empty());
+    }
+
+    #[test]
+    fn a_reconnect_that_has_everything_is_still_answered_once() {
+        // After weir restarts, Envoy subscribes with what it has: the answer is
+        // empty, but it lets Envoy ACK, so the node shows as in sync.
+        let peer = peer();
+        let snap = snapshot(&[(type_url::EXTENSION_CONFIG, "weir_filter", "1")]);
+        let version = snap.of_type(type_url::EXTENSION_CONFIG).items["weir_filter"].version.clone();
+        let mut stream = Delta::new(snap);
+        let mut first = request(type_url::EXTENSION_CONFIG, &["weir_filter"], &[], "");
+        first.initial_resource_versions.insert("weir_filter".into(), version);
+        let out = stream.on_request(first, &peer);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
+    }
+
+    #[test]
+    fn unsubscribing_and_resubscribing() {
+        let peer = peer();
+        let mut stream = Delta::new(snapshot(&[
+            (type_url::ENDPOINT, "a", "1"),
+            (type_url::ENDPOINT, "b", "1"),
+        ]));
+        let out = stream.on_request(request(type_url::ENDPOINT, &["a", "b"], &[], ""), &peer);
+        assert_eq!(names(&out[0]), ["a", "b"]);
+        // Unsubscribing needs no answer, and the next change of `b` is not sent.
+        assert!(
+            stream
+                .on_request(
+                    request(type_url::ENDPOINT, &[], &["b"], &out[0].nonce),
+                    &peer
+                )
+                .is_empty()
+        );
+        assert!(
+            stream
+                .on_snapshot(snapshot(&[
+                    (type_url::ENDPOINT, "a", "1"),
+                    (type_url::ENDPOINT, "b", "2")
+                ]))
+                .is_empty()
+        );
+        // Subscribing again sends it again.
+        let out = stream.on_request(request(type_url::ENDPOINT, &["b"], &[], ""), &peer);
+        assert_eq!(names(&out[0]), ["b"]);
+    }
+
+    #[test]
+    fn wildcard_with_everything_known_is_answered_once() {
+        let peer = peer();
+        let snap = snapshot(&[(type_url::CLUSTER, "a", "1")]);
+        let version = snap.of_type(type_url::CLUSTER).items["a"].version.clone();
+        let mut stream = Delta::new(snap);
+        let mut first = request(type_url::CLUSTER, &["*"], &[], "");
+        first.initial_resource_versions.insert("a".into(), version);
+        let out = stream.on_request(first, &peer);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
+        // Leaving the wildcard drops everything, silently: Envoy knows.
+        assert!(
+            stream
+                .on_request(
+                    request(type_url::CLUSTER, &[], &["*"], &out[0].nonce),
+                    &peer
+                )
+                .is_empty()
+        );
+        assert!(
+            stream
+                .on_snapshot(snapshot(&[(type_url::CLUSTER, "a", "2")]))
+                .is_empty()
+        );
+    }
+}
