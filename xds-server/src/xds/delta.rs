@@ -293,10 +293,14 @@ mod tests {
         // empty, but it lets Envoy ACK, so the node shows as in sync.
         let peer = peer();
         let snap = snapshot(&[(type_url::EXTENSION_CONFIG, "weir_filter", "1")]);
-        let version = snap.of_type(type_url::EXTENSION_CONFIG).items["weir_filter"].version.clone();
+        let version = snap.of_type(type_url::EXTENSION_CONFIG).items["weir_filter"]
+            .version
+            .clone();
         let mut stream = Delta::new(snap);
         let mut first = request(type_url::EXTENSION_CONFIG, &["weir_filter"], &[], "");
-        first.initial_resource_versions.insert("weir_filter".into(), version);
+        first
+            .initial_resource_versions
+            .insert("weir_filter".into(), version);
         let out = stream.on_request(first, &peer);
         assert_eq!(out.len(), 1);
         assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
