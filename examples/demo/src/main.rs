@@ -1,6 +1,7 @@
-//! Weir's demo: Envoy with the filter running `examples/policies/iot-fleet.yaml`,
-//! a backend for each of the policy's clusters, and device traffic in three
-//! acts — steady traffic, a canary step, an overload — with what happened.
+//! Weir's demo: `weir serve` on `examples/policies/iot-fleet.yaml`, an Envoy
+//! started from `envoy/bootstrap.yaml` alone (everything else arrives over
+//! ADS), a backend for each of the policy's clusters, and device traffic in
+//! three acts — steady traffic, a canary step, an overload — with what happened.
 //!
 //! Run it with `make demo`, which builds and installs what is missing first.
 
@@ -10,8 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weir_policy::Feed;
-use weir_testbed::Behaviour;
 use weir_testbed::fleet::{Fleet, example_policy};
+use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
+use weir_testbed::{Behaviour, Envoy};
 
 use traffic::{Mix, Tally};
 
@@ -19,14 +21,20 @@ const CANARY: &str = "ingest-eu-canary";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let policy = example_policy();
-    let fleet = Fleet::start(policy.clone())?;
-    let mut feed = Feed::initial(&policy);
+    let fleet = Fleet::start(example_policy())?;
+    let dir = tempfile::tempdir()?;
+    let policy_path = dir.path().join("iot-fleet.yaml");
+    // The example with its endpoints on this demo's backends (JSON is YAML).
+    std::fs::write(&policy_path, serde_json::to_string_pretty(fleet.policy())?)?;
+    let weir = Weir::start(&policy_path, WasmDelivery::Local).await?;
+    let envoy = Envoy::start(&ads_bootstrap(weir.xds_addr(), "demo-envoy", false)?, 2).await?;
+    let mut feed = Feed::initial(fleet.policy());
     feed.canary_weights.insert(CANARY.into(), 1_000);
-    let envoy = fleet.envoy(Some(feed.clone())).start().await?;
+    push_feed(&weir, &envoy, &fleet, &feed).await?;
     println!("Weir demo — examples/policies/iot-fleet.yaml");
     println!(
-        "  Envoy {} (admin http://{}), filter dist/weir_filter.wasm, {} backends on loopback\n",
+        "  weir serve: ADS on {}; Envoy {} from envoy/bootstrap.yaml (admin http://{}); {} backends on loopback\n",
+        weir.xds_addr(),
         envoy.url(""),
         envoy.admin_addr(),
         fleet.backends().len()
@@ -51,10 +59,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     println!(
-        "Act 2: the canary steps from 10% to 50% (a new feed, delivered over ECDS, no restart)"
+        "Act 2: the canary steps from 10% to 50% (a new feed: weir pushes only the filter configuration, over ECDS)"
     );
     feed.canary_weights.insert(CANARY.into(), 5_000);
-    fleet.push_feed(&envoy, feed.clone()).await?;
+    push_feed(&weir, &envoy, &fleet, &feed).await?;
     let stepped = traffic::run(&envoy, Mix::steady(3_000, 600), 32).await;
     let after = stepped.canary_devices(CANARY);
     let moved_back = before
@@ -79,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     feed.concurrency_limit = Some(20);
-    fleet.push_feed(&envoy, feed).await?;
+    push_feed(&weir, &envoy, &fleet, &feed).await?;
     let burst = traffic::run(&envoy, Mix::overload(400), 100).await;
     report_classes(&burst);
 
@@ -95,6 +103,15 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("the demo saw something Weir promises never happens: see above");
     }
     Ok(())
+}
+
+/// Sets weir's live feed and waits until every Envoy worker runs it.
+async fn push_feed(weir: &Weir, envoy: &Envoy, fleet: &Fleet, feed: &Feed) -> anyhow::Result<()> {
+    weir.put_feed(feed)
+        .await?
+        .map_err(|errors| anyhow::anyhow!("weir refused the feed: {errors}"))?;
+    let version = weir_policy::source::with_feed(fleet.policy(), feed.clone()).version;
+    envoy.wait_for_filter_version(&version).await
 }
 
 fn report_routes(tally: &Tally) {
