@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod metrics_store;
 pub mod policy_source;
 pub mod resources;
 pub mod serve;
