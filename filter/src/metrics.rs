@@ -18,8 +18,8 @@ pub(crate) struct Metrics {
     unrouted: Option<u32>,
     /// By class rank, then outcome.
     outcomes: Vec<[Option<u32>; 4]>,
-    routed: HashMap<String, u32>,
-    variants: HashMap<(String, Variant), u32>,
+    /// By canary cluster: the ids for `[stable, canary]`.
+    variants: HashMap<String, [Option<u32>; 2]>,
 }
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
@@ -54,25 +54,19 @@ impl Metrics {
                 Outcome::ALL.map(|o| define(MetricType::Counter, &metrics::class_outcome(class, o)))
             })
             .collect();
-        for cluster in &policy.clusters {
-            if let Some(id) = define(MetricType::Counter, &metrics::routed_to(&cluster.name)) {
-                m.routed.insert(cluster.name.clone(), id);
-            }
-        }
         let canaries = policy
             .services
             .iter()
             .flat_map(|s| &s.placements)
             .filter_map(|p| p.canary.as_ref());
         for canary in canaries {
-            for variant in [Variant::Stable, Variant::Canary] {
-                if let Some(id) = define(
+            let ids = [Variant::Stable, Variant::Canary].map(|variant| {
+                define(
                     MetricType::Counter,
                     &metrics::canary_variant(&canary.cluster, variant),
-                ) {
-                    m.variants.insert((canary.cluster.clone(), variant), id);
-                }
-            }
+                )
+            });
+            m.variants.insert(canary.cluster.clone(), ids);
         }
         m
     }
@@ -87,12 +81,14 @@ impl Metrics {
         );
     }
 
-    pub(crate) fn routed(&self, cluster: &str) {
-        bump(self.routed.get(cluster).copied(), 1);
-    }
-
     pub(crate) fn variant(&self, canary: &str, variant: Variant) {
-        bump(self.variants.get(&(canary.to_owned(), variant)).copied(), 1);
+        let index = usize::from(variant == Variant::Canary);
+        bump(
+            self.variants
+                .get(canary)
+                .and_then(|ids| ids.get(index).copied().flatten()),
+            1,
+        );
     }
 
     pub(crate) fn unrouted(&self) {

@@ -6,7 +6,6 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use weir_policy::metrics::Outcome;
-use weir_policy::model::Variant;
 use weir_policy::{Engine, Request, headers};
 
 use crate::metrics;
@@ -31,7 +30,11 @@ impl WeirRequest {
             if headers::is_internal(&name) {
                 self.remove_http_request_header(&name);
             } else {
-                kept.push((name, String::from_utf8_lossy(&value).into_owned()));
+                // Valid UTF-8 (nearly always) is taken over without a copy.
+                let value = String::from_utf8(value).unwrap_or_else(|invalid| {
+                    String::from_utf8_lossy(invalid.as_bytes()).into_owned()
+                });
+                kept.push((name, value));
             }
         }
         kept
@@ -63,29 +66,26 @@ impl WeirRequest {
             Some(route) => {
                 let cluster = route.cluster();
                 self.set_http_request_header(headers::CLUSTER, Some(cluster));
-                metrics.routed(cluster);
+                // Per-cluster counts are Envoy's own cluster stats; the filter
+                // counts what only it knows: the variant of each canary split.
                 if let Some(split) = &route.split {
                     metrics.variant(&split.canary_cluster, split.variant);
-                    let variant = if split.variant == Variant::Canary {
-                        "canary"
-                    } else {
-                        "stable"
-                    };
-                    self.set_http_request_header(headers::VARIANT, Some(variant));
                 }
             }
             None => metrics.unrouted(),
         }
 
         let admitter = engine.admitter();
-        let now = now_ms();
         let threshold = admitter.threshold(class.rank);
         // Requests already held on this worker at this class or above go first.
-        let overtakes = state.queue.holds_at_or_above(class.rank, now);
+        // (The clock is read only when there is a queue to look at.)
+        let overtakes =
+            !state.queue.is_empty() && state.queue.holds_at_or_above(class.rank, now_ms());
         if !overtakes && state.try_take_slot(self.id, threshold) {
             metrics.outcome(class.rank, Outcome::Admitted);
             return Action::Continue;
         }
+        let now = now_ms();
         let max_wait_ms = admitter.max_wait_ms(class.rank);
         let held = match max_wait_ms {
             0 => None,

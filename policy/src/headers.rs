@@ -16,9 +16,6 @@ pub const CLUSTER: &str = "x-weir-cluster";
 /// Request header carrying the priority class upstream.
 pub const PRIORITY: &str = "x-weir-priority";
 
-/// Request header naming the variant (`stable` or `canary`) of a canary placement.
-pub const VARIANT: &str = "x-weir-variant";
-
 /// Response header on a shed request, naming its class.
 pub const SHED: &str = "x-weir-shed";
 

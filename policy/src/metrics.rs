@@ -43,11 +43,6 @@ pub fn class_outcome(class: &str, outcome: Outcome) -> String {
     format!("weir.class.{class}.{}", outcome.name())
 }
 
-/// Counter: requests sent to `cluster` by the filter.
-pub fn routed_to(cluster: &str) -> String {
-    format!("weir.route.{cluster}.rq_total")
-}
-
 /// Counter: requests of the rollout of `canary_cluster` that went to `variant` (`canary` or `stable`).
 pub fn canary_variant(canary_cluster: &str, variant: crate::model::Variant) -> String {
     let variant = match variant {
