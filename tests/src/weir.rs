@@ -75,6 +75,9 @@ impl Weir {
             ])
             .arg("--ready-file")
             .arg(&ready)
+            // Its own state database, kept across a kill and restart.
+            .arg("--state")
+            .arg(dir.path().join("state.redb"))
             .env("WEIR_LOG", "info,weir=debug");
         let log = dir.path().join(format!("weir-{}.log", std::process::id()));
         let mut process = Supervised::spawn("weir", command, &log)?;
@@ -128,6 +131,11 @@ impl Weir {
             delivery,
             dir,
         }
+    }
+
+    /// The process id, for reading its memory and CPU time from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     /// The ADS address.

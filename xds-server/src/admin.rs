@@ -5,14 +5,17 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use weir_policy::Feed;
 
+use crate::controller::Command;
+use crate::otlp::Ingest;
 use crate::serve::Control;
 use crate::snapshot::type_url;
 use crate::xds::Nodes;
@@ -34,14 +37,21 @@ pub(crate) struct AdminState {
     control: Arc<Mutex<Control>>,
     nodes: Nodes,
     wasm: Arc<Vec<u8>>,
+    ingest: Ingest,
 }
 
 impl AdminState {
-    pub(crate) fn new(control: Arc<Mutex<Control>>, nodes: Nodes, wasm: Vec<u8>) -> Self {
+    pub(crate) fn new(
+        control: Arc<Mutex<Control>>,
+        nodes: Nodes,
+        wasm: Vec<u8>,
+        ingest: Ingest,
+    ) -> Self {
         Self {
             control,
             nodes,
             wasm: Arc::new(wasm),
+            ingest,
         }
     }
 }
@@ -50,7 +60,9 @@ pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
-        .route("/v1/feed", get(get_feed).put(put_feed))
+        .route("/v1/feed", get(get_feed).put(put_feed).delete(delete_feed))
+        .route("/v1/rollouts", get(rollouts))
+        .route("/v1/rollouts/{canary}/{command}", post(command))
         .route(WASM_PATH, get(wasm))
         // A feed is small; anything larger is refused before it is read.
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
@@ -76,6 +88,8 @@ async fn status(State(state): State<AdminState>) -> Response {
             "last_error": control.last_error,
         },
         "snapshot": {"version": snapshot.version, "types": types},
+        "rollouts": control.controller().rollouts(),
+        "otlp": state.ingest.status(),
         "nodes": state.nodes.status(),
     }))
     .into_response()
@@ -102,13 +116,55 @@ async fn put_feed(State(state): State<AdminState>, body: axum::body::Bytes) -> R
     let Ok(mut control) = state.control.lock() else {
         return busy();
     };
-    match control.set_feed(feed) {
+    match control.set_feed(Some(feed)) {
         Ok(version) => Json(json!({"version": version})).into_response(),
         Err(errors) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"errors": errors})),
         )
             .into_response(),
+    }
+}
+
+async fn delete_feed(State(state): State<AdminState>) -> Response {
+    let Ok(mut control) = state.control.lock() else {
+        return busy();
+    };
+    match control.set_feed(None) {
+        Ok(version) => Json(json!({"version": version})).into_response(),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"errors": errors})),
+        )
+            .into_response(),
+    }
+}
+
+/// Every rollout's state and the recent decisions with their evidence.
+async fn rollouts(State(state): State<AdminState>) -> Response {
+    let Ok(control) = state.control.lock() else {
+        return busy();
+    };
+    let controller = control.controller();
+    Json(json!({"rollouts": controller.rollouts(), "decisions": controller.decisions()}))
+        .into_response()
+}
+
+/// `pause`, `resume`, `promote` or `abort` a rollout, named by its canary cluster.
+async fn command(
+    State(state): State<AdminState>,
+    Path((canary, command)): Path<(String, String)>,
+) -> Response {
+    let command: Command = match command.parse() {
+        Ok(command) => command,
+        Err(err) => return (StatusCode::NOT_FOUND, Json(json!({"errors": [err]}))).into_response(),
+    };
+    let Ok(mut control) = state.control.lock() else {
+        return busy();
+    };
+    match control.command(&canary, command) {
+        Ok(decision) => Json(json!({"decision": decision})).into_response(),
+        Err(err) => (StatusCode::CONFLICT, Json(json!({"errors": [err]}))).into_response(),
     }
 }
 

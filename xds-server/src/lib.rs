@@ -4,9 +4,12 @@
 
 pub mod admin;
 pub mod cli;
+pub mod controller;
 pub mod metrics_store;
+pub mod otlp;
 pub mod policy_source;
 pub mod resources;
 pub mod serve;
 pub mod snapshot;
+pub mod state_store;
 pub mod xds;

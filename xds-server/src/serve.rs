@@ -11,10 +11,21 @@ use tokio::sync::watch;
 use weir_policy::{Feed, Policy};
 
 use crate::admin;
+use crate::controller::{Command, Controller, Decision};
+use crate::metrics_store::MetricsStore;
+use crate::otlp::Ingest;
 use crate::policy_source::{self, InvalidPolicy, Watcher};
 use crate::resources::{self, Options, WasmSource};
 use crate::snapshot::Snapshot;
+use crate::state_store::StateStore;
 use crate::xds::{AdsServer, Nodes};
+
+/// How long metrics samples are kept: several analysis windows.
+const METRICS_RETENTION_MS: u64 = 60_000;
+
+/// Evaluations between two saves of the rollout states when nothing else
+/// made one (about 2 s at the default interval).
+const CHECKPOINT_EVERY: u64 = 8;
 
 /// Flags of `weir serve`; each can also be set by the environment variable named.
 #[derive(Debug, Args)]
@@ -45,6 +56,20 @@ pub struct ServeArgs {
     /// Write the bound addresses here as JSON once serving (for supervisors and tests).
     #[arg(long, env = "WEIR_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// The embedded database of rollout states and decisions; a restarted
+    /// `weir` resumes every rollout from it.
+    #[arg(long, env = "WEIR_STATE", default_value = "weir-state.redb")]
+    pub state: PathBuf,
+    /// How often the controller evaluates the metrics, in milliseconds.
+    #[arg(long, env = "WEIR_CONTROL_INTERVAL_MS", default_value_t = 250)]
+    pub control_interval_ms: u64,
+}
+
+/// Milliseconds since the epoch, the controller's and the metrics' clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How Envoys get the filter module.
@@ -60,10 +85,15 @@ pub enum WasmDelivery {
 pub(crate) struct Control {
     policy_path: PathBuf,
     policy: Policy,
-    /// Feed values set through the admin API, kept across policy edits while they still fit.
+    /// Feed values an operator pinned through the admin API; they win over the
+    /// controller's until cleared or until they no longer fit the policy.
     feed_override: Option<Feed>,
     options: Options,
     snapshots: watch::Sender<Arc<Snapshot>>,
+    controller: Controller,
+    state: StateStore,
+    metrics: Arc<Mutex<MetricsStore>>,
+    evaluations: u64,
     /// The last problem with the policy file or a snapshot, cleared by the next success.
     pub(crate) last_error: Option<String>,
 }
@@ -77,19 +107,93 @@ impl Control {
         &self.policy_path
     }
 
-    pub(crate) fn feed(&self) -> Feed {
-        effective_feed(&self.policy, self.feed_override.as_ref())
+    pub(crate) fn controller(&self) -> &Controller {
+        &self.controller
     }
 
-    /// Replaces the live feed; nothing changes if it does not fit the policy.
-    pub(crate) fn set_feed(&mut self, feed: Feed) -> Result<String, Vec<String>> {
-        let problems = feed.validate(&self.policy);
-        if !problems.is_empty() {
-            return Err(problems.iter().map(ToString::to_string).collect());
+    /// The feed served: the controller's, with the operator's pinned values over it.
+    pub(crate) fn feed(&self) -> Feed {
+        let mut feed = self.controller.feed();
+        if let Some(pinned) = &self.feed_override {
+            feed.canary_weights.extend(pinned.canary_weights.clone());
+            feed.sla_scores.extend(pinned.sla_scores.clone());
+            if pinned.concurrency_limit.is_some() {
+                feed.concurrency_limit = pinned.concurrency_limit;
+            }
         }
-        let snapshot = resources::build(&self.policy, &feed, &self.options)
-            .map_err(|e| vec![e.to_string()])?;
-        self.feed_override = Some(feed);
+        feed
+    }
+
+    /// Pins feed values (`None` clears them); nothing changes if they do not fit the policy.
+    pub(crate) fn set_feed(&mut self, pinned: Option<Feed>) -> Result<String, Vec<String>> {
+        if let Some(feed) = &pinned {
+            let problems = feed.validate(&self.policy);
+            if !problems.is_empty() {
+                return Err(problems.iter().map(ToString::to_string).collect());
+            }
+        }
+        let previous = std::mem::replace(&mut self.feed_override, pinned);
+        self.rebuild()
+            .inspect_err(|_| self.feed_override = previous)
+            .map_err(|e| vec![e])
+    }
+
+    /// An operator's command on a rollout: recorded, persisted, then pushed.
+    pub(crate) fn command(&mut self, canary: &str, command: Command) -> Result<Decision, String> {
+        let decision = self.controller.command(canary, command, now_ms())?;
+        self.state
+            .save(&self.controller.rollouts(), std::slice::from_ref(&decision))
+            .map_err(|e| format!("{e:#}"))?;
+        tracing::info!(canary, ?command, to = ?decision.to, weight_bp = decision.weight_bp, "rollout command");
+        self.rebuild()?;
+        Ok(decision)
+    }
+
+    /// One evaluation of the controller; a new feed is persisted, then pushed.
+    fn control(&mut self, now: u64) {
+        let evaluation = {
+            let Ok(mut metrics) = self.metrics.lock() else {
+                return;
+            };
+            metrics.prune(now);
+            self.controller.evaluate(&metrics, now)
+        };
+        self.evaluations = self.evaluations.wrapping_add(1);
+        // Hold progress is saved now and then even without a decision, so a
+        // restart loses at most a few seconds of it.
+        let checkpoint = self.evaluations.is_multiple_of(CHECKPOINT_EVERY);
+        if evaluation.decisions.is_empty() && !evaluation.changed && !checkpoint {
+            return;
+        }
+        // Written before it is pushed: a restart resumes exactly here.
+        if let Err(err) = self
+            .state
+            .save(&self.controller.rollouts(), &evaluation.decisions)
+        {
+            tracing::error!("{err:#}; the new feed is not pushed");
+            self.last_error = Some(format!("{err:#}"));
+            return;
+        }
+        for decision in &evaluation.decisions {
+            tracing::info!(
+                canary = %decision.canary,
+                from = ?decision.from,
+                to = ?decision.to,
+                weight_bp = decision.weight_bp,
+                reason = %decision.reason,
+                "rollout decision"
+            );
+        }
+        if (evaluation.changed || !evaluation.decisions.is_empty())
+            && let Err(err) = self.rebuild()
+        {
+            tracing::error!(error = %err, "the controller's feed was not served");
+        }
+    }
+
+    fn rebuild(&mut self) -> Result<String, String> {
+        let snapshot = resources::build(&self.policy, &self.feed(), &self.options)
+            .map_err(|e| e.to_string())?;
         Ok(self.publish(snapshot))
     }
 
@@ -99,23 +203,25 @@ impl Control {
             Ok(policy) => policy,
             Err(invalid) => return self.reject(&invalid),
         };
-        // The live feed survives an edit where it still fits the new policy.
-        let feed_override = self
+        // A policy that cannot make a consistent snapshot is refused before
+        // anything (the controller's rollouts included) moves to it.
+        if let Err(err) = resources::build(&policy, &Feed::initial(&policy), &self.options) {
+            tracing::error!(file = %self.policy_path.display(), error = %err, "policy rejected: the last good one keeps serving");
+            self.last_error = Some(err.to_string());
+            return;
+        }
+        // Pinned values survive an edit where they still fit the new policy.
+        self.feed_override = self
             .feed_override
-            .clone()
+            .take()
             .filter(|f| f.validate(&policy).is_empty());
-        let feed = effective_feed(&policy, feed_override.as_ref());
-        match resources::build(&policy, &feed, &self.options) {
-            Ok(snapshot) => {
-                self.policy = policy;
-                self.feed_override = feed_override;
-                let version = self.publish(snapshot);
-                tracing::info!(file = %self.policy_path.display(), version, "policy applied");
+        self.controller.set_policy(&policy, now_ms());
+        self.policy = policy;
+        match self.rebuild() {
+            Ok(version) => {
+                tracing::info!(file = %self.policy_path.display(), version, "policy applied")
             }
-            Err(err) => {
-                tracing::error!(file = %self.policy_path.display(), error = %err, "policy rejected: the last good one keeps serving");
-                self.last_error = Some(err.to_string());
-            }
+            Err(err) => self.last_error = Some(err),
         }
     }
 
@@ -136,12 +242,6 @@ impl Control {
         }
         version
     }
-}
-
-fn effective_feed(policy: &Policy, feed_override: Option<&Feed>) -> Feed {
-    feed_override
-        .cloned()
-        .unwrap_or_else(|| Feed::initial(policy))
 }
 
 /// Runs the server until the process is stopped.
@@ -173,7 +273,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         listener: args.listener_address,
         wasm,
     };
-    let snapshot = resources::build(&policy, &Feed::initial(&policy), &options)?;
+    let state = StateStore::open(&args.state)?;
+    let (restored, history) = state.load()?;
+    if !restored.is_empty() {
+        tracing::info!(rollouts = restored.len(), file = %args.state.display(), "resuming rollouts");
+    }
+    let mut controller = Controller::new(&policy, restored, now_ms());
+    controller.restore_history(history);
+    let metrics = Arc::new(Mutex::new(MetricsStore::new(METRICS_RETENTION_MS)));
+    let snapshot = resources::build(&policy, &controller.feed(), &options)?;
     tracing::info!(version = %snapshot.version, file = %args.policy.display(), "policy loaded");
     let (snapshots, receiver) = watch::channel(Arc::new(snapshot));
     let control = Arc::new(Mutex::new(Control {
@@ -182,17 +290,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         feed_override: None,
         options,
         snapshots,
+        controller,
+        state,
+        metrics: Arc::clone(&metrics),
+        evaluations: 0,
         last_error: None,
     }));
+    let ingest = Ingest::new(metrics, now_ms);
     let nodes = Nodes::default();
 
     let ads = AdsServer::new(receiver, nodes.clone()).into_service();
+    // OTLP/gRPC shares the ADS port: Envoy's stats sink reaches weir through
+    // the same cluster as its configuration.
     let xds = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(ads)
+            .add_service(ingest.grpc_service())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener)),
     );
-    let admin_state = admin::AdminState::new(Arc::clone(&control), nodes, wasm_bytes);
+    let admin_state =
+        admin::AdminState::new(Arc::clone(&control), nodes, wasm_bytes, ingest.clone());
     let admin =
         tokio::spawn(async move { axum::serve(admin_listener, admin::router(admin_state)).await });
     tracing::info!(%xds_addr, %admin_addr, "serving");
@@ -208,6 +325,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(policy_source::POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut xds, mut admin) = (xds, admin);
+    let mut control_tick = tokio::time::interval(std::time::Duration::from_millis(
+        args.control_interval_ms.max(10),
+    ));
+    control_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -215,6 +336,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     && let Ok(mut control) = control.lock() {
                         control.apply_policy_text(&text);
                     }
+            }
+            _ = control_tick.tick() => {
+                if let Ok(mut control) = control.lock() {
+                    control.control(now_ms());
+                }
             }
             stopped = &mut xds => anyhow::bail!("the xDS server stopped: {stopped:?}"),
             stopped = &mut admin => anyhow::bail!("the admin server stopped: {stopped:?}"),

@@ -197,7 +197,12 @@ fn main() -> anyhow::Result<()> {
     let markdown = report.markdown();
     print!("{markdown}");
     if let Some(out) = &args.out {
-        std::fs::write(out, &markdown)?;
+        // The control-plane benchmark owns its own marked section of the same file.
+        let kept = std::fs::read_to_string(out)
+            .ok()
+            .and_then(|old| other_sections(&old))
+            .unwrap_or_default();
+        std::fs::write(out, format!("{markdown}{kept}"))?;
         eprintln!("weir-bench: wrote {}", out.display());
     }
     Ok(())
@@ -384,4 +389,13 @@ impl Measurement {
             max_lag_ms: result.max_lag.as_secs_f64() * 1e3,
         }
     }
+}
+
+/// The section another benchmark keeps between its markers in the results file.
+fn other_sections(old: &str) -> Option<String> {
+    const BEGIN: &str = "<!-- xds-bench:begin -->";
+    const END: &str = "<!-- xds-bench:end -->";
+    let start = old.find(BEGIN)?;
+    let end = old[start..].find(END)? + start + END.len();
+    Some(format!("\n{}\n", &old[start..end]))
 }

@@ -1,0 +1,509 @@
+//! Canary analysis: one window of the canary against one of its stable
+//! cluster, judged against the canary's `analysis` thresholds.
+//!
+//! - Both variants need `min_samples` requests, else the verdict is
+//!   inconclusive: no data never passes.
+//! - Errors: a one-sided two-proportion z-test whose null hypothesis is "the
+//!   canary's error rate exceeds stable's by at most the allowed increase"
+//!   (proportions adjusted by Agresti–Caffo, one error and one success added
+//!   to each variant, so that the test is defined at 0 % and 100 %). Bad when
+//!   the observed increase is over the limit *and* the test rejects at
+//!   p < 0.01 — clearly bad, not noise.
+//! - Latency: p95 and p99 from the histograms (stable quantiles floored at
+//!   1 ms). Bad when a ratio exceeds its limit *with 99 % confidence*: the
+//!   canary's quantile is read at the lower end of its distribution-free
+//!   confidence interval (rank `q − 2.33·√(q(1−q)/n)`), stable's at the upper
+//!   end, and that conservative ratio is compared with the limit — so a few
+//!   hundred observations spread over coarse buckets cannot fail a healthy
+//!   canary by chance, while a real shift (+200 ms) fails at once. Judged only
+//!   when both histograms hold `min_samples` observations; when neither
+//!   variant reports latency at all, the verdict rests on errors alone.
+
+use serde::{Deserialize, Serialize};
+use weir_policy::model::Analysis;
+
+use crate::metrics_store::WindowStats;
+
+/// Significance level of the error test.
+pub(crate) const SIGNIFICANCE: f64 = 0.01;
+
+/// Quantiles below this are taken as this, so that a ratio over a near-zero
+/// stable latency stays meaningful.
+pub(crate) const LATENCY_FLOOR_MS: f64 = 1.0;
+
+/// What a window says about a canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Enough data, and every check passed.
+    Healthy,
+    /// Enough data, and at least one check clearly failed.
+    Bad,
+    /// Not enough data for a verdict (no traffic, or fewer than `min_samples`
+    /// requests or latency observations); the findings say which.
+    Inconclusive,
+}
+
+/// One variant's figures over the window.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VariantStats {
+    /// Requests completed.
+    pub requests: u64,
+    /// Of which failed (5xx).
+    pub errors: u64,
+    /// `errors / requests` (0 without requests).
+    pub error_rate: f64,
+    /// Latency observations in the histogram.
+    #[serde(default)]
+    pub latency_observations: u64,
+    /// 95th percentile latency (ms), if any latency was reported.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile latency (ms), if any latency was reported.
+    pub p99_ms: Option<f64>,
+}
+
+impl VariantStats {
+    pub(crate) fn of(window: &WindowStats) -> Self {
+        let error_rate = window.error_rate().filter(|r| r.is_finite()).unwrap_or(0.0);
+        let finite = |q: Option<f64>| q.filter(|v| v.is_finite());
+        Self {
+            requests: window.requests,
+            errors: window.errors,
+            error_rate,
+            latency_observations: window.latency.count(),
+            p95_ms: finite(window.latency.quantile(0.95)),
+            p99_ms: finite(window.latency.quantile(0.99)),
+        }
+    }
+}
+
+/// The error test's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorTest {
+    /// The z statistic (positive: canary worse than stable plus the allowed increase).
+    pub z: f64,
+    /// One-sided p-value.
+    pub p_value: f64,
+    /// Observed increase of the canary's error rate over stable's, in percentage points.
+    pub increase_pp: f64,
+}
+
+/// Canary latency over stable latency, by percentile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyRatio {
+    /// Ratio of the 95th percentiles.
+    pub p95: f64,
+    /// Ratio of the 99th percentiles.
+    pub p99: f64,
+    /// The p95 ratio at 99 % confidence (canary's lower bound over stable's
+    /// upper bound): what is compared with the limit.
+    pub p95_low: f64,
+    /// The same for p99.
+    pub p99_low: f64,
+}
+
+/// One-sided 99 % normal quantile, for the latency confidence bounds.
+const Z_99: f64 = 2.326_348;
+
+/// The rank (as a quantile) at the lower (`sign` −1) or upper (+1) end of the
+/// confidence interval of the `q` quantile estimated from `n` observations.
+fn bound(q: f64, n: u64, sign: f64) -> f64 {
+    let n = n.max(1) as f64;
+    (q + sign * Z_99 * (q * (1.0 - q) / n).sqrt()).clamp(0.0, 1.0)
+}
+
+/// Everything a decision was based on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Length of the window analysed (ms).
+    pub window_ms: u64,
+    /// The canary cluster's figures.
+    pub canary: VariantStats,
+    /// The stable cluster's figures.
+    pub stable: VariantStats,
+    /// Set when the stable figures are not the live window but the last one
+    /// with enough samples, taken at this time (at full weight the stable
+    /// cluster gets none of the placement's traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_baseline_at_ms: Option<u64>,
+    /// The error test, when both variants had enough requests.
+    pub error_test: Option<ErrorTest>,
+    /// The latency ratios, when both variants had enough latency observations.
+    pub latency_ratio: Option<LatencyRatio>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// One line per check, in words.
+    #[serde(default)]
+    pub findings: Vec<String>,
+}
+
+impl Evidence {
+    /// Evidence of nothing: before the first evaluation.
+    pub(crate) fn none(window_ms: u64) -> Self {
+        Self {
+            window_ms,
+            canary: VariantStats::default(),
+            stable: VariantStats::default(),
+            stable_baseline_at_ms: None,
+            error_test: None,
+            latency_ratio: None,
+            verdict: Verdict::Inconclusive,
+            findings: vec!["not evaluated yet".to_owned()],
+        }
+    }
+}
+
+/// Judges `canary` against `stable` over a window of `window_ms`.
+pub(crate) fn analyse(
+    canary: &WindowStats,
+    stable: &WindowStats,
+    stable_baseline_at_ms: Option<u64>,
+    analysis: &Analysis,
+    window_ms: u64,
+) -> Evidence {
+    let min = u64::from(analysis.min_samples.max(1));
+    let mut evidence = Evidence {
+        window_ms,
+        canary: VariantStats::of(canary),
+        stable: VariantStats::of(stable),
+        stable_baseline_at_ms,
+        error_test: None,
+        latency_ratio: None,
+        verdict: Verdict::Inconclusive,
+        findings: Vec::new(),
+    };
+    let seconds = window_ms as f64 / 1000.0;
+    if canary.requests == 0 && stable.requests == 0 {
+        evidence.findings.push(format!(
+            "no traffic on either variant in the last {seconds} s"
+        ));
+        return evidence;
+    }
+    let mut enough = true;
+    for (name, stats) in [("canary", canary), ("stable", stable)] {
+        if stats.requests < min {
+            enough = false;
+            evidence.findings.push(format!(
+                "{name}: {} requests in the last {seconds} s, {min} needed",
+                stats.requests
+            ));
+        }
+    }
+    if !enough {
+        return evidence;
+    }
+
+    let mut bad = false;
+    let test = error_test(canary, stable, analysis.max_error_rate_increase);
+    let errors_bad =
+        test.increase_pp > analysis.max_error_rate_increase && test.p_value < SIGNIFICANCE;
+    bad |= errors_bad;
+    evidence.findings.push(format!(
+        "errors: canary {:.2} % vs stable {:.2} % ({:+.2} pp, limit {} pp; z = {:.2}, p = {:.2e}): {}",
+        evidence.canary.error_rate * 100.0,
+        evidence.stable.error_rate * 100.0,
+        test.increase_pp,
+        analysis.max_error_rate_increase,
+        test.z,
+        test.p_value,
+        if errors_bad { "bad" } else { "ok" },
+    ));
+    evidence.error_test = Some(test);
+
+    let mut latency_judged = true;
+    let (canary_obs, stable_obs) = (canary.latency.count(), stable.latency.count());
+    if canary_obs == 0 && stable_obs == 0 {
+        evidence
+            .findings
+            .push("latency: not reported by either variant; judged on errors alone".to_owned());
+    } else if canary_obs < min || stable_obs < min {
+        latency_judged = false;
+        evidence.findings.push(format!(
+            "latency: {canary_obs} canary and {stable_obs} stable observations, {min} needed in both"
+        ));
+    } else if let (Some(c95), Some(s95), Some(c99), Some(s99)) = (
+        evidence.canary.p95_ms,
+        evidence.stable.p95_ms,
+        evidence.canary.p99_ms,
+        evidence.stable.p99_ms,
+    ) {
+        let conservative = |q: f64| {
+            let c = canary.latency.quantile(bound(q, canary_obs, -1.0))?;
+            let s = stable.latency.quantile(bound(q, stable_obs, 1.0))?;
+            Some(c / s.max(LATENCY_FLOOR_MS)).filter(|r| r.is_finite())
+        };
+        let p95 = c95 / s95.max(LATENCY_FLOOR_MS);
+        let p99 = c99 / s99.max(LATENCY_FLOOR_MS);
+        let ratio = LatencyRatio {
+            p95,
+            p99,
+            p95_low: conservative(0.95).unwrap_or(p95).min(p95),
+            p99_low: conservative(0.99).unwrap_or(p99).min(p99),
+        };
+        let limits = &analysis.max_latency_ratio;
+        let latency_bad = ratio.p95_low > limits.p95 || ratio.p99_low > limits.p99;
+        bad |= latency_bad;
+        evidence.findings.push(format!(
+            "latency: p95 {c95:.1} ms vs {s95:.1} ms (×{:.2}, at least ×{:.2} at 99 % confidence, limit ×{}), p99 {c99:.1} ms vs {s99:.1} ms (×{:.2}, at least ×{:.2}, limit ×{}): {}",
+            ratio.p95,
+            ratio.p95_low,
+            limits.p95,
+            ratio.p99,
+            ratio.p99_low,
+            limits.p99,
+            if latency_bad { "bad" } else { "ok" },
+        ));
+        evidence.latency_ratio = Some(ratio);
+    } else {
+        latency_judged = false;
+        evidence
+            .findings
+            .push("latency: quantiles unavailable".to_owned());
+    }
+
+    evidence.verdict = if bad {
+        Verdict::Bad
+    } else if latency_judged {
+        Verdict::Healthy
+    } else {
+        Verdict::Inconclusive
+    };
+    evidence
+}
+
+/// The one-sided test of "canary error rate − stable error rate > margin".
+fn error_test(canary: &WindowStats, stable: &WindowStats, margin_pp: f64) -> ErrorTest {
+    let rate = |w: &WindowStats| w.errors.min(w.requests) as f64 / w.requests.max(1) as f64;
+    let increase_pp = (rate(canary) - rate(stable)) * 100.0;
+    // Agresti–Caffo: one error and one success more in each variant.
+    let adjusted = |w: &WindowStats| {
+        let n = w.requests as f64 + 2.0;
+        ((w.errors.min(w.requests) as f64 + 1.0) / n, n)
+    };
+    let ((pc, nc), (ps, ns)) = (adjusted(canary), adjusted(stable));
+    let se = (pc * (1.0 - pc) / nc + ps * (1.0 - ps) / ns).sqrt();
+    let z = (pc - ps - margin_pp / 100.0) / se;
+    let z = if z.is_finite() { z } else { 0.0 };
+    ErrorTest {
+        z,
+        p_value: upper_tail(z),
+        increase_pp,
+    }
+}
+
+/// P(Z > z) for a standard normal Z.
+fn upper_tail(z: f64) -> f64 {
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// The complementary error function (Numerical Recipes' `erfcc`, relative
+/// error below 1.2e-7 everywhere).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_policy::model::LatencyRatios;
+
+    use super::*;
+    use crate::metrics_store::Histogram;
+
+    fn thresholds(min_samples: u32) -> Analysis {
+        Analysis {
+            max_error_rate_increase: 1.0,
+            max_latency_ratio: LatencyRatios { p95: 1.2, p99: 1.5 },
+            min_samples,
+        }
+    }
+
+    fn window(requests: u64, errors: u64, latency: &[(f64, u64)]) -> WindowStats {
+        let bounds = vec![5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+        let mut h = Histogram::with_bounds(bounds);
+        for &(ms, n) in latency {
+            let slot = h
+                .bounds
+                .iter()
+                .position(|&b| ms <= b)
+                .unwrap_or(h.bounds.len());
+            h.counts[slot] += n;
+        }
+        WindowStats {
+            requests,
+            errors,
+            latency: h,
+        }
+    }
+
+    #[test]
+    fn normal_tail_matches_tables() {
+        assert!((upper_tail(0.0) - 0.5).abs() < 1e-7);
+        assert!((upper_tail(1.959_964) - 0.025).abs() < 1e-6);
+        assert!((upper_tail(2.326_348) - 0.01).abs() < 1e-6);
+        assert!((upper_tail(-1.644_854) - 0.95).abs() < 1e-6);
+        assert!(upper_tail(40.0) >= 0.0 && upper_tail(40.0) < 1e-300);
+    }
+
+    #[test]
+    fn no_data_and_too_few_samples_are_inconclusive() {
+        let e = analyse(
+            &WindowStats::default(),
+            &WindowStats::default(),
+            None,
+            &thresholds(10),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Inconclusive);
+        assert!(e.findings[0].contains("no traffic"), "{:?}", e.findings);
+        // Terrible canary, but only 9 requests: still no verdict.
+        let e = analyse(
+            &window(9, 9, &[]),
+            &window(1000, 0, &[]),
+            None,
+            &thresholds(10),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Inconclusive);
+        assert!(e.error_test.is_none());
+        let e = analyse(
+            &window(100, 0, &[]),
+            &window(9, 0, &[]),
+            None,
+            &thresholds(10),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn clearly_more_errors_is_bad() {
+        let e = analyse(
+            &window(200, 40, &[]),
+            &window(5000, 50, &[]),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Bad, "{:?}", e.findings);
+        let test = e.error_test.unwrap();
+        assert!((test.increase_pp - 19.0).abs() < 1e-9);
+        assert!(test.p_value < 1e-6);
+        // Every canary request failing, no stable one: bad, and finite figures.
+        let e = analyse(
+            &window(50, 50, &[]),
+            &window(50, 0, &[]),
+            None,
+            &thresholds(50),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Bad);
+        assert!(serde_json::to_string(&e).is_ok());
+    }
+
+    #[test]
+    fn equal_noise_and_small_or_insignificant_increases_are_not_bad() {
+        // 1 % in both.
+        let e = analyse(
+            &window(500, 5, &[]),
+            &window(50_000, 500, &[]),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Healthy, "{:?}", e.findings);
+        // +1.5 pp observed on 200 requests: over the limit but not significant.
+        let e = analyse(
+            &window(200, 5, &[]),
+            &window(50_000, 500, &[]),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Healthy, "{:?}", e.findings);
+        // Significant, but within the allowed increase.
+        let e = analyse(
+            &window(100_000, 1_800, &[]),
+            &window(100_000, 1_000, &[]),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Healthy, "{:?}", e.findings);
+    }
+
+    #[test]
+    fn latency_ratios_use_the_limits_and_a_floor() {
+        let fast = [(8.0, 900), (20.0, 100)];
+        let slow = [(200.0, 900), (400.0, 100)];
+        let e = analyse(
+            &window(1000, 0, &slow),
+            &window(1000, 0, &fast),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Bad, "{:?}", e.findings);
+        assert!(e.latency_ratio.as_ref().unwrap().p95 > 1.2);
+        let e = analyse(
+            &window(1000, 0, &fast),
+            &window(1000, 0, &fast),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Healthy, "{:?}", e.findings);
+        let ratio = e.latency_ratio.unwrap();
+        assert!((ratio.p95 - 1.0).abs() < 1e-9 && (ratio.p99 - 1.0).abs() < 1e-9);
+        // A stable latency of 0 is floored at 1 ms: the ratio stays finite.
+        let mut zero = window(1000, 0, &[]);
+        zero.latency = Histogram::with_bounds(vec![0.0, 1.0]);
+        zero.latency.counts = vec![1000, 0, 0];
+        let mut tiny = zero.clone();
+        tiny.latency.counts = vec![0, 1000, 0];
+        let e = analyse(&tiny, &zero, None, &thresholds(200), 10_000);
+        let ratio = e.latency_ratio.unwrap();
+        assert!(ratio.p99.is_finite() && ratio.p99 <= 1.0, "{ratio:?}");
+    }
+
+    #[test]
+    fn latency_needs_enough_observations_in_both() {
+        let e = analyse(
+            &window(1000, 0, &[(8.0, 100)]),
+            &window(1000, 0, &[(8.0, 1000)]),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Inconclusive, "{:?}", e.findings);
+        // Clearly bad errors are bad even without latency.
+        let e = analyse(
+            &window(1000, 300, &[(8.0, 100)]),
+            &window(1000, 0, &[(8.0, 1000)]),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Bad);
+        // No latency reported at all: judged on errors.
+        let e = analyse(
+            &window(1000, 0, &[]),
+            &window(1000, 0, &[]),
+            None,
+            &thresholds(200),
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Healthy);
+        assert!(e.latency_ratio.is_none());
+    }
+}

@@ -1,0 +1,1229 @@
+//! OTLP metrics → one [`Sample`] per cluster: the rules listed in the
+//! documentation of [`crate::otlp`].
+
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, metric::Data,
+    number_data_point,
+};
+
+use super::cumulative::{Delta, Streams};
+use super::exponential::{self, Buckets};
+use crate::metrics_store::{Histogram, Sample};
+
+/// Envoy's request counter by response class (a sum).
+pub const ENVOY_REQUESTS: &str = "cluster.upstream_rq_xx";
+/// Envoy's upstream request time (a histogram, in milliseconds).
+pub const ENVOY_LATENCY: &str = "cluster.upstream_rq_time";
+/// The OpenTelemetry HTTP server duration (a histogram).
+pub const APP_DURATION: &str = "http.server.request.duration";
+
+/// Envoy's tag naming the cluster.
+pub const ENVOY_CLUSTER: &str = "envoy.cluster_name";
+/// Envoy's tag holding the response class, `1` to `5`.
+pub const ENVOY_RESPONSE_CLASS: &str = "envoy.response_code_class";
+/// Names the cluster of an application's data point or resource.
+pub const WEIR_CLUSTER: &str = "weir.cluster";
+/// The resource attribute naming the service, the last resort for the cluster.
+pub const SERVICE_NAME: &str = "service.name";
+/// The response status of an HTTP server duration data point.
+pub const STATUS_CODE: &str = "http.response.status_code";
+/// Set on an HTTP server duration data point that ended in error.
+pub const ERROR_TYPE: &str = "error.type";
+
+/// Explicit bucket bounds a histogram data point may have at most.
+pub const MAX_EXPLICIT_BOUNDS: usize = 256;
+
+/// The most requests (or latency observations) one export request may add
+/// to one cluster: 2^40, far beyond any real reporting interval, and small
+/// enough that the store's windows (at most 4,096 samples) cannot overflow.
+pub const MAX_COUNT: u64 = 1 << 40;
+
+/// `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
+const NO_RECORDED_VALUE: u32 = 1;
+
+/// Distinct problems kept for the error message.
+const MAX_PROBLEMS: usize = 8;
+
+/// What one export request amounts to.
+#[derive(Debug, Default)]
+pub(crate) struct Translation {
+    /// One sample per cluster.
+    pub(crate) samples: BTreeMap<String, Sample>,
+    /// Data points of metrics weir uses, counted (or remembered, for the
+    /// first value of a cumulative stream).
+    pub(crate) used: u64,
+    /// Data points accepted and not used.
+    pub(crate) ignored: u64,
+    /// Data points refused.
+    pub(crate) rejected: u64,
+    pub(crate) problems: Problems,
+}
+
+/// Why data points were rejected: distinct messages with how many points
+/// each, the first few.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    entries: Vec<(String, u64)>,
+    more: u64,
+}
+
+impl Problems {
+    fn add(&mut self, message: String) {
+        if let Some(entry) = self.entries.iter_mut().find(|e| e.0 == message) {
+            entry.1 += 1;
+        } else if self.entries.len() < MAX_PROBLEMS {
+            self.entries.push((message, 1));
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// One line, or `None` if nothing was rejected.
+    pub(crate) fn summary(&self) -> Option<String> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mut out = String::new();
+        for (i, (message, n)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push_str("; ");
+            }
+            let points = if *n == 1 { "data point" } else { "data points" };
+            let _ = write!(out, "{message} ({n} {points})");
+        }
+        if self.more > 0 {
+            let _ = write!(out, "; and {} more data points", self.more);
+        }
+        Some(out)
+    }
+}
+
+/// Turns `request` into samples received at `now_ms`, using and updating
+/// the cumulative streams.
+pub(crate) fn translate(
+    request: &ExportMetricsServiceRequest,
+    streams: &mut Streams,
+    now_ms: u64,
+) -> Translation {
+    let mut run = Run {
+        out: Translation::default(),
+        streams,
+        now_ms,
+    };
+    run.streams.begin_request();
+    for resource_metrics in &request.resource_metrics {
+        let resource = Resource {
+            attributes: resource_metrics
+                .resource
+                .as_ref()
+                .map_or(&[], |r| &r.attributes),
+            key: OnceCell::new(),
+            known: OnceCell::new(),
+        };
+        // Every request makes its sources known, whatever it holds: a stream
+        // first seen in a later request began after this one.
+        resource.known(run.streams, now_ms);
+        for scope in &resource_metrics.scope_metrics {
+            for metric in &scope.metrics {
+                run.metric(&resource, metric);
+            }
+        }
+    }
+    run.out
+}
+
+/// The resource a metric came from.
+struct Resource<'a> {
+    attributes: &'a [KeyValue],
+    /// Its attributes in canonical form, for stream keys; built when needed.
+    key: OnceCell<String>,
+    /// Whether it reported cumulative values in an earlier request.
+    known: OnceCell<bool>,
+}
+
+impl Resource<'_> {
+    fn key(&self) -> &str {
+        self.key.get_or_init(|| {
+            let mut key = String::new();
+            canonical(self.attributes, &mut key);
+            key
+        })
+    }
+
+    fn known(&self, streams: &mut Streams, now_ms: u64) -> bool {
+        *self
+            .known
+            .get_or_init(|| streams.known_source(self.key(), now_ms))
+    }
+
+    fn stream_key(&self, metric: &str, attributes: &[KeyValue]) -> String {
+        let resource = self.key();
+        let mut key = String::with_capacity(resource.len() + metric.len() + 64);
+        key.push_str(resource);
+        key.push('\u{1f}');
+        key.push_str(metric);
+        key.push('\u{1f}');
+        canonical(attributes, &mut key);
+        key
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Temporality {
+    Delta,
+    Cumulative,
+    Invalid(i32),
+}
+
+impl Temporality {
+    fn of(value: i32) -> Self {
+        match value {
+            1 => Self::Delta,
+            2 => Self::Cumulative,
+            other => Self::Invalid(other),
+        }
+    }
+
+    fn check(self) -> Result<Self, String> {
+        match self {
+            Self::Invalid(0) => Err("aggregation temporality unspecified".to_owned()),
+            Self::Invalid(other) => Err(format!("unknown aggregation temporality {other}")),
+            valid => Ok(valid),
+        }
+    }
+}
+
+/// One data point's stream, for cumulative values.
+#[derive(Clone, Copy)]
+struct Stream<'a> {
+    resource: &'a Resource<'a>,
+    metric: &'a str,
+    attributes: &'a [KeyValue],
+}
+
+impl<'a> Stream<'a> {
+    fn new(resource: &'a Resource<'a>, metric: &'a str, attributes: &'a [KeyValue]) -> Self {
+        Self {
+            resource,
+            metric,
+            attributes,
+        }
+    }
+
+    fn key(&self) -> String {
+        self.resource.stream_key(self.metric, self.attributes)
+    }
+}
+
+/// What became of one data point.
+enum Point {
+    Used,
+    Ignored,
+    Rejected(String),
+}
+
+/// A histogram data point's contribution: observations and their latencies.
+struct Counted {
+    count: u64,
+    latency: Option<Histogram>,
+}
+
+struct Run<'s> {
+    out: Translation,
+    streams: &'s mut Streams,
+    now_ms: u64,
+}
+
+impl Run<'_> {
+    fn metric(&mut self, resource: &Resource<'_>, metric: &Metric) {
+        match metric.name.as_str() {
+            ENVOY_REQUESTS => self.envoy_requests(resource, metric),
+            ENVOY_LATENCY => self.envoy_latency(resource, metric),
+            APP_DURATION => self.app_duration(resource, metric),
+            _ => self.out.ignored += points(metric.data.as_ref()),
+        }
+    }
+
+    fn tally(&mut self, metric: &str, point: Point) {
+        match point {
+            Point::Used => self.out.used += 1,
+            Point::Ignored => self.out.ignored += 1,
+            Point::Rejected(why) => {
+                self.out.rejected += 1;
+                self.out.problems.add(format!("{metric}: {why}"));
+            }
+        }
+    }
+
+    fn reject_all(&mut self, metric: &Metric, why: &str) {
+        for _ in 0..points(metric.data.as_ref()) {
+            self.tally(&metric.name, Point::Rejected(why.to_owned()));
+        }
+    }
+
+    fn totals(&mut self, cluster: &str) -> &mut Sample {
+        let at_ms = self.now_ms;
+        self.out
+            .samples
+            .entry(cluster.to_owned())
+            .or_insert_with(|| Sample {
+                at_ms,
+                ..Sample::default()
+            })
+    }
+
+    /// Whether the cluster's sample can take `requests` more requests and
+    /// `observations` more latencies without passing [`MAX_COUNT`].
+    fn fits(&self, cluster: &str, requests: u64, observations: u64) -> bool {
+        let (r, o) = self.out.samples.get(cluster).map_or((0, 0), |s| {
+            (s.requests, s.latency.as_ref().map_or(0, Histogram::count))
+        });
+        requests <= MAX_COUNT.saturating_sub(r) && observations <= MAX_COUNT.saturating_sub(o)
+    }
+
+    /// Adds latencies to the cluster's sample (creating it even if there are none).
+    fn add_latency(&mut self, cluster: &str, latency: Option<Histogram>) {
+        let totals = self.totals(cluster);
+        let Some(latency) = latency.filter(|h| h.count() > 0) else {
+            return;
+        };
+        match &mut totals.latency {
+            Some(mine) => mine.merge(&latency),
+            empty => *empty = Some(latency),
+        }
+    }
+
+    // ---- Envoy ----------------------------------------------------------
+
+    fn envoy_requests(&mut self, resource: &Resource<'_>, metric: &Metric) {
+        let Some(Data::Sum(sum)) = &metric.data else {
+            return self.reject_all(metric, "expected a sum");
+        };
+        let temporality = Temporality::of(sum.aggregation_temporality);
+        for point in &sum.data_points {
+            let outcome = self.envoy_requests_point(resource, &metric.name, temporality, point);
+            self.tally(&metric.name, outcome);
+        }
+    }
+
+    fn envoy_requests_point(
+        &mut self,
+        resource: &Resource<'_>,
+        name: &str,
+        temporality: Temporality,
+        point: &NumberDataPoint,
+    ) -> Point {
+        let key = || resource.stream_key(name, &point.attributes);
+        if point.flags & NO_RECORDED_VALUE != 0 {
+            self.streams.forget(&key());
+            return Point::Ignored;
+        }
+        let temporality = match temporality.check() {
+            Ok(t) => t,
+            Err(why) => return Point::Rejected(why),
+        };
+        let Some(cluster) = string_attr(&point.attributes, ENVOY_CLUSTER) else {
+            return Point::Rejected(format!("no attribute {ENVOY_CLUSTER}"));
+        };
+        let class = match int_attr(&point.attributes, ENVOY_RESPONSE_CLASS) {
+            Some(Ok(class @ 1..=5)) => class,
+            _ => return Point::Rejected(format!("{ENVOY_RESPONSE_CLASS} must be 1 to 5")),
+        };
+        let value = match counter_value(point) {
+            Ok(v) => v,
+            Err(why) => return Point::Rejected(why),
+        };
+        let value = if temporality == Temporality::Cumulative {
+            let known = resource.known(self.streams, self.now_ms);
+            match self.streams.sum(key(), self.now_ms, value, known) {
+                Ok(Delta::Added(v)) => v,
+                Ok(Delta::Baseline) => return Point::Used,
+                Err(_) => return Point::Rejected(too_many_streams()),
+            }
+        } else {
+            value
+        };
+        if !self.fits(cluster, value, 0) {
+            return Point::Rejected(implausible(value));
+        }
+        let totals = self.totals(cluster);
+        totals.requests = totals.requests.saturating_add(value);
+        if class == 5 {
+            totals.errors = totals.errors.saturating_add(value);
+        }
+        Point::Used
+    }
+
+    fn envoy_latency(&mut self, resource: &Resource<'_>, metric: &Metric) {
+        let Some(Data::Histogram(histogram)) = &metric.data else {
+            return self.reject_all(metric, "expected a histogram with explicit buckets");
+        };
+        let temporality = Temporality::of(histogram.aggregation_temporality);
+        for point in &histogram.data_points {
+            let outcome = match string_attr(&point.attributes, ENVOY_CLUSTER) {
+                None => Point::Rejected(format!("no attribute {ENVOY_CLUSTER}")),
+                Some(cluster) => {
+                    let stream = Stream::new(resource, &metric.name, &point.attributes);
+                    match self.explicit(stream, temporality, point, 1.0) {
+                        Ok(Some(counted)) if !self.fits(cluster, 0, counted.count) => {
+                            Point::Rejected(implausible(counted.count))
+                        }
+                        Ok(Some(counted)) => {
+                            self.add_latency(cluster, counted.latency);
+                            Point::Used
+                        }
+                        Ok(None) => Point::Used,
+                        Err(Some(why)) => Point::Rejected(why),
+                        Err(None) => Point::Ignored,
+                    }
+                }
+            };
+            self.tally(&metric.name, outcome);
+        }
+    }
+
+    // ---- applications ---------------------------------------------------
+
+    fn app_duration(&mut self, resource: &Resource<'_>, metric: &Metric) {
+        let Some(ms_per_unit) = ms_per_unit(&metric.unit) else {
+            let why = format!("unit {:?} is not one of s, ms, us, ns", metric.unit);
+            return self.reject_all(metric, &why);
+        };
+        match &metric.data {
+            Some(Data::Histogram(histogram)) => {
+                let temporality = Temporality::of(histogram.aggregation_temporality);
+                for point in &histogram.data_points {
+                    let stream = Stream::new(resource, &metric.name, &point.attributes);
+                    let outcome = match app_labels(resource, &point.attributes) {
+                        Err(why) => Point::Rejected(why),
+                        Ok((cluster, failed)) => {
+                            let counted = self.explicit(stream, temporality, point, ms_per_unit);
+                            self.app_counted(cluster, failed, counted)
+                        }
+                    };
+                    self.tally(&metric.name, outcome);
+                }
+            }
+            Some(Data::ExponentialHistogram(histogram)) => {
+                let temporality = Temporality::of(histogram.aggregation_temporality);
+                for point in &histogram.data_points {
+                    let stream = Stream::new(resource, &metric.name, &point.attributes);
+                    let outcome = match app_labels(resource, &point.attributes) {
+                        Err(why) => Point::Rejected(why),
+                        Ok((cluster, failed)) => {
+                            let counted = self.exponential(stream, temporality, point, ms_per_unit);
+                            self.app_counted(cluster, failed, counted)
+                        }
+                    };
+                    self.tally(&metric.name, outcome);
+                }
+            }
+            _ => self.reject_all(metric, "expected a histogram or an exponential histogram"),
+        }
+    }
+
+    fn app_counted(
+        &mut self,
+        cluster: &str,
+        failed: bool,
+        counted: Result<Option<Counted>, Option<String>>,
+    ) -> Point {
+        match counted {
+            Ok(Some(counted)) if !self.fits(cluster, counted.count, counted.count) => {
+                Point::Rejected(implausible(counted.count))
+            }
+            Ok(Some(counted)) => {
+                let totals = self.totals(cluster);
+                totals.requests = totals.requests.saturating_add(counted.count);
+                if failed {
+                    totals.errors = totals.errors.saturating_add(counted.count);
+                }
+                self.add_latency(cluster, counted.latency);
+                Point::Used
+            }
+            Ok(None) => Point::Used,
+            Err(Some(why)) => Point::Rejected(why),
+            Err(None) => Point::Ignored,
+        }
+    }
+
+    // ---- histograms -----------------------------------------------------
+
+    /// An explicit-bucket histogram point: what it adds (`None` for the first
+    /// value of a cumulative stream), or why it is rejected (`Err(None)`: it
+    /// carries no value and is ignored).
+    fn explicit(
+        &mut self,
+        stream: Stream<'_>,
+        temporality: Temporality,
+        point: &HistogramDataPoint,
+        ms_per_unit: f64,
+    ) -> Result<Option<Counted>, Option<String>> {
+        if point.flags & NO_RECORDED_VALUE != 0 {
+            self.streams.forget(&stream.key());
+            return Err(None);
+        }
+        let temporality = temporality.check().map_err(Some)?;
+        let bounds = &point.explicit_bounds;
+        let counts = &point.bucket_counts;
+        if bounds.len() > MAX_EXPLICIT_BOUNDS {
+            return Err(Some(format!(
+                "more than {MAX_EXPLICIT_BOUNDS} explicit_bounds"
+            )));
+        }
+        if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Some(
+                "explicit_bounds must be finite and strictly increasing".to_owned(),
+            ));
+        }
+        if !counts.is_empty() {
+            if counts.len() != bounds.len() + 1 {
+                return Err(Some(format!(
+                    "{} bucket_counts for {} explicit_bounds (expected {})",
+                    counts.len(),
+                    bounds.len(),
+                    bounds.len() + 1
+                )));
+            }
+            let total = counts.iter().try_fold(0u64, |sum, &c| sum.checked_add(c));
+            if total != Some(point.count) {
+                return Err(Some(format!(
+                    "count {} is not the sum of bucket_counts",
+                    point.count
+                )));
+            }
+        }
+        let (counts, count) = match temporality {
+            Temporality::Cumulative => {
+                let known = stream.resource.known(self.streams, self.now_ms);
+                let value = (&bounds[..], &counts[..], point.count);
+                match self
+                    .streams
+                    .explicit(stream.key(), self.now_ms, value, known)
+                {
+                    Ok(Delta::Added(added)) => added,
+                    Ok(Delta::Baseline) => return Ok(None),
+                    Err(_) => return Err(Some(too_many_streams())),
+                }
+            }
+            _ => (counts.clone(), point.count),
+        };
+        let latency = (!counts.is_empty() && count > 0).then(|| Histogram {
+            bounds: bounds.iter().map(|b| tidy(b * ms_per_unit)).collect(),
+            counts,
+        });
+        Ok(Some(Counted { count, latency }))
+    }
+
+    /// An exponential histogram point, as [`Self::explicit`].
+    fn exponential(
+        &mut self,
+        stream: Stream<'_>,
+        temporality: Temporality,
+        point: &ExponentialHistogramDataPoint,
+        ms_per_unit: f64,
+    ) -> Result<Option<Counted>, Option<String>> {
+        if point.flags & NO_RECORDED_VALUE != 0 {
+            self.streams.forget(&stream.key());
+            return Err(None);
+        }
+        let temporality = temporality.check().map_err(Some)?;
+        if !(exponential::MIN_SCALE..=exponential::MAX_SCALE).contains(&point.scale) {
+            return Err(Some(format!(
+                "scale {} is outside {}..={}",
+                point.scale,
+                exponential::MIN_SCALE,
+                exponential::MAX_SCALE
+            )));
+        }
+        if point
+            .negative
+            .as_ref()
+            .is_some_and(|n| n.bucket_counts.iter().any(|&c| c > 0))
+        {
+            return Err(Some("negative durations".to_owned()));
+        }
+        let (offset, counts) = point
+            .positive
+            .as_ref()
+            .map_or((0, &[][..]), |p| (p.offset, &p.bucket_counts[..]));
+        let total = counts
+            .iter()
+            .try_fold(point.zero_count, |sum, &c| sum.checked_add(c));
+        if total != Some(point.count) {
+            return Err(Some(format!(
+                "count {} is not zero_count plus the positive bucket_counts",
+                point.count
+            )));
+        }
+        let buckets = Buckets::new(point.scale, point.zero_count, i64::from(offset), counts);
+        let buckets = match temporality {
+            Temporality::Cumulative => {
+                let known = stream.resource.known(self.streams, self.now_ms);
+                match self
+                    .streams
+                    .exponential(stream.key(), self.now_ms, &buckets, known)
+                {
+                    Ok(Delta::Added(added)) => added,
+                    Ok(Delta::Baseline) => return Ok(None),
+                    Err(_) => return Err(Some(too_many_streams())),
+                }
+            }
+            _ => buckets,
+        };
+        let count = buckets.count();
+        let latency = (count > 0).then(|| buckets.to_millis(ms_per_unit));
+        Ok(Some(Counted { count, latency }))
+    }
+}
+
+fn implausible(count: u64) -> String {
+    format!(
+        "{count} more requests for one cluster in one report is implausible (at most {MAX_COUNT})"
+    )
+}
+
+fn too_many_streams() -> String {
+    format!(
+        "more than {} cumulative streams are being tracked",
+        super::cumulative::MAX_STREAMS
+    )
+}
+
+/// Data points in a metric.
+fn points(data: Option<&Data>) -> u64 {
+    let n = match data {
+        None => 0,
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(e)) => e.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+    };
+    n as u64
+}
+
+/// Milliseconds per unit of a duration histogram (UCUM units; none means
+/// seconds, as the semantic conventions specify).
+fn ms_per_unit(unit: &str) -> Option<f64> {
+    match unit {
+        "s" | "" => Some(1000.0),
+        "ms" => Some(1.0),
+        "us" => Some(1e-3),
+        "ns" => Some(1e-6),
+        _ => None,
+    }
+}
+
+/// A bound converted to milliseconds, without the float noise of the
+/// multiplication (`0.005 × 1000` is `5`, not `5.000000000000001`).
+fn tidy(value: f64) -> f64 {
+    format!("{value:.12e}").parse().unwrap_or(value)
+}
+
+/// An application data point's cluster and whether it failed.
+fn app_labels<'a>(
+    resource: &Resource<'a>,
+    attributes: &'a [KeyValue],
+) -> Result<(&'a str, bool), String> {
+    let cluster = string_attr(attributes, WEIR_CLUSTER)
+        .or_else(|| string_attr(resource.attributes, WEIR_CLUSTER))
+        .or_else(|| string_attr(resource.attributes, SERVICE_NAME))
+        .ok_or_else(|| {
+            format!("no cluster: no attribute {WEIR_CLUSTER}, and no resource attribute {WEIR_CLUSTER} or {SERVICE_NAME}")
+        })?;
+    let failed = match int_attr(attributes, STATUS_CODE) {
+        Some(Ok(code)) => code >= 500,
+        Some(Err(())) => return Err(format!("{STATUS_CODE} is not an integer")),
+        None => find(attributes, ERROR_TYPE).is_some(),
+    };
+    Ok((cluster, failed))
+}
+
+/// A counter's value: a non-negative integer, or a finite non-negative
+/// double (rounded).
+fn counter_value(point: &NumberDataPoint) -> Result<u64, String> {
+    match point.value {
+        Some(number_data_point::Value::AsInt(v)) => {
+            u64::try_from(v).map_err(|_| format!("negative value {v}"))
+        }
+        Some(number_data_point::Value::AsDouble(v)) if v.is_finite() && v >= 0.0 => {
+            Ok(v.round() as u64)
+        }
+        Some(number_data_point::Value::AsDouble(v)) => Err(format!("value {v} is not a count")),
+        None => Err("no value".to_owned()),
+    }
+}
+
+fn find<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// A non-empty string attribute.
+fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find(attributes, key) {
+        Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+/// An integer attribute, also given as a string of digits or an integral
+/// double; `Err` if present but not an integer.
+fn int_attr(attributes: &[KeyValue], key: &str) -> Option<Result<i64, ()>> {
+    let value = find(attributes, key)?;
+    Some(match value {
+        any_value::Value::IntValue(i) => Ok(*i),
+        any_value::Value::StringValue(s) => s.trim().parse().map_err(|_| ()),
+        any_value::Value::DoubleValue(d) if d.fract() == 0.0 && d.abs() < 9.0e15 => Ok(*d as i64),
+        _ => Err(()),
+    })
+}
+
+/// Attributes in a canonical text form (sorted by key), for stream keys.
+fn canonical(attributes: &[KeyValue], out: &mut String) {
+    let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    for kv in sorted {
+        let _ = write!(out, "{:?}=", kv.key);
+        canonical_value(kv.value.as_ref(), out);
+        out.push(';');
+    }
+}
+
+fn canonical_value(value: Option<&AnyValue>, out: &mut String) {
+    use any_value::Value as V;
+    let _ = match value.and_then(|v| v.value.as_ref()) {
+        None => write!(out, "-"),
+        Some(V::StringValue(s)) => write!(out, "{s:?}"),
+        Some(V::BoolValue(b)) => write!(out, "{b}"),
+        Some(V::IntValue(i)) => write!(out, "i{i}"),
+        Some(V::DoubleValue(d)) => write!(out, "d{d:?}"),
+        Some(V::BytesValue(b)) => write!(out, "b{b:?}"),
+        Some(V::StringValueStrindex(i)) => write!(out, "s{i}"),
+        Some(V::ArrayValue(a)) => {
+            out.push('[');
+            for v in &a.values {
+                canonical_value(Some(v), out);
+                out.push(',');
+            }
+            write!(out, "]")
+        }
+        Some(V::KvlistValue(kv)) => {
+            out.push('{');
+            canonical(&kv.values, out);
+            write!(out, "}}")
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, Gauge, Histogram as OtlpHistogram, ResourceMetrics, ScopeMetrics,
+        Sum, exponential_histogram_data_point::Buckets as OtlpBuckets,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
+
+    const DELTA: i32 = 1;
+    const CUMULATIVE: i32 = 2;
+
+    fn s(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.to_owned())),
+            }),
+            ..KeyValue::default()
+        }
+    }
+
+    fn i(key: &str, value: i64) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(value)),
+            }),
+            ..KeyValue::default()
+        }
+    }
+
+    fn request(resource: Vec<KeyValue>, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(OtlpResource {
+                    attributes: resource,
+                    ..OtlpResource::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }],
+        }
+    }
+
+    fn metric(name: &str, unit: &str, data: Data) -> Metric {
+        Metric {
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            data: Some(data),
+            ..Metric::default()
+        }
+    }
+
+    fn rq_xx(temporality: i32, points: &[(&str, &str, i64)]) -> Metric {
+        let data_points = points
+            .iter()
+            .map(|&(cluster, class, value)| NumberDataPoint {
+                attributes: vec![s(ENVOY_CLUSTER, cluster), s(ENVOY_RESPONSE_CLASS, class)],
+                value: Some(number_data_point::Value::AsInt(value)),
+                ..NumberDataPoint::default()
+            })
+            .collect();
+        metric(
+            ENVOY_REQUESTS,
+            "",
+            Data::Sum(Sum {
+                data_points,
+                aggregation_temporality: temporality,
+                is_monotonic: true,
+            }),
+        )
+    }
+
+    fn hist_point(attributes: Vec<KeyValue>, bounds: &[f64], counts: &[u64]) -> HistogramDataPoint {
+        HistogramDataPoint {
+            attributes,
+            count: counts.iter().sum(),
+            explicit_bounds: bounds.to_vec(),
+            bucket_counts: counts.to_vec(),
+            ..HistogramDataPoint::default()
+        }
+    }
+
+    fn histogram(
+        name: &str,
+        unit: &str,
+        temporality: i32,
+        points: Vec<HistogramDataPoint>,
+    ) -> Metric {
+        metric(
+            name,
+            unit,
+            Data::Histogram(OtlpHistogram {
+                data_points: points,
+                aggregation_temporality: temporality,
+            }),
+        )
+    }
+
+    fn run(streams: &mut Streams, request: &ExportMetricsServiceRequest) -> Translation {
+        translate(request, streams, 42)
+    }
+
+    #[test]
+    fn envoy_delta_sums_and_histograms() {
+        let bounds = [0.5, 1.0, 5.0, 10.0, 25.0, 50.0];
+        let request = request(
+            vec![s(SERVICE_NAME, "envoy")],
+            vec![
+                rq_xx(
+                    DELTA,
+                    &[("a", "2", 90), ("a", "5", 10), ("a", "4", 5), ("b", "2", 7)],
+                ),
+                histogram(
+                    ENVOY_LATENCY,
+                    "",
+                    DELTA,
+                    vec![hist_point(
+                        vec![s(ENVOY_CLUSTER, "a")],
+                        &bounds,
+                        &[0, 10, 50, 30, 10, 5, 0],
+                    )],
+                ),
+                metric(
+                    "cluster.upstream_rq_active",
+                    "",
+                    Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint::default(); 3],
+                    }),
+                ),
+            ],
+        );
+        let t = run(&mut Streams::default(), &request);
+        assert_eq!((t.used, t.ignored, t.rejected), (5, 3, 0));
+        let a = &t.samples["a"];
+        assert_eq!((a.at_ms, a.requests, a.errors), (42, 105, 10));
+        let latency = a.latency.as_ref().unwrap();
+        assert_eq!(latency.bounds, bounds.to_vec());
+        assert_eq!(latency.count(), 105);
+        assert_eq!(latency.quantile(0.5), Some(4.4));
+        let b = &t.samples["b"];
+        assert_eq!((b.requests, b.errors, b.latency.is_none()), (7, 0, true));
+    }
+
+    #[test]
+    fn envoy_points_without_what_is_needed_are_rejected() {
+        let mut no_cluster = rq_xx(DELTA, &[("x", "5", 3)]);
+        if let Some(Data::Sum(sum)) = &mut no_cluster.data {
+            sum.data_points[0].attributes.remove(0);
+        }
+        let request = request(
+            vec![],
+            vec![
+                no_cluster,
+                rq_xx(
+                    DELTA,
+                    &[("a", "6", 1), ("a", "x", 1), ("a", "2", -4), ("a", "2", 1)],
+                ),
+                rq_xx(0, &[("a", "2", 1)]),
+                metric(
+                    ENVOY_REQUESTS,
+                    "",
+                    Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint::default(); 2],
+                    }),
+                ),
+            ],
+        );
+        let t = run(&mut Streams::default(), &request);
+        assert_eq!((t.used, t.ignored, t.rejected), (1, 0, 7));
+        assert_eq!(t.samples["a"].requests, 1);
+        let summary = t.problems.summary().unwrap();
+        for expected in [
+            "cluster.upstream_rq_xx: no attribute envoy.cluster_name (1 data point)",
+            "envoy.response_code_class must be 1 to 5 (2 data points)",
+            "negative value -4",
+            "aggregation temporality unspecified",
+            "expected a sum (2 data points)",
+        ] {
+            assert!(summary.contains(expected), "{expected} in {summary}");
+        }
+    }
+
+    #[test]
+    fn cumulative_sums_become_deltas_with_restarts() {
+        let mut streams = Streams::default();
+        let first = run(
+            &mut streams,
+            &request(
+                vec![],
+                vec![rq_xx(CUMULATIVE, &[("a", "2", 100), ("a", "5", 4)])],
+            ),
+        );
+        assert_eq!(first.used, 2);
+        assert!(first.samples.is_empty(), "the first value is a baseline");
+        let second = run(
+            &mut streams,
+            &request(
+                vec![],
+                vec![rq_xx(CUMULATIVE, &[("a", "2", 150), ("a", "5", 6)])],
+            ),
+        );
+        assert_eq!(
+            (second.samples["a"].requests, second.samples["a"].errors),
+            (52, 2)
+        );
+        // Envoy restarted: its counters start again from zero.
+        let third = run(
+            &mut streams,
+            &request(
+                vec![],
+                vec![rq_xx(CUMULATIVE, &[("a", "2", 20), ("a", "5", 6)])],
+            ),
+        );
+        assert_eq!(
+            (third.samples["a"].requests, third.samples["a"].errors),
+            (20, 0)
+        );
+        // Another resource is another source, new to weir: a baseline.
+        let other = run(
+            &mut streams,
+            &request(
+                vec![s("host", "2")],
+                vec![rq_xx(CUMULATIVE, &[("a", "2", 500)])],
+            ),
+        );
+        assert!(other.samples.is_empty());
+        assert_eq!(streams.len(), 3);
+        // A new stream from a source weir knows began since its last report:
+        // Envoy reports a counter once it is used, so its first value counts.
+        let first_errors = run(
+            &mut streams,
+            &request(
+                vec![s("host", "2")],
+                vec![rq_xx(CUMULATIVE, &[("a", "2", 510), ("b", "5", 3)])],
+            ),
+        );
+        assert_eq!(first_errors.samples["a"].requests, 10);
+        assert_eq!(
+            (
+                first_errors.samples["b"].requests,
+                first_errors.samples["b"].errors
+            ),
+            (3, 3)
+        );
+    }
+
+    #[test]
+    fn cumulative_histograms_become_deltas() {
+        let bounds = [10.0, 100.0];
+        let point = |counts: &[u64]| {
+            request(
+                vec![],
+                vec![histogram(
+                    ENVOY_LATENCY,
+                    "ms",
+                    CUMULATIVE,
+                    vec![hist_point(vec![s(ENVOY_CLUSTER, "a")], &bounds, counts)],
+                )],
+            )
+        };
+        let mut streams = Streams::default();
+        assert!(run(&mut streams, &point(&[5, 5, 0])).samples.is_empty());
+        let t = run(&mut streams, &point(&[8, 5, 1]));
+        assert_eq!(
+            t.samples["a"].latency.as_ref().unwrap().counts,
+            vec![3, 0, 1]
+        );
+        let t = run(&mut streams, &point(&[1, 0, 0]));
+        assert_eq!(
+            t.samples["a"].latency.as_ref().unwrap().counts,
+            vec![1, 0, 0]
+        );
+        // Nothing new: a sample with no latency.
+        let t = run(&mut streams, &point(&[1, 0, 0]));
+        assert_eq!(t.samples["a"].latency, None);
+    }
+
+    #[test]
+    fn application_histograms_in_seconds_with_status_codes() {
+        let bounds = [0.005, 0.01, 0.025, 0.05, 0.1];
+        let request = request(
+            vec![s(SERVICE_NAME, "checkout"), s(WEIR_CLUSTER, "ingest-eu")],
+            vec![histogram(
+                APP_DURATION,
+                "s",
+                DELTA,
+                vec![
+                    hist_point(vec![i(STATUS_CODE, 200)], &bounds, &[10, 60, 20, 5, 5, 0]),
+                    hist_point(vec![i(STATUS_CODE, 503)], &bounds, &[0, 0, 0, 0, 2, 8]),
+                    hist_point(
+                        vec![s(STATUS_CODE, "500"), s(WEIR_CLUSTER, "ingest-us")],
+                        &bounds,
+                        &[0, 1, 0, 0, 0, 0],
+                    ),
+                    hist_point(vec![s(ERROR_TYPE, "timeout")], &bounds, &[0, 0, 0, 0, 0, 3]),
+                    hist_point(vec![s(STATUS_CODE, "teapot")], &bounds, &[1, 0, 0, 0, 0, 0]),
+                ],
+            )],
+        );
+        let t = run(&mut Streams::default(), &request);
+        assert_eq!((t.used, t.rejected), (4, 1));
+        let eu = &t.samples["ingest-eu"];
+        assert_eq!((eu.requests, eu.errors), (113, 13));
+        let latency = eu.latency.as_ref().unwrap();
+        assert_eq!(latency.bounds, vec![5.0, 10.0, 25.0, 50.0, 100.0]);
+        assert_eq!(latency.counts, vec![10, 60, 20, 5, 7, 11]);
+        let us = &t.samples["ingest-us"];
+        assert_eq!((us.requests, us.errors), (1, 1));
+        assert!(
+            t.problems
+                .summary()
+                .unwrap()
+                .contains("http.response.status_code is not an integer")
+        );
+        // No weir.cluster anywhere: service.name; nothing at all: rejected.
+        let by_service = run(
+            &mut Streams::default(),
+            &super::tests::request(
+                vec![s(SERVICE_NAME, "checkout")],
+                vec![histogram(
+                    APP_DURATION,
+                    "ms",
+                    DELTA,
+                    vec![hist_point(vec![], &[1.0], &[1, 1])],
+                )],
+            ),
+        );
+        assert_eq!(
+            by_service.samples["checkout"]
+                .latency
+                .as_ref()
+                .unwrap()
+                .bounds,
+            vec![1.0]
+        );
+        let nowhere = run(
+            &mut Streams::default(),
+            &super::tests::request(
+                vec![],
+                vec![histogram(
+                    APP_DURATION,
+                    "ms",
+                    DELTA,
+                    vec![hist_point(vec![], &[1.0], &[1, 1])],
+                )],
+            ),
+        );
+        assert_eq!(nowhere.rejected, 1);
+    }
+
+    #[test]
+    fn exponential_histograms_are_converted() {
+        let point = |attributes, zero, offset, counts: &[u64]| ExponentialHistogramDataPoint {
+            attributes,
+            count: zero + counts.iter().sum::<u64>(),
+            scale: 3,
+            zero_count: zero,
+            positive: Some(OtlpBuckets {
+                offset,
+                bucket_counts: counts.to_vec(),
+            }),
+            ..ExponentialHistogramDataPoint::default()
+        };
+        // Scale 3 (base 2^(1/8)): index -56 is (2^-7, 2^-6.875] s ≈ (7.8, 8.5] ms.
+        let exp = |temporality, points| {
+            request(
+                vec![s(WEIR_CLUSTER, "c")],
+                vec![metric(
+                    APP_DURATION,
+                    "s",
+                    Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: points,
+                        aggregation_temporality: temporality,
+                    }),
+                )],
+            )
+        };
+        let t = run(
+            &mut Streams::default(),
+            &exp(
+                DELTA,
+                vec![
+                    point(vec![i(STATUS_CODE, 200)], 2, -56, &[40]),
+                    point(vec![i(STATUS_CODE, 500)], 0, -56, &[1]),
+                ],
+            ),
+        );
+        let c = &t.samples["c"];
+        assert_eq!((c.requests, c.errors), (43, 1));
+        let latency = c.latency.as_ref().unwrap();
+        assert_eq!(latency.bounds, crate::otlp::EXPONENTIAL_BOUNDS_MS.to_vec());
+        assert_eq!(latency.counts[0], 2);
+        assert_eq!(latency.counts[4], 41, "{:?}", latency.counts);
+
+        let mut streams = Streams::default();
+        assert!(
+            run(
+                &mut streams,
+                &exp(CUMULATIVE, vec![point(vec![], 0, -56, &[10])])
+            )
+            .samples
+            .is_empty()
+        );
+        let t = run(
+            &mut streams,
+            &exp(CUMULATIVE, vec![point(vec![], 1, -56, &[14, 2])]),
+        );
+        assert_eq!(t.samples["c"].requests, 7);
+        assert_eq!(t.samples["c"].latency.as_ref().unwrap().count(), 7);
+
+        let mut bad = point(vec![], 0, 0, &[1]);
+        bad.negative = Some(OtlpBuckets {
+            offset: 0,
+            bucket_counts: vec![1],
+        });
+        bad.count = 2;
+        let mut wrong_count = point(vec![], 0, 0, &[1]);
+        wrong_count.count = 5;
+        let mut wrong_scale = point(vec![], 0, 0, &[1]);
+        wrong_scale.scale = 21;
+        let t = run(
+            &mut Streams::default(),
+            &exp(DELTA, vec![bad, wrong_count, wrong_scale]),
+        );
+        assert_eq!(t.rejected, 3);
+        let summary = t.problems.summary().unwrap();
+        assert!(summary.contains("negative durations"), "{summary}");
+        assert!(summary.contains("scale 21"), "{summary}");
+    }
+
+    #[test]
+    fn malformed_histograms_are_rejected() {
+        let cluster = || vec![s(ENVOY_CLUSTER, "a")];
+        let mut wrong_count = hist_point(cluster(), &[1.0], &[1, 1]);
+        wrong_count.count = 3;
+        let mut no_value = hist_point(cluster(), &[1.0], &[1, 1]);
+        no_value.flags = NO_RECORDED_VALUE;
+        let request = request(
+            vec![],
+            vec![
+                histogram(
+                    ENVOY_LATENCY,
+                    "",
+                    DELTA,
+                    vec![
+                        hist_point(cluster(), &[1.0, 2.0], &[1, 1]),
+                        hist_point(cluster(), &[2.0, 1.0], &[1, 1, 1]),
+                        hist_point(cluster(), &[f64::NAN], &[1, 1]),
+                        hist_point(cluster(), &vec![1.0; 300], &[]),
+                        wrong_count,
+                        no_value,
+                        hist_point(vec![], &[1.0], &[1, 1]),
+                        hist_point(cluster(), &[1.0], &[0, 2]),
+                    ],
+                ),
+                histogram(
+                    APP_DURATION,
+                    "{request}",
+                    DELTA,
+                    vec![hist_point(cluster(), &[1.0], &[1, 1])],
+                ),
+            ],
+        );
+        let t = run(&mut Streams::default(), &request);
+        assert_eq!((t.used, t.ignored, t.rejected), (1, 1, 7));
+        assert_eq!(t.samples["a"].latency.as_ref().unwrap().counts, vec![0, 2]);
+        let summary = t.problems.summary().unwrap();
+        for expected in [
+            "2 bucket_counts for 2 explicit_bounds (expected 3)",
+            "explicit_bounds must be finite and strictly increasing (2 data points)",
+            "more than 256 explicit_bounds",
+            "count 3 is not the sum of bucket_counts",
+            "no attribute envoy.cluster_name",
+            "http.server.request.duration: unit \"{request}\"",
+        ] {
+            assert!(summary.contains(expected), "{expected} in {summary}");
+        }
+    }
+
+    #[test]
+    fn problems_are_summarised_briefly() {
+        let mut p = Problems::default();
+        for n in 0..20 {
+            p.add(format!("problem {}", n % 10));
+        }
+        let summary = p.summary().unwrap();
+        assert!(
+            summary.starts_with("problem 0 (2 data points); problem 1"),
+            "{summary}"
+        );
+        assert!(summary.ends_with("; and 4 more data points"), "{summary}");
+        assert_eq!(Problems::default().summary(), None);
+        assert_eq!(tidy(0.005 * 1000.0), 5.0);
+    }
+}

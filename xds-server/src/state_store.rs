@@ -1,0 +1,341 @@
+//! The controller's memory across restarts: every rollout's state and the
+//! decisions taken, in an embedded database (redb) file.
+//!
+//! `serve` saves after each evaluation or command that decided something, in
+//! one durable write transaction, before it pushes the new feed: a restart
+//! never serves a weight that was not recorded. Records are JSON, so fields
+//! added later read as their defaults. A file that is not a readable database
+//! of this format is an error naming the file: redb reports most damage as
+//! errors, and the few places where it panics on a damaged page are caught
+//! here and reported the same way.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+use crate::controller::{Decision, RolloutState};
+
+/// Rollout states by canary cluster.
+const ROLLOUTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rollouts");
+/// Decisions by sequence number, oldest first.
+const DECISIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("decisions");
+/// `format`: the layout version of the tables above.
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// The layout this build reads and writes.
+const FORMAT: u64 = 1;
+
+/// Decisions kept in the file; older ones are dropped as new ones come.
+pub const MAX_STORED_DECISIONS: u64 = 10_000;
+
+/// The state database.
+pub struct StateStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateStore {
+    /// Opens the database at `path`, creating it (not its folder) if missing.
+    pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let db = guarded(|| {
+            Database::builder()
+                // The data is tiny; redb's default cache is 1 GiB.
+                .set_cache_size(16 * 1024 * 1024)
+                .create(&path)
+                .map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+        let store = Self { db, path };
+        guarded(|| store.init())
+            .with_context(|| format!("cannot use the state database {}", store.path.display()))?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the tables and checks the layout version.
+    fn init(&self) -> anyhow::Result<()> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let format = meta.get("format")?.map(|v| v.value());
+            match format {
+                None => {
+                    meta.insert("format", FORMAT)?;
+                }
+                Some(FORMAT) => {}
+                Some(other) => bail!(
+                    "it has layout version {other}, this weir reads version {FORMAT} (written by another release?)"
+                ),
+            }
+            tx.open_table(ROLLOUTS)?;
+            tx.open_table(DECISIONS)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces the rollout states with `rollouts` and appends `new_decisions`,
+    /// in one durable transaction.
+    pub fn save(
+        &self,
+        rollouts: &[RolloutState],
+        new_decisions: &[Decision],
+    ) -> anyhow::Result<()> {
+        guarded(|| self.write(rollouts, new_decisions))
+            .with_context(|| format!("cannot save to the state database {}", self.path.display()))
+    }
+
+    fn write(&self, rollouts: &[RolloutState], new_decisions: &[Decision]) -> anyhow::Result<()> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut table = tx.open_table(ROLLOUTS)?;
+            let keep: std::collections::BTreeSet<&str> =
+                rollouts.iter().map(|r| r.canary.as_str()).collect();
+            table.retain(|canary, _| keep.contains(canary))?;
+            for rollout in rollouts {
+                let json = serde_json::to_vec(rollout)?;
+                table.insert(rollout.canary.as_str(), json.as_slice())?;
+            }
+
+            let mut table = tx.open_table(DECISIONS)?;
+            let first = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for (key, decision) in (first..).zip(new_decisions) {
+                let json = serde_json::to_vec(decision)?;
+                table.insert(key, json.as_slice())?;
+            }
+            let excess = table.len()?.saturating_sub(MAX_STORED_DECISIONS);
+            for _ in 0..excess {
+                table.pop_first()?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The saved rollout states (by canary cluster) and decisions (oldest first).
+    pub fn load(&self) -> anyhow::Result<(Vec<RolloutState>, Vec<Decision>)> {
+        guarded(|| self.read())
+            .with_context(|| format!("cannot read the state database {}", self.path.display()))
+    }
+
+    fn read(&self) -> anyhow::Result<(Vec<RolloutState>, Vec<Decision>)> {
+        let tx = self.db.begin_read()?;
+        let mut rollouts = Vec::new();
+        for entry in tx.open_table(ROLLOUTS)?.iter()? {
+            let (key, value) = entry?;
+            let state: RolloutState = serde_json::from_slice(value.value())
+                .with_context(|| format!("rollout `{}` is not readable", key.value()))?;
+            rollouts.push(state);
+        }
+        let mut decisions = Vec::new();
+        for entry in tx.open_table(DECISIONS)?.iter()? {
+            let (key, value) = entry?;
+            let decision: Decision = serde_json::from_slice(value.value())
+                .with_context(|| format!("decision #{} is not readable", key.value()))?;
+            decisions.push(decision);
+        }
+        Ok((rollouts, decisions))
+    }
+}
+
+/// Runs a database operation, turning a panic inside redb (which it does on
+/// some damaged pages) into an error.
+fn guarded<T>(operation: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(operation)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown failure".to_owned());
+            bail!("the database is damaged ({message})")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{Evidence, Phase, VariantStats, Verdict};
+
+    fn state(canary: &str, step: usize, weight_bp: u32) -> RolloutState {
+        RolloutState {
+            canary: canary.into(),
+            stable: "stable".into(),
+            salt: canary.into(),
+            steps_bp: vec![100, 500, 10_000],
+            phase: Phase::Progressing,
+            step,
+            weight_bp,
+            started_ms: 1,
+            step_since_ms: 2,
+            healthy_ms: 3,
+            healthy_since_ms: Some(4),
+            evaluated_ms: Some(5),
+            baseline: None,
+        }
+    }
+
+    fn decision(at_ms: u64) -> Decision {
+        Decision {
+            at_ms,
+            canary: "c".into(),
+            from: Phase::Progressing,
+            to: Phase::RolledBack,
+            step: 1,
+            from_weight_bp: 500,
+            weight_bp: 0,
+            reason: "bad".into(),
+            evidence: Evidence {
+                window_ms: 10_000,
+                canary: VariantStats {
+                    requests: 200,
+                    errors: 40,
+                    error_rate: 0.2,
+                    latency_observations: 0,
+                    p95_ms: None,
+                    p99_ms: Some(12.5),
+                },
+                stable: VariantStats::default(),
+                stable_baseline_at_ms: None,
+                error_test: None,
+                latency_ratio: None,
+                verdict: Verdict::Bad,
+                findings: vec!["errors: bad".into()],
+            },
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = StateStore::open(&path).unwrap();
+            assert_eq!(store.load().unwrap(), (vec![], vec![]));
+            store
+                .save(&[state("a", 0, 100), state("b", 1, 500)], &[decision(1)])
+                .unwrap();
+            // States are replaced (b is gone), decisions appended.
+            store
+                .save(&[state("a", 2, 10_000)], &[decision(2), decision(3)])
+                .unwrap();
+        }
+        let store = StateStore::open(&path).unwrap();
+        let (rollouts, decisions) = store.load().unwrap();
+        assert_eq!(rollouts, vec![state("a", 2, 10_000)]);
+        assert_eq!(decisions, vec![decision(1), decision(2), decision(3)]);
+    }
+
+    #[test]
+    fn keeps_a_bounded_number_of_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path().join("state.redb")).unwrap();
+        let many: Vec<Decision> = (0..MAX_STORED_DECISIONS + 5).map(decision).collect();
+        store.save(&[], &many).unwrap();
+        let (_, decisions) = store.load().unwrap();
+        assert_eq!(decisions.len() as u64, MAX_STORED_DECISIONS);
+        assert_eq!(decisions[0].at_ms, 5);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let text = b"this is not a database, just some text that is long enough ".repeat(200);
+        std::fs::write(&path, text).unwrap();
+        let message = format!("{:#}", StateStore::open(&path).unwrap_err());
+        assert!(
+            message.contains("cannot open the state database"),
+            "{message}"
+        );
+        assert!(message.contains("state.redb"), "{message}");
+    }
+
+    #[test]
+    fn damage_anywhere_in_the_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.redb");
+        {
+            let store = StateStore::open(&good).unwrap();
+            store.save(&[state("a", 0, 100)], &[decision(1)]).unwrap();
+            store.save(&[state("a", 1, 500)], &[decision(2)]).unwrap();
+        }
+        let bytes = std::fs::read(&good).unwrap();
+        let (mut errors, mut survived) = (0, 0);
+        for (i, offset) in (0..bytes.len()).step_by(509).enumerate() {
+            let fill = [0x00, 0xff, 0x5a][i % 3];
+            let mut damaged = bytes.clone();
+            for b in damaged.iter_mut().skip(offset).take(512) {
+                *b = fill;
+            }
+            let path = dir.path().join(format!("damaged-{offset}.redb"));
+            std::fs::write(&path, damaged).unwrap();
+            // Whatever redb makes of it, the answer is a result.
+            let outcome = StateStore::open(&path).and_then(|store| {
+                store.load()?;
+                store.save(&[state("a", 2, 10_000)], &[decision(3)])?;
+                store.load()
+            });
+            match outcome {
+                Ok(_) => survived += 1,
+                Err(err) => {
+                    assert!(format!("{err:#}").contains("damaged-"), "{err:#}");
+                    errors += 1;
+                }
+            }
+            std::fs::remove_file(&path).unwrap();
+        }
+        assert!(errors > 0, "no damage was noticed ({survived} survived)");
+    }
+
+    #[test]
+    fn an_unreadable_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let store = StateStore::open(&path).unwrap();
+        {
+            let tx = store.db.begin_write().unwrap();
+            tx.open_table(ROLLOUTS)
+                .unwrap()
+                .insert("a", b"{not json".as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let message = format!("{:#}", store.load().unwrap_err());
+        assert!(message.contains("rollout `a` is not readable"), "{message}");
+    }
+
+    #[test]
+    fn another_layout_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = StateStore::open(&path).unwrap();
+            let tx = store.db.begin_write().unwrap();
+            tx.open_table(META).unwrap().insert("format", 99).unwrap();
+            tx.commit().unwrap();
+        }
+        let message = format!("{:#}", StateStore::open(&path).unwrap_err());
+        assert!(message.contains("layout version 99"), "{message}");
+    }
+}
