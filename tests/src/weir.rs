@@ -138,6 +138,11 @@ impl Weir {
         self.process.pid()
     }
 
+    /// The admin API's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
     /// The ADS address.
     pub fn xds_addr(&self) -> SocketAddr {
         self.xds

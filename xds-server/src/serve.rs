@@ -310,8 +310,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let admin_state =
         admin::AdminState::new(Arc::clone(&control), nodes, wasm_bytes, ingest.clone());
-    let admin =
-        tokio::spawn(async move { axum::serve(admin_listener, admin::router(admin_state)).await });
+    // OTLP/HTTP is served beside the admin API.
+    let admin_router = admin::router(admin_state).merge(ingest.http_router());
+    let admin = tokio::spawn(async move { axum::serve(admin_listener, admin_router).await });
     tracing::info!(%xds_addr, %admin_addr, "serving");
     if let Some(path) = &args.ready_file {
         let ready =

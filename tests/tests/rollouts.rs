@@ -1,0 +1,443 @@
+//! Closing the loop end to end: a real Envoy whose own stats sink feeds
+//! `weir`, real backends, and `weir` judging and moving the canary by itself.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weir_testbed::fleet::{Fleet, policy_from_yaml};
+use weir_testbed::wait::eventually;
+use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
+use weir_testbed::{Behaviour, Envoy, http_client, paths};
+
+const CANARY: &str = "app-canary";
+
+/// One service on a stable and a canary cluster; the canary starts at 50 %
+/// so that 100 requests/s give it 50/s.
+fn policy(steps: &str, hold: &str) -> weir_policy::Policy {
+    let yaml = format!(
+        r#"
+device_types: [sensor]
+regions: {{ rtt_ms: {{ eu-west: {{ eu-west: 1 }} }} }}
+clusters:
+  - {{ name: app, region: eu-west, endpoints: ["127.0.0.1:9"] }}
+  - {{ name: {CANARY}, region: eu-west, variant: canary, endpoints: ["127.0.0.1:9"] }}
+services:
+  - name: app
+    match: {{ path_prefix: / }}
+    sla: {{ p99_ms: 250 }}
+    placements:
+      - cluster: app
+        canary:
+          cluster: {CANARY}
+          steps: {steps}
+          hold: {hold}
+          analysis:
+            max_error_rate_increase: 2.0
+            max_latency_ratio: {{ p95: 1.5, p99: 2.0 }}
+            min_samples: 40
+priority:
+  classes: [telemetry]
+  default: telemetry
+admission:
+  concurrency_limit: 1000
+  retry_after: 1s
+  classes: {{ telemetry: {{ share: 100, max_wait: 1s }} }}
+"#
+    );
+    policy_from_yaml("rollout.yaml", &yaml).unwrap()
+}
+
+struct World {
+    fleet: Fleet,
+    weir: Weir,
+    envoy: Envoy,
+    _policy_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn world(policy: weir_policy::Policy) -> World {
+    let fleet = Fleet::start(policy).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy_path,
+        serde_json::to_string_pretty(fleet.policy()).unwrap(),
+    )
+    .unwrap();
+    let weir = Weir::start(&policy_path, WasmDelivery::Local)
+        .await
+        .unwrap();
+    let envoy = Envoy::start(
+        &ads_bootstrap(weir.xds_addr(), "rollout-envoy", false).unwrap(),
+        2,
+    )
+    .await
+    .unwrap();
+    World {
+        fleet,
+        weir,
+        envoy,
+        _policy_path: policy_path,
+        _dir: dir,
+    }
+}
+
+/// Steady traffic from many devices at about `rate` requests/s until stopped
+/// (and never longer than `limit`). Counts the canary's 5xx answers and when
+/// the first one came.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    first_canary_error: Arc<std::sync::Mutex<Option<Instant>>>,
+    sent: Arc<AtomicU64>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Traffic {
+    fn start(envoy: &Envoy, rate: u64, limit: Duration) -> Self {
+        const LANES: u64 = 10;
+        let stop = Arc::new(AtomicBool::new(false));
+        let first_canary_error = Arc::new(std::sync::Mutex::new(None));
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        let started = Instant::now();
+        for lane in 0..LANES {
+            let (stop, first, sent, url) = (
+                Arc::clone(&stop),
+                Arc::clone(&first_canary_error),
+                Arc::clone(&sent),
+                envoy.url("/v1/telemetry"),
+            );
+            tasks.spawn(async move {
+                let client = http_client();
+                let mut tick =
+                    tokio::time::interval(Duration::from_micros(1_000_000 * LANES / rate));
+                for i in 0u64.. {
+                    tick.tick().await;
+                    if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
+                        break;
+                    }
+                    let device = format!("device-{lane}-{}", i % 500);
+                    let Ok(response) = client.post(&url).header("x-device-id", device).send().await
+                    else {
+                        continue;
+                    };
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let canary = response
+                        .headers()
+                        .get("x-backend")
+                        .is_some_and(|b| b == CANARY);
+                    if canary && response.status().is_server_error() {
+                        first.lock().unwrap().get_or_insert_with(Instant::now);
+                    }
+                }
+            });
+        }
+        Self {
+            stop,
+            first_canary_error,
+            sent,
+            tasks,
+        }
+    }
+
+    async fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.tasks.join_next().await.is_some() {}
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+async fn rollout(weir: &Weir) -> Value {
+    let status = weir.status().await.unwrap();
+    status["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["canary"] == CANARY)
+        .cloned()
+        .unwrap()
+}
+
+async fn wait_phase(weir: &Weir, phase: &str, deadline: Duration) -> Value {
+    eventually(&format!("the rollout to be {phase}"), deadline, || async {
+        let rollout = rollout(weir).await;
+        (rollout["phase"] == phase).then_some(rollout)
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", weir.log()))
+}
+
+/// The canary weight in the filter configuration Envoy runs now.
+async fn envoy_weight(envoy: &Envoy) -> Option<u64> {
+    let dump = envoy
+        .admin_json("/config_dump?resource=ecds_filters")
+        .await
+        .ok()?;
+    let text = dump.to_string();
+    let key = format!("\\\"{CANARY}\\\":");
+    let at = text.find("canary_weights")?;
+    let rest = &text[at..];
+    let start = rest.find(&key)? + key.len();
+    rest[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_walks_every_step_and_is_promoted() {
+    let w = world(policy("[50, 75, 100]", "2s")).await;
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(60));
+    let promoted = wait_phase(&w.weir, "promoted", Duration::from_secs(50)).await;
+    traffic.stop().await;
+    assert_eq!(promoted["weight_bp"], 10_000);
+    let history: Value = http_client()
+        .get(format!("http://{}/v1/rollouts", w.weir.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let weights: Vec<u64> = history["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["canary"] == CANARY)
+        .map(|d| d["weight_bp"].as_u64().unwrap())
+        .collect();
+    for step in [5_000, 7_500, 10_000] {
+        assert!(
+            weights.contains(&step),
+            "the rollout went through {step} bp: {weights:?}"
+        );
+    }
+    eventually(
+        "Envoy to run the promoted weight",
+        Duration::from_secs(10),
+        || async { (envoy_weight(&w.envoy).await == Some(10_000)).then_some(()) },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_returning_errors_is_rolled_back_within_two_seconds() {
+    let w = world(policy("[50, 100]", "30s")).await;
+    w.fleet.backend(CANARY).set_behaviour(Behaviour {
+        fail_basis_points: 2_000,
+        fail_status: 503,
+        ..Behaviour::default()
+    });
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
+    let first_error = eventually(
+        "the canary's first error",
+        Duration::from_secs(10),
+        || async { *traffic.first_canary_error.lock().unwrap() },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "Envoy to run canary weight 0",
+        Duration::from_secs(10),
+        || async { (envoy_weight(&w.envoy).await == Some(0)).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let reaction = first_error.elapsed();
+    traffic.stop().await;
+    assert!(
+        reaction <= Duration::from_secs(2),
+        "rolled back {reaction:?} after the first bad response"
+    );
+    let rolled_back = rollout(&w.weir).await;
+    assert_eq!(rolled_back["phase"], "rolled_back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_regression_is_rolled_back() {
+    let w = world(policy("[50, 100]", "30s")).await;
+    w.fleet.backend(CANARY).set_behaviour(Behaviour {
+        delay: Duration::from_millis(200),
+        ..Behaviour::default()
+    });
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
+    wait_phase(&w.weir, "rolled_back", Duration::from_secs(20)).await;
+    traffic.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_as_noisy_as_stable_is_not_rolled_back() {
+    let w = world(policy("[50, 100]", "10m")).await;
+    for cluster in ["app", CANARY] {
+        w.fleet.backend(cluster).set_behaviour(Behaviour {
+            fail_basis_points: 100,
+            fail_status: 500,
+            ..Behaviour::default()
+        });
+    }
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
+    // Long enough for several full analysis windows with enough samples.
+    eventually(
+        "12 s of judged traffic",
+        Duration::from_secs(30),
+        || async {
+            let phase = rollout(&w.weir).await["phase"].clone();
+            assert_eq!(phase, "progressing", "equal noise changed the rollout");
+            let judged = w.weir.status().await.ok()?["otlp"]["data_points"]["used"].as_u64()?;
+            (traffic.sent.load(Ordering::Relaxed) > 1_200 && judged > 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    traffic.stop().await;
+    assert_eq!(rollout(&w.weir).await["phase"], "progressing");
+    assert_eq!(rollout(&w.weir).await["weight_bp"], 5_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_traffic_the_rollout_holds() {
+    let w = world(policy("[50, 100]", "1s")).await;
+    // Several holds pass with no traffic at all: no data means hold, never pass.
+    // (Waiting is the behaviour under test here.)
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rollout = rollout(&w.weir).await;
+    assert_eq!(
+        (rollout["phase"].as_str(), rollout["weight_bp"].as_u64()),
+        (Some("progressing"), Some(5_000))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_weir_resumes_the_rollout_and_envoy_sees_no_change() {
+    let w = world(policy("[50, 75, 100]", "2s")).await;
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(40));
+    eventually(
+        "the rollout to reach its second step",
+        Duration::from_secs(30),
+        || async { (rollout(&w.weir).await["weight_bp"] == 7_500).then_some(()) },
+    )
+    .await
+    .unwrap();
+    // No more traffic: without data the rollout holds where it is.
+    traffic.stop().await;
+    let before = rollout(&w.weir).await;
+    eventually("Envoy to run 7500 bp", Duration::from_secs(10), || async {
+        (envoy_weight(&w.envoy).await == Some(7_500)).then_some(())
+    })
+    .await
+    .unwrap();
+    let reloads = w
+        .envoy
+        .stat("extension_config_discovery.http_filter.weir_filter.config_reload")
+        .await
+        .unwrap();
+
+    let World { weir, envoy, .. } = w;
+    let weir = weir.kill().start().await.unwrap();
+    let after = rollout(&weir).await;
+    assert_eq!(
+        (
+            after["step"].clone(),
+            after["weight_bp"].clone(),
+            after["phase"].clone()
+        ),
+        (
+            before["step"].clone(),
+            before["weight_bp"].clone(),
+            before["phase"].clone()
+        )
+    );
+    weir.wait_acked(
+        "rollout-envoy",
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+    )
+    .await
+    .unwrap();
+    assert_eq!(envoy_weight(&envoy).await, Some(7_500));
+    assert_eq!(
+        envoy
+            .stat("extension_config_discovery.http_filter.weir_filter.config_reload")
+            .await
+            .unwrap(),
+        reloads,
+        "Envoy reloaded its filter after weir restarted"
+    );
+}
+
+/// The OpenTelemetry Python SDK's own OTLP/HTTP exporter, as a running
+/// application uses it: it records `seconds`-long requests for a few seconds
+/// and exports every 300 ms (cumulative, the SDK's default).
+fn python_app_reports(admin: &str, cluster: &str, seconds: f64) {
+    let python = paths::repo_root().join(".tools/otel-venv/bin/python");
+    assert!(
+        python.exists(),
+        "run `make setup` for the OpenTelemetry SDK"
+    );
+    let script = format!(
+        r#"
+import time
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+exporter = OTLPMetricExporter(endpoint="http://{admin}/v1/metrics")
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=300)
+provider = MeterProvider(resource=Resource.create({{"service.name": "{cluster}"}}), metric_readers=[reader])
+histogram = provider.get_meter("app").create_histogram("http.server.request.duration", unit="s")
+for _ in range(8):
+    for _ in range(20):
+        histogram.record({seconds}, {{"http.response.status_code": 200}})
+    time.sleep(0.35)
+provider.shutdown()
+"#
+    );
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the SDK failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_metrics_from_the_opentelemetry_sdk_are_accepted_and_used() {
+    let w = world(policy("[50, 100]", "10m")).await;
+    let admin = w.weir.admin_addr().to_string();
+    // The application reports 2 s requests on `app`: far over its 250 ms p99 target.
+    let app = {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || python_app_reports(&admin, "app", 2.0))
+    };
+    eventually(
+        "app's SLA score to fall",
+        Duration::from_secs(10),
+        || async {
+            let feed: Value = http_client()
+                .get(format!("http://{admin}/v1/feed"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (feed["sla_scores"]["app"].as_f64()? < 1.0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    app.await.unwrap();
+    let otlp = w.weir.status().await.unwrap()["otlp"].clone();
+    assert!(otlp["requests"]["http"].as_u64().unwrap() > 0, "{otlp}");
+    assert!(otlp["data_points"]["used"].as_u64().unwrap() > 0, "{otlp}");
+    assert_eq!(otlp["data_points"]["rejected"], 0, "{otlp}");
+}
