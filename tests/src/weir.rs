@@ -177,6 +177,22 @@ impl Weir {
         })
     }
 
+    /// `DELETE /v1/feed`: the controller owns the feed again.
+    pub async fn clear_feed(&self) -> anyhow::Result<()> {
+        let url = format!("http://{}/v1/feed", self.admin);
+        self.http.delete(url).send().await?.error_for_status()?;
+        Ok(())
+    }
+
+    /// The rollout of `canary`, as `/v1/status` shows it.
+    pub async fn rollout(&self, canary: &str) -> anyhow::Result<Value> {
+        let status = self.status().await?;
+        status["rollouts"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["canary"] == canary).cloned())
+            .ok_or_else(|| anyhow::anyhow!("no rollout of {canary}"))
+    }
+
     /// Everything it has logged.
     pub fn log(&self) -> String {
         self.process.log()

@@ -91,6 +91,8 @@ async fn main() -> anyhow::Result<()> {
     let burst = traffic::run(&envoy, Mix::overload(400), 100).await;
     report_classes(&burst);
 
+    let rollback = bad_release(&weir, &envoy, &fleet, &policy_path).await?;
+
     println!("\nThe filter's own metrics (Envoy /stats, wasmcustom.weir.*):");
     let stats = envoy
         .admin_text("/stats?filter=wasmcustom.weir.class")
@@ -99,10 +101,99 @@ async fn main() -> anyhow::Result<()> {
         println!("  {line}");
     }
     let alarms_shed = burst.by_class.get("alarm").map_or(0, |c| c.shed);
-    if alarms_shed > 0 || steady.spoof_leaks > 0 || moved_back > 0 || stepped.failed() > 0 {
+    if alarms_shed > 0
+        || steady.spoof_leaks > 0
+        || moved_back > 0
+        || stepped.failed() > 0
+        || rollback.is_none()
+    {
         anyhow::bail!("the demo saw something Weir promises never happens: see above");
     }
     Ok(())
+}
+
+/// Act 4: a new release of the canary answers 20 % of its requests with 503;
+/// weir sees it in Envoy's metrics and rolls it back by itself. Returns how
+/// long that took, from the first traffic.
+async fn bad_release(
+    weir: &Weir,
+    envoy: &Envoy,
+    fleet: &Fleet,
+    policy_path: &std::path::Path,
+) -> anyhow::Result<Option<Duration>> {
+    println!(
+        "\nAct 4: a bad release — a new rollout of {CANARY} (steps 50%, 100%) whose backend fails 20% of requests; nobody touches anything"
+    );
+    for backend in fleet.backends().values() {
+        backend.set_behaviour(Behaviour::default());
+    }
+    fleet.backend(CANARY).set_behaviour(Behaviour {
+        fail_basis_points: 2_000,
+        ..Behaviour::default()
+    });
+    // The controller owns the feed again, and a policy edit starts a new,
+    // quicker rollout (new steps, fewer samples needed for a verdict).
+    weir.clear_feed().await?;
+    let mut policy = fleet.policy().clone();
+    for placement in policy.services.iter_mut().flat_map(|s| &mut s.placements) {
+        if let Some(canary) = placement.canary.as_mut() {
+            canary.steps = vec![50.0, 100.0];
+            canary.analysis.min_samples = 50;
+        }
+    }
+    std::fs::write(policy_path, serde_json::to_string_pretty(&policy)?)?;
+    weir_testbed::wait::eventually("the new rollout", Duration::from_secs(10), || async {
+        let rollout = weir.rollout(CANARY).await.ok()?;
+        (rollout["phase"] == "progressing" && rollout["weight_bp"] == 5_000).then_some(())
+    })
+    .await?;
+    let started = std::time::Instant::now();
+    let traffic = {
+        let base_envoy = envoy.url("");
+        tokio::spawn(async move { traffic::run_at(&base_envoy, Mix::steady(6_000, 600), 16).await })
+    };
+    let rolled_back =
+        weir_testbed::wait::eventually("the rollback", Duration::from_secs(30), || async {
+            let rollout = weir.rollout(CANARY).await.ok()?;
+            (rollout["phase"] == "rolled_back").then(|| started.elapsed())
+        })
+        .await
+        .ok();
+    traffic.abort();
+    let rollouts: serde_json::Value = weir_testbed::http_client()
+        .get(format!("http://{}/v1/rollouts", weir.admin_addr()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let decision = rollouts["decisions"].as_array().and_then(|all| {
+        all.iter()
+            .rev()
+            .find(|d| d["canary"] == CANARY && d["to"] == "rolled_back")
+    });
+    match (rolled_back, decision) {
+        (Some(after), Some(decision)) => {
+            let evidence = &decision["evidence"];
+            println!(
+                "  weir rolled the canary back to 0% {:.1} s after traffic began",
+                after.as_secs_f64()
+            );
+            println!(
+                "  reason: {}",
+                decision["reason"].as_str().unwrap_or_default()
+            );
+            println!(
+                "  evidence: canary {} requests, {} errors; stable {} requests, {} errors; window {} ms",
+                evidence["canary"]["requests"],
+                evidence["canary"]["errors"],
+                evidence["stable"]["requests"],
+                evidence["stable"]["errors"],
+                evidence["window_ms"]
+            );
+        }
+        _ => println!("  the canary was NOT rolled back within 30 s"),
+    }
+    Ok(rolled_back)
 }
 
 /// Sets weir's live feed and waits until every Envoy worker runs it.

@@ -156,7 +156,12 @@ impl Tally {
 
 /// Sends the mix through Envoy, `parallel` requests at a time.
 pub(crate) async fn run(envoy: &Envoy, mix: Mix, parallel: usize) -> Tally {
-    let base = envoy.url("");
+    run_at(&envoy.url(""), mix, parallel).await
+}
+
+/// Sends the mix to the Envoy listening at `base` (a URL without a path).
+pub(crate) async fn run_at(base: &str, mix: Mix, parallel: usize) -> Tally {
+    let base = base.to_owned();
     let mut lanes: Vec<Vec<Planned>> = vec![Vec::new(); parallel];
     for (n, planned) in mix.0.into_iter().enumerate() {
         lanes[n % parallel].push(planned);
