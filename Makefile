@@ -7,7 +7,7 @@ WASM_PACKAGES := weir-policy weir-filter
 export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
 export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
 
-.PHONY: all setup build wasm server test lint unit e2e demo bench clean bench-xds
+.PHONY: all setup build wasm server test lint unit e2e demo bench clean bench-xds bench-otlp
 
 all: build
 
@@ -47,6 +47,7 @@ bench: build
 	@scripts/build-filter.sh weir-noop-filter
 	@$(CARGO) run --locked --release -p weir-bench -- --out bench/RESULTS.md
 	@$(MAKE) --no-print-directory bench-xds
+	@$(MAKE) --no-print-directory bench-otlp
 
 ## bench-xds: the control plane: policy edit to Envoy's ACK (50 edits), and
 ## 1,000 ADS streams of a load client (time until all ACK a change, weir's
@@ -56,6 +57,13 @@ bench: build
 bench-xds: build
 	@ulimit -n 65536 2>/dev/null || true; \
 	$(CARGO) run --locked --release -p weir-xds-bench -- --out bench/RESULTS.md
+
+## bench-otlp: OTLP ingestion in data points/s (decode-only, in-process,
+## gRPC and HTTP to weir serve, interleaved rounds), and the reaction time
+## from a failing canary's first bad response to Envoy's configuration at
+## weight 0 (20 runs with a real Envoy); writes its section of bench/RESULTS.md.
+bench-otlp: build
+	@$(CARGO) run --locked --release -p weir-otlp-bench -- --out bench/RESULTS.md
 
 clean:
 	rm -rf target dist

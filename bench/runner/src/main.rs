@@ -391,11 +391,36 @@ impl Measurement {
     }
 }
 
-/// The section another benchmark keeps between its markers in the results file.
+/// The sections other benchmarks keep in the results file, each between its
+/// own markers `<!-- NAME-bench:begin -->` and `<!-- NAME-bench:end -->`
+/// (`xds-bench`, `otlp-bench`, …), in the order they appear; this runner has
+/// none of its own. `None` if there is none.
 fn other_sections(old: &str) -> Option<String> {
-    const BEGIN: &str = "<!-- xds-bench:begin -->";
-    const END: &str = "<!-- xds-bench:end -->";
-    let start = old.find(BEGIN)?;
-    let end = old[start..].find(END)? + start + END.len();
-    Some(format!("\n{}\n", &old[start..end]))
+    const OPEN: &str = "<!-- ";
+    const BEGIN_TAIL: &str = "-bench:begin -->";
+    let mut kept = String::new();
+    let mut rest = old;
+    while let Some(tail) = rest.find(BEGIN_TAIL) {
+        let after_begin = tail + BEGIN_TAIL.len();
+        // The marker starts at the last "<!-- " before its tail; its name is
+        // what lies between (letters, digits, '-' and '_').
+        let block = rest[..tail].rfind(OPEN).and_then(|open| {
+            let name = &rest[open + OPEN.len()..tail];
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let end_marker = format!("<!-- {name}-bench:end -->");
+            let end = rest[after_begin..].find(&end_marker)? + after_begin + end_marker.len();
+            valid.then_some((open, end))
+        });
+        match block {
+            Some((open, end)) => {
+                kept.push_str(&format!("\n{}\n", &rest[open..end]));
+                rest = &rest[end..];
+            }
+            None => rest = &rest[after_begin..],
+        }
+    }
+    (!kept.is_empty()).then_some(kept)
 }
