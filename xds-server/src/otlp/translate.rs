@@ -515,7 +515,13 @@ impl Run<'_> {
             _ => (counts.clone(), point.count),
         };
         let latency = (!counts.is_empty() && count > 0).then(|| Histogram {
-            bounds: bounds.iter().map(|b| tidy(b * ms_per_unit)).collect(),
+            // Bounds already in ms (Envoy's) are taken as they are: tidying
+            // costs a format and a parse per bound.
+            bounds: if ms_per_unit == 1.0 {
+                bounds.to_vec()
+            } else {
+                bounds.iter().map(|b| tidy(b * ms_per_unit)).collect()
+            },
             counts,
         });
         Ok(Some(Counted { count, latency }))
