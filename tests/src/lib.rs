@@ -9,6 +9,9 @@
 //!   filter with that policy;
 //! - [`static_mode`]: `envoy/static.yaml` pointed at a test's backends;
 //! - [`weir`]: `weir serve` on run-time ports, and `envoy/bootstrap.yaml` pointed at it;
+//! - [`procfs`]: what the benchmarks read from `/proc` (CPU time, memory,
+//!   load average) and a description of the machine;
+//! - [`stats`]: percentiles of a sample of durations, medians of rates;
 //! - [`process`]: a supervised child process whose log is printed if the
 //!   test fails and which is killed however the test ends.
 //!
@@ -20,7 +23,9 @@ pub mod envoy;
 pub mod fleet;
 pub mod paths;
 pub mod process;
+pub mod procfs;
 pub mod static_mode;
+pub mod stats;
 pub mod wait;
 pub mod weir;
 

@@ -21,10 +21,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use weir::metrics_store::MetricsStore;
 use weir::otlp::Ingest;
+use weir_testbed::procfs;
 use weir_testbed::weir::Weir;
 
 use crate::payload::Payload;
-use crate::procfs;
 
 /// The OTLP/gRPC export method.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";

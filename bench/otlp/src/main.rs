@@ -17,15 +17,14 @@
 
 mod ingestion;
 mod payload;
-mod procfs;
 mod reaction;
 mod report;
-mod stats;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use weir_testbed::procfs;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -129,7 +129,7 @@ pub(crate) struct Run {
 }
 
 pub(crate) async fn run(settings: Settings, dir: &Path) -> anyhow::Result<Run> {
-    let load_before = crate::procfs::load_average();
+    let load_before = weir_testbed::procfs::load_average();
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for i in 0..settings.runs {
@@ -162,7 +162,7 @@ pub(crate) async fn run(settings: Settings, dir: &Path) -> anyhow::Result<Run> {
         results,
         failures,
         load_before,
-        load_after: crate::procfs::load_average(),
+        load_after: weir_testbed::procfs::load_average(),
     })
 }
 

@@ -4,11 +4,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use weir_testbed::procfs::Machine;
+use weir_testbed::stats::{Summary, median, ms};
+
 use crate::ingestion::{self, Measurement, Variant};
 use crate::payload::{CLASSES, ENVOY_BOUNDS_MS};
-use crate::procfs::Machine;
 use crate::reaction::{self, CONTROL_INTERVAL, RunResult, STATS_FLUSH};
-use crate::stats::{Summary, median, ms};
 
 pub(crate) const BEGIN: &str = "<!-- otlp-bench:begin -->";
 pub(crate) const END: &str = "<!-- otlp-bench:end -->";

@@ -12,8 +12,8 @@
 //! `make bench` builds what it needs and runs it; see `bench/README.md`.
 
 mod load;
-mod procfs;
 mod report;
+mod smaps;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,10 +23,10 @@ use weir_policy::Feed;
 use weir_testbed::backend::Echo;
 use weir_testbed::envoy::FilterChoice;
 use weir_testbed::fleet::{Fleet, example_policy};
+use weir_testbed::procfs::{self, CpuTime};
 use weir_testbed::{Envoy, EnvoyBuilder};
 
 use crate::load::OpenLoopResult;
-use crate::procfs::CpuTime;
 use crate::report::{Measurement, MemoryPoint, MemoryRun, Report, Settings};
 
 /// The canary of the example policy, and its weight in the benchmark.
@@ -317,7 +317,7 @@ async fn memory_run(
         Ok(MemoryPoint {
             distinct,
             rss_kb: procfs::status_kb(pid, "VmRSS")?,
-            wasm: procfs::wasm_memory(pid)?,
+            wasm: smaps::wasm_memory(pid)?,
         })
     };
     // Warm-up: the requests of the CPU measurement's warm-up, from a handful of devices.

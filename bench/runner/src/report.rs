@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::Variant;
-use crate::procfs::{Machine, WasmMemory};
+use weir_testbed::procfs::Machine;
+
+use crate::smaps::WasmMemory;
 
 /// Weir's CPU per request may be at most this many times no filter's.
 const CPU_TARGET: f64 = 1.25;

@@ -170,7 +170,7 @@ pub(crate) async fn run(
     }
     rtts.sort();
     let status_rtt = rtts.get(rtts.len() / 2).copied().unwrap_or_default();
-    let weir_rss_kb = crate::procfs::status_kb(weir.pid(), "VmRSS")?;
+    let weir_rss_kb = weir_testbed::procfs::status_kb(weir.pid(), "VmRSS")?;
     drop(envoy);
     Ok(Run {
         edits: results,

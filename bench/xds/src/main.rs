@@ -15,10 +15,8 @@
 
 mod convergence;
 mod edits;
-mod procfs;
 mod report;
 mod scale;
-mod stats;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +24,7 @@ use std::time::Duration;
 use clap::Parser;
 use weir_testbed::Backend;
 use weir_testbed::fleet::{Fleet, example_policy};
+use weir_testbed::procfs;
 
 use crate::scale::Protocol;
 

@@ -4,11 +4,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use weir_testbed::procfs::Machine;
+use weir_testbed::stats::{Summary, ms};
+
 use crate::convergence::{self, ENVOY_WORKERS};
 use crate::edits::Kind;
-use crate::procfs::Machine;
 use crate::scale::{self, Protocol};
-use crate::stats::{Summary, ms};
 
 pub(crate) const BEGIN: &str = "<!-- xds-bench:begin -->";
 pub(crate) const END: &str = "<!-- xds-bench:end -->";

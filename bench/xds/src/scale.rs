@@ -23,10 +23,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use weir_testbed::procfs;
 use weir_testbed::weir::{WasmDelivery, Weir};
 
 use crate::edits::{Editor, Kind, write_policy};
-use crate::procfs;
 use crate::{CDS, ECDS, EDS, Jitter, LDS, RDS, TYPES, short_type};
 
 /// The route configuration and the filter's extension configuration, by the

@@ -4,19 +4,24 @@ use std::time::Duration;
 
 /// A sample's order statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Summary {
-    pub(crate) count: usize,
-    pub(crate) min: Duration,
-    pub(crate) p50: Duration,
-    pub(crate) p99: Duration,
-    pub(crate) max: Duration,
+pub struct Summary {
+    /// How many values the sample holds.
+    pub count: usize,
+    /// The smallest value.
+    pub min: Duration,
+    /// The median by nearest rank.
+    pub p50: Duration,
+    /// The 99th percentile by nearest rank.
+    pub p99: Duration,
+    /// The largest value.
+    pub max: Duration,
 }
 
 impl Summary {
     /// The summary of `sample`; `None` if it is empty. Percentiles are by
     /// nearest rank: the p-th is the smallest value with at least p % of the
     /// sample at or below it (so with 50 values, p99 is the largest).
-    pub(crate) fn of(sample: &[Duration]) -> Option<Self> {
+    pub fn of(sample: &[Duration]) -> Option<Self> {
         let mut sorted = sample.to_vec();
         sorted.sort();
         let (&min, &max) = (sorted.first()?, sorted.last()?);
@@ -37,13 +42,13 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 }
 
 /// `d` in milliseconds with one decimal.
-pub(crate) fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
 /// The median of `values` (the mean of the two middle ones for an even
 /// count); `None` if empty.
-pub(crate) fn median(values: &[f64]) -> Option<f64> {
+pub fn median(values: &[f64]) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
