@@ -5,6 +5,7 @@
 //!   admin API says so;
 //! - [`backend`]: HTTP backends that answer with their own name and the
 //!   request they saw, and can be told to delay or fail a share of requests;
+//! - [`canary`]: a one-service canary fleet and the weight Envoy runs;
 //! - [`fleet`]: a backend per cluster of a policy, and an Envoy running the
 //!   filter with that policy;
 //! - [`static_mode`]: `envoy/static.yaml` pointed at a test's backends;
@@ -19,6 +20,7 @@
 //! benchmarks use the same pieces.
 
 pub mod backend;
+pub mod canary;
 pub mod envoy;
 pub mod fleet;
 pub mod paths;

@@ -7,47 +7,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use weir_testbed::canary::{self, CANARY};
 use weir_testbed::fleet::{Fleet, policy_from_yaml};
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
 use weir_testbed::{Behaviour, Envoy, http_client, paths};
 
-const CANARY: &str = "app-canary";
-
-/// One service on a stable and a canary cluster; the canary starts at 50 %
-/// so that 100 requests/s give it 50/s.
+/// One service on a stable and a canary cluster (see `weir_testbed::canary`);
+/// canaries start at 50 % so that 100 requests/s give them 50/s.
 fn policy(steps: &str, hold: &str) -> weir_policy::Policy {
-    let yaml = format!(
-        r#"
-device_types: [sensor]
-regions: {{ rtt_ms: {{ eu-west: {{ eu-west: 1 }} }} }}
-clusters:
-  - {{ name: app, region: eu-west, endpoints: ["127.0.0.1:9"] }}
-  - {{ name: {CANARY}, region: eu-west, variant: canary, endpoints: ["127.0.0.1:9"] }}
-services:
-  - name: app
-    match: {{ path_prefix: / }}
-    sla: {{ p99_ms: 250 }}
-    placements:
-      - cluster: app
-        canary:
-          cluster: {CANARY}
-          steps: {steps}
-          hold: {hold}
-          analysis:
-            max_error_rate_increase: 2.0
-            max_latency_ratio: {{ p95: 1.5, p99: 2.0 }}
-            min_samples: 40
-priority:
-  classes: [telemetry]
-  default: telemetry
-admission:
-  concurrency_limit: 1000
-  retry_after: 1s
-  classes: {{ telemetry: {{ share: 100, max_wait: 1s }} }}
-"#
-    );
-    policy_from_yaml("rollout.yaml", &yaml).unwrap()
+    policy_from_yaml("rollout.yaml", &canary::policy_yaml(steps, hold, 40, 2.0)).unwrap()
 }
 
 struct World {
@@ -172,21 +141,7 @@ async fn wait_phase(weir: &Weir, phase: &str, deadline: Duration) -> Value {
 
 /// The canary weight in the filter configuration Envoy runs now.
 async fn envoy_weight(envoy: &Envoy) -> Option<u64> {
-    let dump = envoy
-        .admin_json("/config_dump?resource=ecds_filters")
-        .await
-        .ok()?;
-    let text = dump.to_string();
-    let key = format!("\\\"{CANARY}\\\":");
-    let at = text.find("canary_weights")?;
-    let rest = &text[at..];
-    let start = rest.find(&key)? + key.len();
-    rest[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
+    canary::envoy_weight(envoy).await.ok().flatten()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

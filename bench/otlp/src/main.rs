@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             args.rounds, args.requests, args.clusters
         );
         let policy = dir.0.join("ingestion.yaml");
-        std::fs::write(&policy, reaction::policy_yaml("127.0.0.1:9"))?;
+        std::fs::write(&policy, reaction::policy_yaml())?;
         let settings = ingestion::Settings {
             clusters: args.clusters.max(1),
             requests: args.requests.max(1),

@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use weir_testbed::canary::envoy_weight;
 use weir_testbed::fleet::{Fleet, policy_from_yaml};
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
 use weir_testbed::{Behaviour, Envoy, http_client};
 
-pub(crate) const CANARY: &str = "app-canary";
-pub(crate) const STABLE: &str = "app";
+pub(crate) use weir_testbed::canary::CANARY;
 
 /// The canary's analysis thresholds and failure share.
 pub(crate) const MIN_SAMPLES: u32 = 40;
@@ -45,36 +45,12 @@ const ROLLBACK_DEADLINE: Duration = Duration::from_secs(15);
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The rollout tests' one-service policy: `app` and its canary at 50 %.
-pub(crate) fn policy_yaml(endpoint: &str) -> String {
-    format!(
-        r#"
-device_types: [sensor]
-regions: {{ rtt_ms: {{ eu-west: {{ eu-west: 1 }} }} }}
-clusters:
-  - {{ name: {STABLE}, region: eu-west, endpoints: ["{endpoint}"] }}
-  - {{ name: {CANARY}, region: eu-west, variant: canary, endpoints: ["{endpoint}"] }}
-services:
-  - name: app
-    match: {{ path_prefix: / }}
-    sla: {{ p99_ms: 250 }}
-    placements:
-      - cluster: {STABLE}
-        canary:
-          cluster: {CANARY}
-          steps: [{CANARY_PERCENT}, 100]
-          hold: 30s
-          analysis:
-            max_error_rate_increase: {MAX_ERROR_RATE_INCREASE_PP}
-            max_latency_ratio: {{ p95: 1.5, p99: 2.0 }}
-            min_samples: {MIN_SAMPLES}
-priority:
-  classes: [telemetry]
-  default: telemetry
-admission:
-  concurrency_limit: 1000
-  retry_after: 1s
-  classes: {{ telemetry: {{ share: 100, max_wait: 1s }} }}
-"#
+pub(crate) fn policy_yaml() -> String {
+    weir_testbed::canary::policy_yaml(
+        &format!("[{CANARY_PERCENT}, 100]"),
+        "30s",
+        MIN_SAMPLES,
+        MAX_ERROR_RATE_INCREASE_PP,
     )
 }
 
@@ -198,10 +174,7 @@ async fn one(
     index: usize,
     phases: Phases,
 ) -> anyhow::Result<RunResult> {
-    let fleet = Fleet::start(policy_from_yaml(
-        "reaction.yaml",
-        &policy_yaml("127.0.0.1:9"),
-    )?)?;
+    let fleet = Fleet::start(policy_from_yaml("reaction.yaml", &policy_yaml())?)?;
     let path = dir.join(format!("reaction-{index}.yaml"));
     std::fs::write(&path, serde_json::to_string_pretty(fleet.policy())?)?;
     let weir = Weir::start(&path, WasmDelivery::Local).await?;
@@ -388,31 +361,6 @@ async fn measure(
     ))
 }
 
-/// The canary weight in the filter configuration Envoy runs now (as the
-/// rollout tests read it), `None` if the dump has none.
-async fn envoy_weight(envoy: &Envoy) -> anyhow::Result<Option<u64>> {
-    let dump = envoy
-        .admin_text("/config_dump?resource=ecds_filters")
-        .await?;
-    Ok(weight_in_dump(&dump))
-}
-
-/// The filter configuration is a JSON string inside the dump, so its keys
-/// appear with escaped quotes.
-fn weight_in_dump(dump: &str) -> Option<u64> {
-    let key = format!("\\\"{CANARY}\\\":");
-    let at = dump.find("canary_weights")?;
-    let rest = &dump[at..];
-    let start = rest.find(&key)? + key.len();
-    rest[start..]
-        .chars()
-        .skip_while(|c| *c == ' ')
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
 /// Steady traffic from many devices at about `rate` requests/s through
 /// Envoy, as in the rollout tests; it notes when the client first saw a 5xx
 /// from the canary.
@@ -526,15 +474,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_weight_is_read_from_the_escaped_filter_configuration() {
-        let dump = r#"{"configs":[{"ecds_filter":{"typed_config":{"value":"{\"feed\":{\"canary_weights\":{\"app-canary\":5000}}}"}}}]}"#;
-        assert_eq!(weight_in_dump(dump), Some(5_000));
-        let zero = dump.replace("5000", "0");
-        assert_eq!(weight_in_dump(&zero), Some(0));
-        assert_eq!(weight_in_dump("{}"), None);
-    }
-
-    #[test]
     fn phases_spread_over_both_intervals() {
         let n = 20;
         let phases: Vec<Phases> = (0..n).map(|i| Phases::of(i, n)).collect();
@@ -559,6 +498,6 @@ mod tests {
 
     #[test]
     fn the_policy_is_valid() {
-        policy_from_yaml("reaction.yaml", &policy_yaml("127.0.0.1:9")).unwrap();
+        policy_from_yaml("reaction.yaml", &policy_yaml()).unwrap();
     }
 }

@@ -1,0 +1,96 @@
+//! A one-service fleet with a canary — the rollout tests' and the reaction
+//! benchmark's — and how to read the canary weight Envoy runs.
+
+use crate::Envoy;
+
+/// The stable cluster.
+pub const STABLE: &str = "app";
+/// The canary cluster.
+pub const CANARY: &str = "app-canary";
+
+/// The policy: `app` and its canary `app-canary` in one region, with the
+/// canary's `steps` (a YAML list of percentages), `hold`, `min_samples` and
+/// largest allowed error-rate increase (percentage points). Endpoints are
+/// placeholders: [`crate::fleet::Fleet`] points them at its backends.
+pub fn policy_yaml(
+    steps: &str,
+    hold: &str,
+    min_samples: u32,
+    max_error_rate_increase_pp: f64,
+) -> String {
+    format!(
+        r#"
+device_types: [sensor]
+regions: {{ rtt_ms: {{ eu-west: {{ eu-west: 1 }} }} }}
+clusters:
+  - {{ name: {STABLE}, region: eu-west, endpoints: ["127.0.0.1:9"] }}
+  - {{ name: {CANARY}, region: eu-west, variant: canary, endpoints: ["127.0.0.1:9"] }}
+services:
+  - name: app
+    match: {{ path_prefix: / }}
+    sla: {{ p99_ms: 250 }}
+    placements:
+      - cluster: {STABLE}
+        canary:
+          cluster: {CANARY}
+          steps: {steps}
+          hold: {hold}
+          analysis:
+            max_error_rate_increase: {max_error_rate_increase_pp}
+            max_latency_ratio: {{ p95: 1.5, p99: 2.0 }}
+            min_samples: {min_samples}
+priority:
+  classes: [telemetry]
+  default: telemetry
+admission:
+  concurrency_limit: 1000
+  retry_after: 1s
+  classes: {{ telemetry: {{ share: 100, max_wait: 1s }} }}
+"#
+    )
+}
+
+/// The canary weight (basis points) in the filter configuration Envoy runs
+/// now, `None` if its config dump has none.
+pub async fn envoy_weight(envoy: &Envoy) -> anyhow::Result<Option<u64>> {
+    let dump = envoy
+        .admin_text("/config_dump?resource=ecds_filters")
+        .await?;
+    Ok(weight_in_dump(&dump))
+}
+
+/// The filter configuration is a JSON string inside the dump, so its keys
+/// appear with escaped quotes.
+pub fn weight_in_dump(dump: &str) -> Option<u64> {
+    let key = format!("\\\"{CANARY}\\\":");
+    let at = dump.find("canary_weights")?;
+    let rest = dump.get(at..)?;
+    let start = rest.find(&key)? + key.len();
+    rest.get(start..)?
+        .chars()
+        .skip_while(|c| *c == ' ')
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_weight_is_read_from_the_escaped_filter_configuration() {
+        let dump = r#"{"configs":[{"ecds_filter":{"typed_config":{"value":"{\"feed\":{\"canary_weights\":{\"app-canary\":5000}}}"}}}]}"#;
+        assert_eq!(weight_in_dump(dump), Some(5_000));
+        let zero = dump.replace("5000", "0");
+        assert_eq!(weight_in_dump(&zero), Some(0));
+        assert_eq!(weight_in_dump("{}"), None);
+    }
+
+    #[test]
+    fn the_policy_is_valid() {
+        let yaml = policy_yaml("[50, 100]", "30s", 40, 2.0);
+        assert!(weir_policy::source::load("canary.yaml", &yaml).is_ok());
+    }
+}
