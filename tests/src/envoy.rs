@@ -449,6 +449,37 @@ impl Envoy {
         format!("http://{}{path}", self.ingress.expect("Envoy is ready"))
     }
 
+    /// Sends `method path` with `headers` through the ingress listener: the
+    /// status, and what the backend saw (`None` when Envoy answered itself).
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, Option<crate::backend::Echo>)> {
+        let mut request = self.http.request(method.parse()?, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.ok()))
+    }
+
+    /// POSTs `path` with `headers`; the backend that answered, which must answer 200.
+    pub async fn backend_for(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        match self.send("POST", path, headers).await? {
+            (200, Some(echo)) => Ok(echo.backend),
+            (status, _) => {
+                anyhow::bail!("POST {path} {headers:?} answered {status}, not a backend's 200")
+            }
+        }
+    }
+
     /// A GET on the admin API, as text.
     pub async fn admin_text(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("http://{}{path}", self.admin_addr());

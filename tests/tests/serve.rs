@@ -54,19 +54,11 @@ async fn world(delta: bool, delivery: WasmDelivery, feed: impl FnOnce(&mut Polic
 }
 
 async fn backend_for(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> (u16, Option<Echo>) {
-    let mut request = http_client().post(envoy.url(path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status().as_u16();
-    (status, response.json().await.ok())
+    envoy.send("POST", path, headers).await.expect("send")
 }
 
 async fn cluster_for(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> String {
-    let (status, echo) = backend_for(envoy, path, headers).await;
-    assert_eq!(status, 200, "{path} {headers:?}");
-    echo.unwrap().backend
+    envoy.backend_for(path, headers).await.unwrap()
 }
 
 async fn traffic_flows_as_the_policy_says(delta: bool) {

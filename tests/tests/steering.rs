@@ -15,13 +15,7 @@ async fn send(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, Option<Echo>) {
-    let mut request = http_client().request(method.parse().unwrap(), envoy.url(path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status().as_u16();
-    (status, response.json::<Echo>().await.ok())
+    envoy.send(method, path, headers).await.expect("send")
 }
 
 /// The example's feed with its canary at 0 %, so that routing alone decides.
@@ -33,9 +27,7 @@ fn no_canary() -> Option<Feed> {
 }
 
 async fn backend_for(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> String {
-    let (status, echo) = send(envoy, "POST", path, headers).await;
-    assert_eq!(status, 200, "{path} {headers:?}");
-    echo.expect("a backend answered").backend
+    envoy.backend_for(path, headers).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
