@@ -244,12 +244,26 @@ pub struct HeaderMatch {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Admission {
-    /// Requests in flight through one Envoy, all classes together.
+    /// Requests in flight through one Envoy, all classes together; the
+    /// ceiling when the limit adapts.
     pub concurrency_limit: u32,
+    /// Let `weir` adapt the limit to the fleet's latency, between
+    /// `adaptive_limit.min` and `concurrency_limit`; fixed when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_limit: Option<AdaptiveLimit>,
     /// The `retry-after` a shed request is answered with.
     pub retry_after: Duration,
     /// Per class: its share of the limit and how long it may queue.
     pub classes: BTreeMap<String, ClassAdmission>,
+}
+
+/// The bounds of an adaptive concurrency limit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveLimit {
+    /// The lowest the limit goes, however slow the clusters are.
+    pub min: u32,
 }
 
 /// One class's admission settings.

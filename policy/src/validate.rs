@@ -39,7 +39,11 @@ pub fn validate(policy: &Policy) -> Vec<Invalid> {
     let clusters = check.clusters(&policy.clusters, &device_types);
     check.services(&policy.services, &clusters);
     check.priority(&policy.priority);
-    check.admission(&policy.admission, &policy.priority);
+    check.admission(
+        &policy.admission,
+        &policy.priority,
+        policy.services.iter().any(|s| s.sla.is_some()),
+    );
     check.routing(&policy.routing);
     check.errors
 }
@@ -539,9 +543,29 @@ impl Check {
         }
     }
 
-    fn admission(&mut self, admission: &Admission, priority: &Priority) {
+    fn admission(&mut self, admission: &Admission, priority: &Priority, has_sla: bool) {
         if admission.concurrency_limit == 0 {
             self.fail("admission.concurrency_limit", "must be at least 1");
+        }
+        if let Some(adaptive) = &admission.adaptive_limit {
+            let min = adaptive.min;
+            if min == 0 {
+                self.fail("admission.adaptive_limit.min", "must be at least 1");
+            } else if min > admission.concurrency_limit {
+                self.fail(
+                    "admission.adaptive_limit.min",
+                    format!(
+                        "{min} is above admission.concurrency_limit ({}), the limit's ceiling",
+                        admission.concurrency_limit
+                    ),
+                );
+            }
+            if !has_sla {
+                self.fail(
+                    "admission.adaptive_limit",
+                    "the limit adapts to latency against the services' `sla.p99_ms`, and no service has an `sla`",
+                );
+            }
         }
         self.duration("admission.retry_after", &admission.retry_after, false);
         let classes_path = "admission.classes";

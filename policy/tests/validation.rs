@@ -1677,3 +1677,59 @@ fn one_bad_share_is_one_error() {
         "a share must be above 0 and at most 100 percent, not 190",
     );
 }
+
+#[test]
+fn adaptive_limit_is_valid_between_one_and_the_ceiling() {
+    let text = example_with(&[(
+        "concurrency_limit: 200",
+        "concurrency_limit: 200\n  adaptive_limit: { min: 20 }",
+    )]);
+    let policy = load(FILE, &text).unwrap_or_else(|d| panic!("{}", listed(&d)));
+    assert!(weir_policy::validate(&policy).is_empty());
+    assert_eq!(policy.admission.adaptive_limit.map(|a| a.min), Some(20));
+}
+
+#[test]
+fn adaptive_limit_floor_above_the_ceiling() {
+    let text = example_with(&[(
+        "concurrency_limit: 200",
+        "concurrency_limit: 200\n  adaptive_limit: { min: 500 }",
+    )]);
+    assert_one(
+        &text,
+        "admission.adaptive_limit.min",
+        "min: »500",
+        "above admission.concurrency_limit (200)",
+    );
+}
+
+#[test]
+fn adaptive_limit_floor_of_zero() {
+    let text = example_with(&[(
+        "concurrency_limit: 200",
+        "concurrency_limit: 200\n  adaptive_limit: { min: 0 }",
+    )]);
+    assert_one(
+        &text,
+        "admission.adaptive_limit.min",
+        "min: »0",
+        "at least 1",
+    );
+}
+
+#[test]
+fn adaptive_limit_needs_a_latency_target() {
+    let text = edit(
+        MINIMAL,
+        &[(
+            "concurrency_limit: 10",
+            "concurrency_limit: 10\n  adaptive_limit: { min: 2 }",
+        )],
+    );
+    assert_one(
+        &text,
+        "admission.adaptive_limit",
+        "»adaptive_limit: {",
+        "no service has an `sla`",
+    );
+}

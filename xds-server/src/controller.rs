@@ -32,11 +32,15 @@
 //!   restart).
 //! - **SLA** (`controller/sla.rs`): per-evaluation EWMA, hysteresis on what is
 //!   published, a slow drift back to 1 without data.
-//! - **Concurrency limit**: the policy's (see [`Controller::feed`]).
+//! - **Concurrency limit** (`controller/limit.rs`): the policy's, or with
+//!   `admission.adaptive_limit`, moved each second by the fleet's p99 against
+//!   the SLA targets — multiplicative decrease, additive increase, a dead
+//!   band and hysteresis.
 //! - **Decisions**: every change of phase, step or weight, with the evidence
 //!   in force; the last [`HISTORY`] are kept in memory.
 
 mod analysis;
+mod limit;
 mod rollout;
 mod sla;
 #[cfg(test)]
@@ -47,10 +51,12 @@ use std::collections::BTreeMap;
 use weir_policy::{Feed, Policy};
 
 pub use analysis::{ErrorTest, Evidence, LatencyRatio, VariantStats, Verdict};
+pub use limit::LimitStatus;
 pub use rollout::{Baseline, Command, Decision, Phase, RolloutState};
 pub use sla::SlaStatus;
 
 use crate::metrics_store::MetricsStore;
+use limit::ConcurrencyLimit;
 use rollout::CanaryConfig;
 use sla::SlaScores;
 
@@ -80,9 +86,21 @@ struct Rollout {
     evidence: Evidence,
 }
 
+/// What the controller smooths over time, persisted so that a restart
+/// neither resets routing nor the limit.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Scores {
+    /// Every cluster's SLA score.
+    #[serde(default)]
+    pub sla: Vec<SlaStatus>,
+    /// The concurrency limit's state.
+    #[serde(default)]
+    pub limit: Option<LimitStatus>,
+}
+
 /// The canary and SLA controller of one policy.
 pub struct Controller {
-    concurrency_limit: u32,
+    limit: ConcurrencyLimit,
     rollouts: BTreeMap<String, Rollout>,
     sla: SlaScores,
     history: Vec<Decision>,
@@ -110,7 +128,7 @@ impl Controller {
     /// [`Controller::set_policy`]); others start at their first step.
     pub fn new(policy: &Policy, restored: Vec<RolloutState>, now_ms: u64) -> Self {
         let mut controller = Self {
-            concurrency_limit: policy.admission.concurrency_limit,
+            limit: ConcurrencyLimit::new(policy),
             rollouts: BTreeMap::new(),
             sla: SlaScores::default(),
             history: Vec::new(),
@@ -134,7 +152,7 @@ impl Controller {
             .into_values()
             .map(|r| r.state)
             .collect();
-        self.concurrency_limit = policy.admission.concurrency_limit;
+        self.limit.set_policy(policy);
         self.adopt(policy, previous, now_ms);
     }
 
@@ -221,6 +239,7 @@ impl Controller {
         }
         decisions.extend(fresh);
         self.sla.update(store, now_ms, WINDOW_MS);
+        self.limit.update(store, now_ms);
         let feed = self.feed();
         let changed = feed != self.last_feed;
         self.last_feed = feed.clone();
@@ -241,11 +260,31 @@ impl Controller {
                 .map(|(name, r)| (name.clone(), r.state.feed_weight()))
                 .collect(),
             sla_scores: self.sla.published(),
-            // The policy's limit. Hook for a dynamic limit: an AIMD loop on
-            // latency (raise by one per healthy window, cut by a factor when
-            // p99 exceeds the targets) would set it here.
-            concurrency_limit: Some(self.concurrency_limit.max(1)),
+            concurrency_limit: Some(self.limit.published()),
         }
+    }
+
+    /// The concurrency limit and what it came from.
+    pub fn limit(&self) -> LimitStatus {
+        self.limit.status().clone()
+    }
+
+    /// The smoothed state to persist.
+    pub fn scores(&self) -> Scores {
+        Scores {
+            sla: self.sla.status(),
+            limit: Some(self.limit.status().clone()),
+        }
+    }
+
+    /// Puts persisted scores back (after a restart) and makes the feed
+    /// reflect them without counting as a change.
+    pub fn restore_scores(&mut self, scores: &Scores) {
+        self.sla.restore(&scores.sla);
+        if let Some(limit) = &scores.limit {
+            self.limit.restore(limit);
+        }
+        self.last_feed = self.feed();
     }
 
     /// Every rollout's state, by canary cluster (to persist, and to show).

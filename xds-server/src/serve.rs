@@ -142,7 +142,11 @@ impl Control {
     pub(crate) fn command(&mut self, canary: &str, command: Command) -> Result<Decision, String> {
         let decision = self.controller.command(canary, command, now_ms())?;
         self.state
-            .save(&self.controller.rollouts(), std::slice::from_ref(&decision))
+            .save(
+                &self.controller.rollouts(),
+                std::slice::from_ref(&decision),
+                &self.controller.scores(),
+            )
             .map_err(|e| format!("{e:#}"))?;
         tracing::info!(canary, ?command, to = ?decision.to, weight_bp = decision.weight_bp, "rollout command");
         self.rebuild()?;
@@ -166,10 +170,11 @@ impl Control {
             return;
         }
         // Written before it is pushed: a restart resumes exactly here.
-        if let Err(err) = self
-            .state
-            .save(&self.controller.rollouts(), &evaluation.decisions)
-        {
+        if let Err(err) = self.state.save(
+            &self.controller.rollouts(),
+            &evaluation.decisions,
+            &self.controller.scores(),
+        ) {
             tracing::error!("{err:#}; the new feed is not pushed");
             self.last_error = Some(format!("{err:#}"));
             return;
@@ -274,12 +279,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         wasm,
     };
     let state = StateStore::open(&args.state)?;
-    let (restored, history) = state.load()?;
-    if !restored.is_empty() {
-        tracing::info!(rollouts = restored.len(), file = %args.state.display(), "resuming rollouts");
+    let saved = state.load()?;
+    if !saved.rollouts.is_empty() {
+        tracing::info!(rollouts = saved.rollouts.len(), file = %args.state.display(), "resuming rollouts");
     }
-    let mut controller = Controller::new(&policy, restored, now_ms());
-    controller.restore_history(history);
+    let mut controller = Controller::new(&policy, saved.rollouts, now_ms());
+    controller.restore_history(saved.decisions);
+    controller.restore_scores(&saved.scores);
     let metrics = Arc::new(Mutex::new(MetricsStore::new(METRICS_RETENTION_MS)));
     let snapshot = resources::build(&policy, &controller.feed(), &options)?;
     tracing::info!(version = %snapshot.version, file = %args.policy.display(), "policy loaded");

@@ -1,5 +1,6 @@
-//! The controller's memory across restarts: every rollout's state and the
-//! decisions taken, in an embedded database (redb) file.
+//! The controller's memory across restarts: every rollout's state, the
+//! decisions taken, and the smoothed scores (SLA scores, concurrency limit),
+//! in an embedded database (redb) file.
 //!
 //! `serve` saves after each evaluation or command that decided something, in
 //! one durable write transaction, before it pushes the new feed: a restart
@@ -16,12 +17,16 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
-use crate::controller::{Decision, RolloutState};
+use crate::controller::{Decision, RolloutState, Scores};
 
 /// Rollout states by canary cluster.
 const ROLLOUTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rollouts");
 /// Decisions by sequence number, oldest first.
 const DECISIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("decisions");
+/// The smoothed scores, under [`SCORES_KEY`] (a table added within layout 1:
+/// files without it read as having no scores).
+const SCORES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("scores");
+const SCORES_KEY: &str = "scores";
 /// `format`: the layout version of the tables above.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
@@ -30,6 +35,17 @@ const FORMAT: u64 = 1;
 
 /// Decisions kept in the file; older ones are dropped as new ones come.
 pub const MAX_STORED_DECISIONS: u64 = 10_000;
+
+/// What a database holds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Saved {
+    /// Rollout states, by canary cluster.
+    pub rollouts: Vec<RolloutState>,
+    /// Decisions, oldest first.
+    pub decisions: Vec<Decision>,
+    /// The smoothed scores.
+    pub scores: Scores,
+}
 
 /// The state database.
 pub struct StateStore {
@@ -86,23 +102,30 @@ impl StateStore {
             }
             tx.open_table(ROLLOUTS)?;
             tx.open_table(DECISIONS)?;
+            tx.open_table(SCORES)?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Replaces the rollout states with `rollouts` and appends `new_decisions`,
-    /// in one durable transaction.
+    /// Replaces the rollout states with `rollouts` and the scores with
+    /// `scores`, and appends `new_decisions`, in one durable transaction.
     pub fn save(
         &self,
         rollouts: &[RolloutState],
         new_decisions: &[Decision],
+        scores: &Scores,
     ) -> anyhow::Result<()> {
-        guarded(|| self.write(rollouts, new_decisions))
+        guarded(|| self.write(rollouts, new_decisions, scores))
             .with_context(|| format!("cannot save to the state database {}", self.path.display()))
     }
 
-    fn write(&self, rollouts: &[RolloutState], new_decisions: &[Decision]) -> anyhow::Result<()> {
+    fn write(
+        &self,
+        rollouts: &[RolloutState],
+        new_decisions: &[Decision],
+        scores: &Scores,
+    ) -> anyhow::Result<()> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
         {
@@ -125,18 +148,21 @@ impl StateStore {
             for _ in 0..excess {
                 table.pop_first()?;
             }
+
+            let json = serde_json::to_vec(scores)?;
+            tx.open_table(SCORES)?.insert(SCORES_KEY, json.as_slice())?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// The saved rollout states (by canary cluster) and decisions (oldest first).
-    pub fn load(&self) -> anyhow::Result<(Vec<RolloutState>, Vec<Decision>)> {
+    /// What the database holds.
+    pub fn load(&self) -> anyhow::Result<Saved> {
         guarded(|| self.read())
             .with_context(|| format!("cannot read the state database {}", self.path.display()))
     }
 
-    fn read(&self) -> anyhow::Result<(Vec<RolloutState>, Vec<Decision>)> {
+    fn read(&self) -> anyhow::Result<Saved> {
         let tx = self.db.begin_read()?;
         let mut rollouts = Vec::new();
         for entry in tx.open_table(ROLLOUTS)?.iter()? {
@@ -152,7 +178,16 @@ impl StateStore {
                 .with_context(|| format!("decision #{} is not readable", key.value()))?;
             decisions.push(decision);
         }
-        Ok((rollouts, decisions))
+        let scores = match tx.open_table(SCORES)?.get(SCORES_KEY)? {
+            Some(value) => serde_json::from_slice(value.value())
+                .context("the saved scores are not readable")?,
+            None => Scores::default(),
+        };
+        Ok(Saved {
+            rollouts,
+            decisions,
+            scores,
+        })
     }
 }
 
@@ -175,7 +210,7 @@ fn guarded<T>(operation: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::{Evidence, Phase, VariantStats, Verdict};
+    use crate::controller::{Evidence, LimitStatus, Phase, SlaStatus, VariantStats, Verdict};
 
     fn state(canary: &str, step: usize, weight_bp: u32) -> RolloutState {
         RolloutState {
@@ -192,6 +227,29 @@ mod tests {
             healthy_since_ms: Some(4),
             evaluated_ms: Some(5),
             baseline: None,
+        }
+    }
+
+    fn scores(smoothed: f64) -> Scores {
+        Scores {
+            sla: vec![SlaStatus {
+                cluster: "c".into(),
+                target_p99_ms: Some(250.0),
+                p99_ms: Some(400.0),
+                raw: Some(0.4),
+                smoothed,
+                published: 0.45,
+            }],
+            limit: Some(LimitStatus {
+                adaptive: true,
+                min: 10,
+                max: 200,
+                pressure: Some(1.6),
+                ratio: 1.4,
+                computed: 88.5,
+                published: 90,
+                adjusted_at_ms: 7,
+            }),
         }
     }
 
@@ -231,19 +289,28 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = StateStore::open(&path).unwrap();
-            assert_eq!(store.load().unwrap(), (vec![], vec![]));
+            assert_eq!(store.load().unwrap(), Saved::default());
             store
-                .save(&[state("a", 0, 100), state("b", 1, 500)], &[decision(1)])
+                .save(
+                    &[state("a", 0, 100), state("b", 1, 500)],
+                    &[decision(1)],
+                    &Scores::default(),
+                )
                 .unwrap();
-            // States are replaced (b is gone), decisions appended.
+            // States and scores are replaced (b is gone), decisions appended.
             store
-                .save(&[state("a", 2, 10_000)], &[decision(2), decision(3)])
+                .save(
+                    &[state("a", 2, 10_000)],
+                    &[decision(2), decision(3)],
+                    &scores(0.42),
+                )
                 .unwrap();
         }
         let store = StateStore::open(&path).unwrap();
-        let (rollouts, decisions) = store.load().unwrap();
-        assert_eq!(rollouts, vec![state("a", 2, 10_000)]);
-        assert_eq!(decisions, vec![decision(1), decision(2), decision(3)]);
+        let saved = store.load().unwrap();
+        assert_eq!(saved.rollouts, vec![state("a", 2, 10_000)]);
+        assert_eq!(saved.decisions, vec![decision(1), decision(2), decision(3)]);
+        assert_eq!(saved.scores, scores(0.42));
     }
 
     #[test]
@@ -251,8 +318,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path().join("state.redb")).unwrap();
         let many: Vec<Decision> = (0..MAX_STORED_DECISIONS + 5).map(decision).collect();
-        store.save(&[], &many).unwrap();
-        let (_, decisions) = store.load().unwrap();
+        store.save(&[], &many, &Scores::default()).unwrap();
+        let decisions = store.load().unwrap().decisions;
         assert_eq!(decisions.len() as u64, MAX_STORED_DECISIONS);
         assert_eq!(decisions[0].at_ms, 5);
     }
@@ -277,8 +344,12 @@ mod tests {
         let good = dir.path().join("good.redb");
         {
             let store = StateStore::open(&good).unwrap();
-            store.save(&[state("a", 0, 100)], &[decision(1)]).unwrap();
-            store.save(&[state("a", 1, 500)], &[decision(2)]).unwrap();
+            store
+                .save(&[state("a", 0, 100)], &[decision(1)], &scores(0.5))
+                .unwrap();
+            store
+                .save(&[state("a", 1, 500)], &[decision(2)], &scores(0.6))
+                .unwrap();
         }
         let bytes = std::fs::read(&good).unwrap();
         let (mut errors, mut survived) = (0, 0);
@@ -293,7 +364,7 @@ mod tests {
             // Whatever redb makes of it, the answer is a result.
             let outcome = StateStore::open(&path).and_then(|store| {
                 store.load()?;
-                store.save(&[state("a", 2, 10_000)], &[decision(3)])?;
+                store.save(&[state("a", 2, 10_000)], &[decision(3)], &scores(0.7))?;
                 store.load()
             });
             match outcome {

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weir_policy::Policy;
 
 use crate::metrics_store::MetricsStore;
@@ -34,8 +34,8 @@ pub(crate) const HYSTERESIS: f64 = 0.05;
 /// The lowest score.
 pub(crate) const FLOOR: f64 = 0.2;
 
-/// One cluster's score and what it came from (for the admin API).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One cluster's score and what it came from (for the admin API; persisted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SlaStatus {
     /// The cluster.
     pub cluster: String,
@@ -68,22 +68,29 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Each cluster's p99 target (ms): the strictest `sla.p99_ms` of the
+/// services placing it, as a stable cluster or a canary.
+pub(crate) fn targets(policy: &Policy) -> BTreeMap<String, f64> {
+    let mut targets: BTreeMap<String, f64> = BTreeMap::new();
+    for service in &policy.services {
+        let Some(target) = service.sla.as_ref().map(|s| s.p99_ms) else {
+            continue;
+        };
+        for placement in &service.placements {
+            let canary = placement.canary.as_ref().map(|c| c.cluster.as_str());
+            for cluster in std::iter::once(placement.cluster.as_str()).chain(canary) {
+                let t = targets.entry(cluster.to_owned()).or_insert(target);
+                *t = t.min(target);
+            }
+        }
+    }
+    targets
+}
+
 impl SlaScores {
     /// Follows the policy's clusters and targets; known clusters keep their scores.
     pub(crate) fn set_policy(&mut self, policy: &Policy) {
-        let mut targets: BTreeMap<&str, f64> = BTreeMap::new();
-        for service in &policy.services {
-            let Some(target) = service.sla.as_ref().map(|s| s.p99_ms) else {
-                continue;
-            };
-            for placement in &service.placements {
-                let canary = placement.canary.as_ref().map(|c| c.cluster.as_str());
-                for cluster in std::iter::once(placement.cluster.as_str()).chain(canary) {
-                    let t = targets.entry(cluster).or_insert(target);
-                    *t = t.min(target);
-                }
-            }
-        }
+        let targets = targets(policy);
         let mut clusters = BTreeMap::new();
         for cluster in &policy.clusters {
             let mut status = self
@@ -97,7 +104,7 @@ impl SlaScores {
                     smoothed: 1.0,
                     published: 1.0,
                 });
-            status.target_p99_ms = targets.get(cluster.name.as_str()).copied();
+            status.target_p99_ms = targets.get(&cluster.name).copied();
             if status.target_p99_ms.is_none() {
                 // No objective: nothing to fall short of.
                 status.raw = None;
@@ -146,6 +153,27 @@ impl SlaScores {
 
     pub(crate) fn status(&self) -> Vec<SlaStatus> {
         self.clusters.values().cloned().collect()
+    }
+
+    /// Puts persisted scores back (after a restart): the smoothed and
+    /// published values of clusters that still exist and still have a target.
+    pub(crate) fn restore(&mut self, saved: &[SlaStatus]) {
+        for old in saved {
+            let Some(status) = self.clusters.get_mut(&old.cluster) else {
+                continue;
+            };
+            let valid = |x: f64| x.is_finite().then(|| x.clamp(FLOOR, 1.0));
+            if let (Some(_), Some(smoothed), Some(published)) = (
+                status.target_p99_ms,
+                valid(old.smoothed),
+                valid(old.published),
+            ) {
+                status.smoothed = smoothed;
+                status.published = published;
+                status.p99_ms = old.p99_ms;
+                status.raw = old.raw;
+            }
+        }
     }
 }
 

@@ -507,17 +507,26 @@ fn a_restart_resumes_at_the_same_step_and_weight() {
     let before = sim.state();
     assert_eq!((before.step, before.weight_bp), (2, 1_000));
     store
-        .save(&sim.controller.rollouts(), &sim.decisions)
+        .save(
+            &sim.controller.rollouts(),
+            &sim.decisions,
+            &sim.controller.scores(),
+        )
         .unwrap();
     saved.extend(sim.decisions.clone());
     let feed_before = sim.controller.feed();
 
     // A minute later, a new process.
-    let (restored, decisions) = store.load().unwrap();
+    let crate::state_store::Saved {
+        rollouts: restored,
+        decisions,
+        scores,
+    } = store.load().unwrap();
     assert_eq!(decisions, saved);
     let now = sim.now_ms + 60_000;
     let mut controller = Controller::new(&sim.policy, restored, now);
     controller.restore_history(decisions);
+    controller.restore_scores(&scores);
     assert_eq!(controller.rollouts(), vec![before.clone()]);
     assert_eq!(controller.feed(), feed_before);
     assert_eq!(controller.decisions(), saved.as_slice());
@@ -866,4 +875,39 @@ mod sla_scores {
         assert_eq!(sim.published.last(), Some(&1.0));
         assert_eq!(sim.status(CANARY).published, 1.0);
     }
+}
+
+#[test]
+fn sla_scores_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::state_store::StateStore::open(dir.path().join("state.redb")).unwrap();
+    let slow = Behaviour {
+        errors: 0.0,
+        base_ms: 400.0,
+        tail_ms: 10.0,
+    };
+    let mut sim = Sim::new(example_policy(), 7);
+    sim.stable = slow;
+    sim.canary = slow;
+    sim.run(20);
+    let degraded = sim.controller.feed().sla_scores[STABLE];
+    assert!(degraded < 0.9, "{degraded}");
+    store
+        .save(
+            &sim.controller.rollouts(),
+            &sim.decisions,
+            &sim.controller.scores(),
+        )
+        .unwrap();
+
+    let saved = store.load().unwrap();
+    let mut restarted = Controller::new(&sim.policy, saved.rollouts, sim.now_ms + 1_000);
+    assert_eq!(
+        restarted.feed().sla_scores[STABLE],
+        1.0,
+        "without the saved scores a restart forgets them"
+    );
+    restarted.restore_scores(&saved.scores);
+    assert_eq!(restarted.feed().sla_scores[STABLE], degraded);
+    assert_eq!(restarted.scores(), sim.controller.scores());
 }
