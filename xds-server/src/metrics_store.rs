@@ -4,8 +4,13 @@
 //!
 //! Time is passed in (milliseconds since the epoch), never read here, so the
 //! controller can be tested with a simulated clock.
+//!
+//! It also keeps what the filter reports of its admission decisions, per
+//! reporting source: [`MetricsStore::admission`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use weir_policy::metrics::Outcome;
 
 /// A latency histogram with explicit bucket bounds, in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -115,11 +120,104 @@ impl WindowStats {
     }
 }
 
+/// The filter's admission outcomes for one priority class: totals since the
+/// source started (cumulative counters), or since weir first heard from it
+/// (delta counters, added up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClassCounts {
+    /// Forwarded at once.
+    pub admitted: u64,
+    /// Held in the queue.
+    pub queued: u64,
+    /// Released from the queue and forwarded.
+    pub released: u64,
+    /// Answered 503.
+    pub shed: u64,
+}
+
+impl ClassCounts {
+    fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Admitted => self.admitted,
+            Outcome::Queued => self.queued,
+            Outcome::Released => self.released,
+            Outcome::Shed => self.shed,
+        }
+    }
+
+    fn get_mut(&mut self, outcome: Outcome) -> &mut u64 {
+        match outcome {
+            Outcome::Admitted => &mut self.admitted,
+            Outcome::Queued => &mut self.queued,
+            Outcome::Released => &mut self.released,
+            Outcome::Shed => &mut self.shed,
+        }
+    }
+
+    fn add(&mut self, other: &ClassCounts) {
+        for outcome in Outcome::ALL {
+            let theirs = other.get(outcome);
+            let mine = self.get_mut(outcome);
+            *mine = mine.saturating_add(theirs);
+        }
+    }
+}
+
+/// The filter's admission, summed over every source that reported it within
+/// the retention.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Admission {
+    /// Outcomes per priority class.
+    pub classes: BTreeMap<String, ClassCounts>,
+    /// Requests admitted and not yet finished (the sources' last values).
+    pub in_flight: u64,
+    /// Requests held in the admission queues (the sources' last values).
+    pub queue_depth: u64,
+    /// Sources summed.
+    pub sources: usize,
+}
+
+/// One admission data point of one source, as the OTLP receivers hand it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdmissionPoint {
+    /// A class's outcome counter: a delta to add, or the source's
+    /// cumulative total, which replaces the one before.
+    Count {
+        /// The priority class.
+        class: String,
+        /// The outcome counted.
+        outcome: Outcome,
+        /// The delta or the total.
+        value: u64,
+        /// Whether `value` is a total.
+        cumulative: bool,
+    },
+    /// The gauge of requests in flight.
+    InFlight(u64),
+    /// The gauge of requests queued.
+    QueueDepth(u64),
+}
+
+/// What one source last said about admission.
+#[derive(Debug, Default)]
+struct SourceAdmission {
+    seen_ms: u64,
+    classes: BTreeMap<String, ClassCounts>,
+    in_flight: u64,
+    queue_depth: u64,
+}
+
+/// Sources of admission metrics kept at most, and classes per source: a
+/// misbehaving source cannot grow the store without bound.
+const MAX_ADMISSION_SOURCES: usize = 4_096;
+const MAX_CLASSES_PER_SOURCE: usize = 64;
+
 /// Samples per cluster, kept for `retention_ms`.
 #[derive(Debug)]
 pub struct MetricsStore {
     retention_ms: u64,
     clusters: HashMap<String, VecDeque<Sample>>,
+    admission: HashMap<String, SourceAdmission>,
 }
 
 /// Samples kept per cluster at most, whatever the retention: memory stays
@@ -132,6 +230,7 @@ impl MetricsStore {
         Self {
             retention_ms,
             clusters: HashMap::new(),
+            admission: HashMap::new(),
         }
     }
 
@@ -169,6 +268,77 @@ impl MetricsStore {
             }
         }
         self.clusters.retain(|_, samples| !samples.is_empty());
+        self.admission
+            .retain(|_, source| source.seen_ms > keep_after);
+    }
+
+    /// Records admission data points `source` (a resource's identity) sent
+    /// at `at_ms`.
+    pub fn add_admission(&mut self, source: &str, at_ms: u64, points: &[AdmissionPoint]) {
+        if points.is_empty() {
+            return;
+        }
+        if !self.admission.contains_key(source) {
+            if self.admission.len() >= MAX_ADMISSION_SOURCES {
+                return;
+            }
+            self.admission
+                .insert(source.to_owned(), SourceAdmission::default());
+        }
+        let Some(mine) = self.admission.get_mut(source) else {
+            return;
+        };
+        mine.seen_ms = mine.seen_ms.max(at_ms);
+        for point in points {
+            match point {
+                AdmissionPoint::Count {
+                    class,
+                    outcome,
+                    value,
+                    cumulative,
+                } => {
+                    if !mine.classes.contains_key(class.as_str()) {
+                        if mine.classes.len() >= MAX_CLASSES_PER_SOURCE {
+                            continue;
+                        }
+                        mine.classes.insert(class.clone(), ClassCounts::default());
+                    }
+                    let Some(counts) = mine.classes.get_mut(class.as_str()) else {
+                        continue;
+                    };
+                    let slot = counts.get_mut(*outcome);
+                    *slot = if *cumulative {
+                        *value
+                    } else {
+                        slot.saturating_add(*value)
+                    };
+                }
+                AdmissionPoint::InFlight(v) => mine.in_flight = *v,
+                AdmissionPoint::QueueDepth(v) => mine.queue_depth = *v,
+            }
+        }
+    }
+
+    /// The filter's admission, summed over every source that reported it
+    /// within the retention (until [`Self::prune`] forgets the others).
+    pub fn admission(&self) -> Admission {
+        let mut total = Admission {
+            sources: self.admission.len(),
+            ..Admission::default()
+        };
+        for source in self.admission.values() {
+            for (class, counts) in &source.classes {
+                match total.classes.get_mut(class.as_str()) {
+                    Some(sum) => sum.add(counts),
+                    None => {
+                        total.classes.insert(class.clone(), *counts);
+                    }
+                }
+            }
+            total.in_flight = total.in_flight.saturating_add(source.in_flight);
+            total.queue_depth = total.queue_depth.saturating_add(source.queue_depth);
+        }
+        total
     }
 }
 
@@ -218,5 +388,57 @@ mod tests {
         a.merge(&b);
         assert_eq!(a.counts, vec![2, 2, 2]);
         assert_eq!(a.count(), 6);
+    }
+
+    #[test]
+    fn admission_is_summed_over_sources_and_forgotten_after_the_retention() {
+        let count = |class: &str, outcome, value, cumulative| AdmissionPoint::Count {
+            class: class.to_owned(),
+            outcome,
+            value,
+            cumulative,
+        };
+        let mut store = MetricsStore::new(10_000);
+        assert_eq!(store.admission(), Admission::default());
+        // A source sending deltas: they add up.
+        for at in [1_000, 2_000] {
+            store.add_admission(
+                "envoy-a",
+                at,
+                &[
+                    count("alarm", Outcome::Admitted, 5, false),
+                    count("heartbeat", Outcome::Shed, 2, false),
+                    AdmissionPoint::InFlight(3),
+                ],
+            );
+        }
+        // A source sending totals: the last one counts.
+        for (at, total) in [(1_500, 40), (2_500, 42)] {
+            store.add_admission(
+                "envoy-b",
+                at,
+                &[
+                    count("alarm", Outcome::Admitted, total, true),
+                    AdmissionPoint::QueueDepth(7),
+                ],
+            );
+        }
+        let admission = store.admission();
+        assert_eq!(admission.sources, 2);
+        assert_eq!(
+            admission.classes["alarm"],
+            ClassCounts {
+                admitted: 52,
+                ..ClassCounts::default()
+            }
+        );
+        assert_eq!(admission.classes["heartbeat"].shed, 4);
+        assert_eq!((admission.in_flight, admission.queue_depth), (3, 7));
+        // envoy-a was last heard from at 2 s: gone after 12 s.
+        store.prune(12_000);
+        let admission = store.admission();
+        assert_eq!(admission.sources, 1);
+        assert_eq!(admission.classes["alarm"].admitted, 42);
+        assert!(!admission.classes.contains_key("heartbeat"));
     }
 }

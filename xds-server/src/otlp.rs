@@ -25,9 +25,22 @@
 //!   `envoy.cluster_name`: the cluster's latency. Its bounds are taken as
 //!   milliseconds whatever its unit; its count is not used (requests come
 //!   from `cluster.upstream_rq_xx`).
+//! - The filter's admission metrics, which Envoy names after the filter's
+//!   own (`weir_policy::metrics`) with the prefix `wasmcustom.` (taken with
+//!   or without it): the counters `wasmcustom.weir.class.<class>.<outcome>`
+//!   (`outcome`: `admitted`, `queued`, `released`, `shed`), sums without
+//!   attributes, and the gauges `wasmcustom.weir.in_flight` and
+//!   `wasmcustom.weir.queue.depth`. They are kept per source (the resource's
+//!   attributes) as totals: a delta adds to the source's total, a cumulative
+//!   value replaces it; a gauge's last value is kept. Their sum over the
+//!   sources heard from within the store's retention is
+//!   [`MetricsStore::admission`]. Several Envoys with the same resource
+//!   attributes are one source: with deltas (as `envoy/bootstrap.yaml`
+//!   configures) their counters still add up, but their gauges and
+//!   cumulative counters overwrite each other.
 //! - Every other metric (gauges such as `cluster.upstream_rq_active`, the
-//!   filter's `wasmcustom.*`, …) is accepted and ignored: its data points
-//!   count as accepted but unused, never as rejected.
+//!   filter's other `wasmcustom.*`, …) is accepted and ignored: its data
+//!   points count as accepted but unused, never as rejected.
 //!
 //! **Applications** (the OpenTelemetry HTTP semantic conventions):
 //!
@@ -141,6 +154,7 @@ use crate::metrics_store::MetricsStore;
 #[cfg(doc)]
 use crate::metrics_store::{Histogram, Sample};
 
+mod admission;
 mod cumulative;
 mod exponential;
 mod grpc;
@@ -148,6 +162,7 @@ mod http;
 mod json;
 mod translate;
 
+pub use admission::WASM_CUSTOM_PREFIX;
 pub use exponential::BOUNDS_MS as EXPONENTIAL_BOUNDS_MS;
 pub use grpc::GrpcService;
 pub use http::METRICS_PATH;
@@ -417,7 +432,7 @@ impl Ingest {
             translate::translate(request, &mut streams, now_ms)
         };
         let clusters: Vec<String> = translation.samples.keys().cloned().collect();
-        if !translation.samples.is_empty() {
+        if !translation.samples.is_empty() || !translation.admission.is_empty() {
             let mut store = self
                 .inner
                 .store
@@ -425,6 +440,9 @@ impl Ingest {
                 .unwrap_or_else(PoisonError::into_inner);
             for (cluster, sample) in translation.samples {
                 store.add(&cluster, sample);
+            }
+            for (source, points) in &translation.admission {
+                store.add_admission(source, now_ms, points);
             }
         }
         let c = &self.inner.counters;

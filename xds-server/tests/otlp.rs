@@ -664,6 +664,122 @@ async fn http_accepts_gzip_and_bounds_what_it_inflates() {
 
 // ---- translation over the wire ------------------------------------------------
 
+/// One flush of Envoy 1.40's stats sink (`envoy/bootstrap.yaml`: deltas,
+/// tags as attributes) from an Envoy running the filter, as captured on the
+/// wire: the resource carries only `telemetry.sdk.*`, the filter's counters
+/// are delta sums without attributes, its gauges plain gauges.
+fn envoy_admission_flush(host: &str, admitted: i64, shed: i64, in_flight: i64) -> Vec<u8> {
+    let at = |value: i64, start: u64| NumberDataPoint {
+        start_time_unix_nano: start,
+        time_unix_nano: 1_795_576_257_719_075_000,
+        value: Some(number_data_point::Value::AsInt(value)),
+        ..NumberDataPoint::default()
+    };
+    let sum = |name: &str, value: i64| {
+        metric(
+            name,
+            "",
+            Data::Sum(Sum {
+                data_points: vec![at(value, 1_795_576_256_720_124_000)],
+                aggregation_temporality: DELTA,
+                is_monotonic: true,
+            }),
+        )
+    };
+    let gauge = |name: &str, value: i64| {
+        metric(
+            name,
+            "",
+            Data::Gauge(Gauge {
+                data_points: vec![at(value, 0)],
+            }),
+        )
+    };
+    let mut resource = vec![
+        s("telemetry.sdk.name", "envoy"),
+        s("telemetry.sdk.language", "cpp"),
+        s(
+            "telemetry.sdk.version",
+            "9e5580933739775e8bce696a57a2e1bc99368f23/1.40.0/Clean/RELEASE/BoringSSL",
+        ),
+    ];
+    if !host.is_empty() {
+        resource.push(s("host.name", host));
+    }
+    request(
+        resource,
+        vec![
+            gauge("wasm.wasm_vm_count", 3),
+            gauge("wasmcustom.weir.in_flight", in_flight),
+            gauge("wasm.envoy.wasm.runtime.v8.active", 3),
+            sum("wasmcustom.weir.canary.ingest-eu-canary.stable", 3),
+            sum("wasmcustom.weir.class.alarm.admitted", admitted),
+            rq_xx(DELTA, &[("ingest-eu", "2", admitted)]),
+            sum("wasmcustom.weir.class.heartbeat.shed", shed),
+            gauge("wasmcustom.weir.queue.depth", 2),
+        ],
+    )
+    .encode_to_vec()
+}
+
+#[tokio::test]
+async fn the_filters_admission_counters_are_kept_per_source() {
+    let (ingest, store) = ingest();
+    let url = http_server(&ingest).await;
+    let mut client = grpc_client(grpc_server(&ingest).await).await;
+    let flush = |host, admitted, shed, in_flight| {
+        ExportMetricsServiceRequest::decode(
+            &envoy_admission_flush(host, admitted, shed, in_flight)[..],
+        )
+        .unwrap()
+    };
+    client.export(flush("", 5, 1, 4)).await.unwrap();
+    client.export(flush("", 3, 0, 2)).await.unwrap();
+    let (status, _) = post(
+        &url,
+        "application/x-protobuf",
+        envoy_admission_flush("edge-2", 10, 2, 1),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let admission = store.lock().unwrap().admission();
+    assert_eq!(admission.sources, 2);
+    assert_eq!(
+        admission.classes["alarm"],
+        weir::metrics_store::ClassCounts {
+            admitted: 18,
+            ..Default::default()
+        }
+    );
+    assert_eq!(admission.classes["heartbeat"].shed, 3);
+    // The last in-flight value of each source, summed.
+    assert_eq!((admission.in_flight, admission.queue_depth), (3, 4));
+    // Admission counters do not count as cluster requests.
+    assert_eq!(window(&store, "ingest-eu").requests, 18);
+
+    let status = ingest.status();
+    // Per flush: 2 gauges and 2 counters of the filter's admission and 1
+    // rq_xx used; the wasm gauges and the canary counter ignored.
+    assert_eq!(status["data_points"]["used"], 15);
+    assert_eq!(status["data_points"]["ignored"], 9);
+    assert_eq!(status["data_points"]["rejected"], 0);
+
+    // Cumulative totals replace each other.
+    let mut cumulative = flush("edge-3", 100, 0, 0);
+    for metric in &mut cumulative.resource_metrics[0].scope_metrics[0].metrics {
+        if let Some(Data::Sum(sum)) = &mut metric.data {
+            sum.aggregation_temporality = CUMULATIVE;
+        }
+    }
+    ingest.ingest(&cumulative);
+    ingest.ingest(&cumulative);
+    assert_eq!(
+        store.lock().unwrap().admission().classes["alarm"].admitted,
+        118
+    );
+}
+
 #[tokio::test]
 async fn cumulative_sources_become_deltas_with_a_reset() {
     let (ingest, store) = ingest();

@@ -12,9 +12,10 @@ use opentelemetry_proto::tonic::metrics::v1::{
     number_data_point,
 };
 
+use super::admission::{self, Kind};
 use super::cumulative::{Delta, Streams};
 use super::exponential::{self, Buckets};
-use crate::metrics_store::{Histogram, Sample};
+use crate::metrics_store::{AdmissionPoint, Histogram, Sample};
 
 /// Envoy's request counter by response class (a sum).
 pub const ENVOY_REQUESTS: &str = "cluster.upstream_rq_xx";
@@ -55,6 +56,8 @@ const MAX_PROBLEMS: usize = 8;
 pub(crate) struct Translation {
     /// One sample per cluster.
     pub(crate) samples: BTreeMap<String, Sample>,
+    /// The filter's admission data points, per source (resource key).
+    pub(crate) admission: Vec<(String, Vec<AdmissionPoint>)>,
     /// Data points of metrics weir uses, counted (or remembered, for the
     /// first value of a cumulative stream).
     pub(crate) used: u64,
@@ -115,6 +118,7 @@ pub(crate) fn translate(
         out: Translation::default(),
         streams,
         now_ms,
+        admission: Vec::new(),
     };
     run.streams.begin_request();
     for resource_metrics in &request.resource_metrics {
@@ -133,6 +137,10 @@ pub(crate) fn translate(
             for metric in &scope.metrics {
                 run.metric(&resource, metric);
             }
+        }
+        if !run.admission.is_empty() {
+            let points = std::mem::take(&mut run.admission);
+            run.out.admission.push((resource.key().to_owned(), points));
         }
     }
     run.out
@@ -238,6 +246,8 @@ struct Run<'s> {
     out: Translation,
     streams: &'s mut Streams,
     now_ms: u64,
+    /// The current resource's admission data points.
+    admission: Vec<AdmissionPoint>,
 }
 
 impl Run<'_> {
@@ -246,7 +256,10 @@ impl Run<'_> {
             ENVOY_REQUESTS => self.envoy_requests(resource, metric),
             ENVOY_LATENCY => self.envoy_latency(resource, metric),
             APP_DURATION => self.app_duration(resource, metric),
-            _ => self.out.ignored += points(metric.data.as_ref()),
+            name => match admission::kind(name) {
+                Some(kind) => self.admission(kind, metric),
+                None => self.out.ignored += points(metric.data.as_ref()),
+            },
         }
     }
 
@@ -385,6 +398,54 @@ impl Run<'_> {
                 }
             };
             self.tally(&metric.name, outcome);
+        }
+    }
+
+    // ---- the filter's admission ------------------------------------------
+
+    fn admission(&mut self, kind: Kind<'_>, metric: &Metric) {
+        match (kind, &metric.data) {
+            (Kind::Class(class, outcome), Some(Data::Sum(sum))) => {
+                let temporality = Temporality::of(sum.aggregation_temporality);
+                for point in &sum.data_points {
+                    let outcome = match admission_value(point) {
+                        Ok(Some(value)) => match temporality.check() {
+                            Ok(temporality) => {
+                                self.admission.push(AdmissionPoint::Count {
+                                    class: class.to_owned(),
+                                    outcome,
+                                    value,
+                                    cumulative: temporality == Temporality::Cumulative,
+                                });
+                                Point::Used
+                            }
+                            Err(why) => Point::Rejected(why),
+                        },
+                        Ok(None) => Point::Ignored,
+                        Err(why) => Point::Rejected(why),
+                    };
+                    self.tally(&metric.name, outcome);
+                }
+            }
+            (Kind::Class(..), _) => self.reject_all(metric, "expected a sum"),
+            (Kind::InFlight | Kind::QueueDepth, Some(Data::Gauge(gauge))) => {
+                for point in &gauge.data_points {
+                    let outcome = match admission_value(point) {
+                        Ok(Some(value)) => {
+                            self.admission.push(if kind == Kind::InFlight {
+                                AdmissionPoint::InFlight(value)
+                            } else {
+                                AdmissionPoint::QueueDepth(value)
+                            });
+                            Point::Used
+                        }
+                        Ok(None) => Point::Ignored,
+                        Err(why) => Point::Rejected(why),
+                    };
+                    self.tally(&metric.name, outcome);
+                }
+            }
+            (Kind::InFlight | Kind::QueueDepth, _) => self.reject_all(metric, "expected a gauge"),
         }
     }
 
@@ -650,6 +711,14 @@ fn app_labels<'a>(
         None => find(attributes, ERROR_TYPE).is_some(),
     };
     Ok((cluster, failed))
+}
+
+/// An admission data point's value; `None` if flagged "no recorded value".
+fn admission_value(point: &NumberDataPoint) -> Result<Option<u64>, String> {
+    if point.flags & NO_RECORDED_VALUE != 0 {
+        return Ok(None);
+    }
+    counter_value(point).map(Some)
 }
 
 /// A counter's value: a non-negative integer, or a finite non-negative
