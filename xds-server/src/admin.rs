@@ -1,27 +1,45 @@
-//! The admin API (HTTP): health, status (policy, snapshot, every node's ACKs
-//! and NACKs), the live feed, and the filter module for Envoys that fetch it.
+//! The admin API (HTTP, JSON): health, status, rollouts and their history,
+//! clusters' SLA scores, every node's ACKs and NACKs, the live feed, weir's
+//! own Prometheus metrics, OTLP/HTTP metrics in, and the filter module for
+//! Envoys that fetch it. `docs/api.md` documents each endpoint.
+//!
+//! Errors are JSON `{"error": "…"}` with the status code that fits. With a
+//! token (see [`auth`]) every endpoint but `/healthz` and the filter module
+//! requires it.
 
-use std::sync::{Arc, Mutex};
+mod auth;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::Path;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use weir_policy::Feed;
 
-use crate::controller::Command;
+use crate::controller::{Command, Decision};
+use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
 use crate::serve::Control;
 use crate::snapshot::type_url;
-use crate::xds::Nodes;
+use crate::telemetry::{self, Origin, Scrape, Telemetry};
+use crate::xds::{Nodes, rfc3339, type_name};
+
+pub(crate) use auth::Auth;
+pub use auth::AuthArgs;
 
 /// Where the filter module is served.
 pub const WASM_PATH: &str = "/v1/wasm/weir_filter.wasm";
+
+/// Where weir's own metrics are served (Prometheus text format).
+pub const PROMETHEUS_PATH: &str = "/metrics";
 
 /// The SHA-256 of `bytes`, in hex, as Envoy's remote data sources expect it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -38,6 +56,9 @@ pub(crate) struct AdminState {
     nodes: Nodes,
     wasm: Arc<Vec<u8>>,
     ingest: Ingest,
+    metrics: Arc<Mutex<MetricsStore>>,
+    telemetry: Telemetry,
+    auth: Auth,
 }
 
 impl AdminState {
@@ -46,31 +67,75 @@ impl AdminState {
         nodes: Nodes,
         wasm: Vec<u8>,
         ingest: Ingest,
+        metrics: Arc<Mutex<MetricsStore>>,
+        telemetry: Telemetry,
+        auth: Auth,
     ) -> Self {
         Self {
             control,
             nodes,
             wasm: Arc::new(wasm),
             ingest,
+            metrics,
+            telemetry,
+            auth,
         }
     }
 }
 
+/// Everything served on the admin address, OTLP/HTTP included; the token
+/// check covers all of it.
 pub(crate) fn router(state: AdminState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
         .route("/v1/feed", get(get_feed).put(put_feed).delete(delete_feed))
         .route("/v1/rollouts", get(rollouts))
+        .route("/v1/rollouts/{canary}", get(rollout))
+        .route("/v1/rollouts/{canary}/history", get(history))
         .route("/v1/rollouts/{canary}/{command}", post(command))
+        .route("/v1/clusters", get(clusters))
+        .route("/v1/nodes", get(nodes))
+        .route(PROMETHEUS_PATH, get(prometheus))
         .route(WASM_PATH, get(wasm))
         // A feed is small; anything larger is refused before it is read.
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
-        .with_state(state)
+        .with_state(state.clone());
+    // Other parts of weir's HTTP surface are merged here, under the token.
+    let routes = api.merge(state.ingest.http_router());
+    routes
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this endpoint does not take that method; see docs/api.md",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth,
+            auth::require_token,
+        ))
+}
+
+/// A JSON error: `{"error": message}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// A JSON error for several problems: `error` joins them, `errors` lists them.
+fn errors(status: StatusCode, problems: Vec<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": problems.join("; "), "errors": problems})),
+    )
+        .into_response()
 }
 
 fn busy() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, "busy\n").into_response()
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "weir's state is unavailable: a handler failed while holding it; see weir's log",
+    )
 }
 
 async fn status(State(state): State<AdminState>) -> Response {
@@ -78,7 +143,7 @@ async fn status(State(state): State<AdminState>) -> Response {
         return busy();
     };
     let snapshot = control.snapshot();
-    let types: serde_json::Map<String, serde_json::Value> = type_url::ALL
+    let types: serde_json::Map<String, Value> = type_url::ALL
         .iter()
         .map(|t| ((*t).to_owned(), json!(snapshot.of_type(t).version)))
         .collect();
@@ -89,6 +154,7 @@ async fn status(State(state): State<AdminState>) -> Response {
         },
         "snapshot": {"version": snapshot.version, "types": types},
         "rollouts": control.controller().rollouts(),
+        "limit": control.controller().limit(),
         "otlp": state.ingest.status(),
         "nodes": state.nodes.status(),
     }))
@@ -105,24 +171,14 @@ async fn get_feed(State(state): State<AdminState>) -> Response {
 async fn put_feed(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
     let feed: Feed = match serde_json::from_slice(&body) {
         Ok(feed) => feed,
-        Err(err) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"errors": [err.to_string()]})),
-            )
-                .into_response();
-        }
+        Err(err) => return errors(StatusCode::BAD_REQUEST, vec![err.to_string()]),
     };
     let Ok(mut control) = state.control.lock() else {
         return busy();
     };
     match control.set_feed(Some(feed)) {
         Ok(version) => Json(json!({"version": version})).into_response(),
-        Err(errors) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"errors": errors})),
-        )
-            .into_response(),
+        Err(problems) => errors(StatusCode::UNPROCESSABLE_ENTITY, problems),
     }
 }
 
@@ -132,22 +188,144 @@ async fn delete_feed(State(state): State<AdminState>) -> Response {
     };
     match control.set_feed(None) {
         Ok(version) => Json(json!({"version": version})).into_response(),
-        Err(errors) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({"errors": errors})),
-        )
-            .into_response(),
+        Err(problems) => errors(StatusCode::UNPROCESSABLE_ENTITY, problems),
     }
 }
 
-/// Every rollout's state and the recent decisions with their evidence.
+/// A decision as the API shows it: its fields, its `kind`, and its time in RFC 3339.
+fn decision_view(decision: &Decision) -> Value {
+    let mut view = serde_json::to_value(decision).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut view {
+        map.insert("kind".into(), json!(telemetry::decision_kind(decision)));
+        map.insert("at".into(), json!(at(decision.at_ms)));
+    }
+    view
+}
+
+fn at(ms: u64) -> String {
+    rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// Every rollout with its latest verdict and findings, and the recent
+/// decisions of all of them.
 async fn rollouts(State(state): State<AdminState>) -> Response {
     let Ok(control) = state.control.lock() else {
         return busy();
     };
     let controller = control.controller();
-    Json(json!({"rollouts": controller.rollouts(), "decisions": controller.decisions()}))
-        .into_response()
+    let evidence = controller.evidence();
+    let decisions = controller.decisions();
+    let rollouts: Vec<Value> = controller
+        .rollouts()
+        .iter()
+        .map(|rollout| {
+            let mut view = serde_json::to_value(rollout).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut view {
+                let latest = evidence.get(&rollout.canary);
+                map.insert("verdict".into(), json!(latest.map(|e| e.verdict)));
+                map.insert("findings".into(), json!(latest.map(|e| &e.findings)));
+                let last = decisions.iter().rev().find(|d| d.canary == rollout.canary);
+                map.insert("last_decision".into(), json!(last.map(decision_view)));
+            }
+            view
+        })
+        .collect();
+    let decisions: Vec<Value> = decisions.iter().map(decision_view).collect();
+    Json(json!({"rollouts": rollouts, "decisions": decisions})).into_response()
+}
+
+/// The message for a canary that is not one.
+fn not_a_canary(control: &Control, canary: &str) -> Response {
+    let known: Vec<String> = control
+        .controller()
+        .rollouts()
+        .into_iter()
+        .map(|r| r.canary)
+        .collect();
+    let known = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    };
+    error(
+        StatusCode::NOT_FOUND,
+        format!("`{canary}` is not the canary of any placement; canaries are: {known}"),
+    )
+}
+
+/// One rollout, its latest evidence in full, and its last decision.
+async fn rollout(State(state): State<AdminState>, Path(canary): Path<String>) -> Response {
+    let Ok(control) = state.control.lock() else {
+        return busy();
+    };
+    let controller = control.controller();
+    let Some(rollout) = controller
+        .rollouts()
+        .into_iter()
+        .find(|r| r.canary == canary)
+    else {
+        return not_a_canary(&control, &canary);
+    };
+    let last = controller
+        .decisions()
+        .iter()
+        .rev()
+        .find(|d| d.canary == canary)
+        .map(decision_view);
+    Json(json!({
+        "rollout": rollout,
+        "evidence": controller.evidence().get(&canary),
+        "last_decision": last,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// A rollout's decisions, oldest first, each with its evidence; `?limit=N`
+/// keeps the newest N.
+async fn history(
+    State(state): State<AdminState>,
+    Path(canary): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    let limit = match query {
+        Ok(Query(q)) => q.limit,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{}; `limit` is a number of decisions", err.body_text()),
+            );
+        }
+    };
+    let Ok(control) = state.control.lock() else {
+        return busy();
+    };
+    let controller = control.controller();
+    let all: Vec<&Decision> = controller
+        .decisions()
+        .iter()
+        .filter(|d| d.canary == canary)
+        .collect();
+    let rollout = controller
+        .rollouts()
+        .into_iter()
+        .find(|r| r.canary == canary);
+    if all.is_empty() && rollout.is_none() {
+        return not_a_canary(&control, &canary);
+    }
+    let skip = limit.map_or(0, |n| all.len().saturating_sub(n));
+    let decisions: Vec<Value> = all[skip..].iter().map(|d| decision_view(d)).collect();
+    Json(json!({
+        "canary": canary,
+        "rollout": rollout,
+        "total": all.len(),
+        "decisions": decisions,
+    }))
+    .into_response()
 }
 
 /// `pause`, `resume`, `promote` or `abort` a rollout, named by its canary cluster.
@@ -157,15 +335,146 @@ async fn command(
 ) -> Response {
     let command: Command = match command.parse() {
         Ok(command) => command,
-        Err(err) => return (StatusCode::NOT_FOUND, Json(json!({"errors": [err]}))).into_response(),
+        Err(err) => return error(StatusCode::NOT_FOUND, err),
     };
     let Ok(mut control) = state.control.lock() else {
         return busy();
     };
-    match control.command(&canary, command) {
-        Ok(decision) => Json(json!({"decision": decision})).into_response(),
-        Err(err) => (StatusCode::CONFLICT, Json(json!({"errors": [err]}))).into_response(),
+    if !control
+        .controller()
+        .rollouts()
+        .iter()
+        .any(|r| r.canary == canary)
+    {
+        return not_a_canary(&control, &canary);
     }
+    match control.command(&canary, command) {
+        Ok(decision) => {
+            state
+                .telemetry
+                .decisions(std::slice::from_ref(&decision), Origin::Operator);
+            Json(json!({"decision": decision_view(&decision)})).into_response()
+        }
+        Err(err) => error(StatusCode::CONFLICT, err),
+    }
+}
+
+/// Every cluster's SLA figures and the score served.
+async fn clusters(State(state): State<AdminState>) -> Response {
+    let Ok(control) = state.control.lock() else {
+        return busy();
+    };
+    let served = control.feed().sla_scores;
+    let mut clusters: BTreeMap<String, Value> = control
+        .controller()
+        .sla()
+        .into_iter()
+        .map(|sla| {
+            let name = sla.cluster.clone();
+            let mut view = serde_json::to_value(&sla).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut view {
+                map.insert(
+                    "score".into(),
+                    json!(served.get(&name).copied().unwrap_or(1.0)),
+                );
+            }
+            (name, view)
+        })
+        .collect();
+    // A score pinned for a cluster the controller does not score.
+    for (name, score) in &served {
+        clusters
+            .entry(name.clone())
+            .or_insert_with(|| json!({"cluster": name, "score": score}));
+    }
+    let clusters: Vec<Value> = clusters.into_values().collect();
+    Json(json!({"clusters": clusters})).into_response()
+}
+
+/// Every node: per type (by its short name) what it ACKed, its standing
+/// NACK, and whether it runs the version served now.
+async fn nodes(State(state): State<AdminState>) -> Response {
+    let snapshot = match state.control.lock() {
+        Ok(control) => control.snapshot(),
+        Err(_) => return busy(),
+    };
+    let serving: BTreeMap<&str, &str> = type_url::ALL
+        .iter()
+        .filter_map(|t| Some((type_name(t)?, snapshot.of_type(t).version.as_str())))
+        .collect();
+    let nodes: Vec<Value> = state
+        .nodes
+        .list()
+        .into_iter()
+        .map(|node| {
+            let mut in_sync_all = true;
+            let types: serde_json::Map<String, Value> = node
+                .types
+                .iter()
+                .map(|(url, view)| {
+                    let name = type_name(url).unwrap_or(url.as_str());
+                    let in_sync = view.nack.is_none()
+                        && view.acked.as_ref().map(|a| a.version.as_str())
+                            == serving.get(name).copied();
+                    in_sync_all &= in_sync;
+                    let entry = json!({
+                        "type_url": url,
+                        "acked": view.acked,
+                        "nack": view.nack,
+                        "in_sync": in_sync,
+                    });
+                    (name.to_owned(), entry)
+                })
+                .collect();
+            json!({
+                "id": node.id,
+                "connected": node.streams > 0,
+                "streams": node.streams,
+                "last_request": node.last_request,
+                "in_sync": in_sync_all && !types.is_empty(),
+                "types": types,
+                "last_nack": node.last_nack,
+            })
+        })
+        .collect();
+    Json(json!({
+        "snapshot": {"version": snapshot.version, "types": serving},
+        "nodes": nodes,
+    }))
+    .into_response()
+}
+
+/// Weir's own metrics, in the Prometheus text format.
+async fn prometheus(State(state): State<AdminState>) -> Response {
+    let mut scrape = Scrape {
+        xds: state.nodes.counts(),
+        otlp: state.ingest.status(),
+        ..Scrape::default()
+    };
+    {
+        let Ok(control) = state.control.lock() else {
+            return busy();
+        };
+        let controller = control.controller();
+        scrape.rollouts = controller.rollouts();
+        scrape.verdicts = controller
+            .evidence()
+            .into_iter()
+            .map(|(canary, e)| (canary, e.verdict))
+            .collect();
+        scrape.sla = controller.sla();
+        scrape.feed = Some(control.feed());
+        scrape.policy_error = control.last_error.is_some();
+    }
+    scrape.admission = Some(
+        state
+            .metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admission(),
+    );
+    let text = telemetry::render(&state.telemetry, &scrape);
+    ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], text).into_response()
 }
 
 async fn wasm(State(state): State<AdminState>) -> Response {

@@ -1,7 +1,11 @@
 //! The `weir` command line.
 
+mod client;
 mod explain;
 mod policy_file;
+mod rollout;
+mod status;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +43,10 @@ enum Command {
     Schema,
     /// Serve Envoy its whole configuration from a policy file, over ADS.
     Serve(crate::serve::ServeArgs),
+    /// Show a running weir's rollouts, clusters' SLA scores and connected Envoys.
+    Status(client::ClientArgs),
+    /// Pause, resume, promote or abort a rollout, or show its history.
+    Rollout(rollout::RolloutArgs),
     /// Check filter plugin configurations (the JSON the filter reads) without loading Envoy.
     CheckFilterConfig {
         /// Files holding a plugin configuration document each.
@@ -56,6 +64,8 @@ impl Cli {
             Command::Explain(args) => explain::run(&args),
             Command::Schema => print_json(&weir_policy::schema(), false),
             Command::Serve(args) => serve(args),
+            Command::Status(args) => remote(status::run(&args)),
+            Command::Rollout(args) => remote(rollout::run(&args)),
             Command::CheckFilterConfig { files } => check_filter_configs(&files),
         };
         if ok {
@@ -76,6 +86,17 @@ fn print_json(value: &impl serde::Serialize, compact: bool) -> bool {
         Ok(text) => emit(&format!("{text}\n")),
         Err(err) => {
             eprintln!("error: cannot render JSON: {err}");
+            false
+        }
+    }
+}
+
+/// Prints what a command that talks to `weir serve` produced, or its failure in one line.
+fn remote(result: Result<String, client::Failure>) -> bool {
+    match result {
+        Ok(text) => emit(&text),
+        Err(failure) => {
+            eprintln!("error: {failure}");
             false
         }
     }

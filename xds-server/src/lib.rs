@@ -12,4 +12,5 @@ pub mod resources;
 pub mod serve;
 pub mod snapshot;
 pub mod state_store;
+pub mod telemetry;
 pub mod xds;

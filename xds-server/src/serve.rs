@@ -18,6 +18,7 @@ use crate::policy_source::{self, InvalidPolicy, Watcher};
 use crate::resources::{self, Options, WasmSource};
 use crate::snapshot::Snapshot;
 use crate::state_store::StateStore;
+use crate::telemetry::{Origin, Telemetry};
 use crate::xds::{AdsServer, Nodes};
 
 /// How long metrics samples are kept: several analysis windows.
@@ -63,6 +64,9 @@ pub struct ServeArgs {
     /// How often the controller evaluates the metrics, in milliseconds.
     #[arg(long, env = "WEIR_CONTROL_INTERVAL_MS", default_value_t = 250)]
     pub control_interval_ms: u64,
+    /// The admin API's bearer token.
+    #[command(flatten)]
+    pub admin_auth: admin::AuthArgs,
 }
 
 /// Milliseconds since the epoch, the controller's and the metrics' clock.
@@ -94,6 +98,7 @@ pub(crate) struct Control {
     state: StateStore,
     metrics: Arc<Mutex<MetricsStore>>,
     evaluations: u64,
+    telemetry: Telemetry,
     /// The last problem with the policy file or a snapshot, cleared by the next success.
     pub(crate) last_error: Option<String>,
 }
@@ -179,6 +184,8 @@ impl Control {
             self.last_error = Some(format!("{err:#}"));
             return;
         }
+        self.telemetry
+            .decisions(&evaluation.decisions, Origin::Controller);
         for decision in &evaluation.decisions {
             tracing::info!(
                 canary = %decision.canary,
@@ -212,6 +219,7 @@ impl Control {
         // anything (the controller's rollouts included) moves to it.
         if let Err(err) = resources::build(&policy, &Feed::initial(&policy), &self.options) {
             tracing::error!(file = %self.policy_path.display(), error = %err, "policy rejected: the last good one keeps serving");
+            self.telemetry.policy_rejected();
             self.last_error = Some(err.to_string());
             return;
         }
@@ -222,6 +230,7 @@ impl Control {
             .filter(|f| f.validate(&policy).is_empty());
         self.controller.set_policy(&policy, now_ms());
         self.policy = policy;
+        self.telemetry.policy_applied();
         match self.rebuild() {
             Ok(version) => {
                 tracing::info!(file = %self.policy_path.display(), version, "policy applied")
@@ -235,6 +244,7 @@ impl Control {
             file = %self.policy_path.display(),
             "policy rejected: the last good one keeps serving:\n{invalid}"
         );
+        self.telemetry.policy_rejected();
         self.last_error = Some(invalid.to_string());
     }
 
@@ -251,6 +261,7 @@ impl Control {
 
 /// Runs the server until the process is stopped.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = admin::Auth::new(&args.admin_auth, args.admin_address)?;
     let (policy, text) =
         policy_source::read(&args.policy).map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
     let wasm_bytes = std::fs::read(&args.wasm).map_err(|err| {
@@ -290,6 +301,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let snapshot = resources::build(&policy, &controller.feed(), &options)?;
     tracing::info!(version = %snapshot.version, file = %args.policy.display(), "policy loaded");
     let (snapshots, receiver) = watch::channel(Arc::new(snapshot));
+    let telemetry = Telemetry::default();
     let control = Arc::new(Mutex::new(Control {
         policy_path: args.policy.clone(),
         policy,
@@ -300,9 +312,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state,
         metrics: Arc::clone(&metrics),
         evaluations: 0,
+        telemetry: telemetry.clone(),
         last_error: None,
     }));
-    let ingest = Ingest::new(metrics, now_ms);
+    let ingest = Ingest::new(Arc::clone(&metrics), now_ms);
     let nodes = Nodes::default();
 
     let ads = AdsServer::new(receiver, nodes.clone()).into_service();
@@ -314,10 +327,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .add_service(ingest.grpc_service())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener)),
     );
-    let admin_state =
-        admin::AdminState::new(Arc::clone(&control), nodes, wasm_bytes, ingest.clone());
     // OTLP/HTTP is served beside the admin API.
-    let admin_router = admin::router(admin_state).merge(ingest.http_router());
+    let admin_state = admin::AdminState::new(
+        Arc::clone(&control),
+        nodes,
+        wasm_bytes,
+        ingest.clone(),
+        metrics,
+        telemetry,
+        auth,
+    );
+    let admin_router = admin::router(admin_state);
     let admin = tokio::spawn(async move { axum::serve(admin_listener, admin_router).await });
     tracing::info!(%xds_addr, %admin_addr, "serving");
     if let Some(path) = &args.ready_file {

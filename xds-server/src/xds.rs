@@ -25,7 +25,21 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::snapshot::{Snapshot, type_url};
 
-pub use nodes::Nodes;
+pub(crate) use nodes::rfc3339;
+pub use nodes::{AckView, NackView, NodeView, Nodes, TypeCounts, TypeView, XdsCounts};
+
+/// The short name of a type Weir serves, as operators say it (`cds`, `eds`,
+/// `lds`, `rds`, `ecds`); `None` for another type.
+pub fn type_name(type_url: &str) -> Option<&'static str> {
+    match type_url {
+        type_url::CLUSTER => Some("cds"),
+        type_url::ENDPOINT => Some("eds"),
+        type_url::LISTENER => Some("lds"),
+        type_url::ROUTE => Some("rds"),
+        type_url::EXTENSION_CONFIG => Some("ecds"),
+        _ => None,
+    }
+}
 
 /// The largest response: a snapshot's whole type travels in one
 /// state-of-the-world response, and a fleet's gateway can have many clusters.
@@ -115,6 +129,8 @@ trait Protocol: Send + 'static {
 
     fn node(request: &Self::Request) -> Option<&Node>;
 
+    fn type_url(response: &Self::Response) -> &str;
+
     fn on_request(&mut self, request: Self::Request, peer: &nodes::Peer) -> Vec<Self::Response>;
 
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
@@ -132,7 +148,7 @@ async fn serve_stream<P, S>(
     S: Stream<Item = Result<P::Request, Status>> + Send + 'static,
 {
     let mut requests = std::pin::pin!(requests);
-    let mut peer = nodes::Peer::new(nodes);
+    let mut peer = nodes::Peer::new(nodes.clone());
     // Once the publisher is gone the last snapshot keeps being served.
     let mut watching = true;
     loop {
@@ -158,6 +174,7 @@ async fn serve_stream<P, S>(
             () = responses.closed() => break,
         };
         for response in out {
+            nodes.pushed(P::type_url(&response));
             if responses.send(Ok(response)).await.is_err() {
                 return;
             }

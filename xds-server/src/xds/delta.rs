@@ -168,6 +168,10 @@ impl Protocol for Delta {
         request.node.as_ref()
     }
 
+    fn type_url(response: &DeltaDiscoveryResponse) -> &str {
+        &response.type_url
+    }
+
     fn on_request(
         &mut self,
         request: DeltaDiscoveryRequest,

@@ -1,12 +1,18 @@
-//! What each Envoy node has accepted and rejected, for the admin API, tests
-//! and benchmarks. Streams report here; nothing here drives the streams.
+//! What each Envoy node has accepted and rejected, and how many responses,
+//! ACKs and NACKs of each type went by, for the admin API, weir's own
+//! metrics, tests and benchmarks. Streams report here; nothing here drives
+//! the streams.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use serde::Serialize;
 use serde_json::{Value, json};
+
+use crate::snapshot::type_url;
 
 /// The id given to a stream whose first request names no node.
 pub(super) const UNKNOWN_NODE: &str = "unknown";
@@ -19,6 +25,7 @@ const MAX_DISCONNECTED: usize = 1024;
 #[derive(Clone, Debug, Default)]
 pub struct Nodes {
     inner: Arc<Mutex<BTreeMap<String, NodeState>>>,
+    counters: Arc<Counters>,
 }
 
 #[derive(Debug)]
@@ -27,7 +34,104 @@ struct NodeState {
     last_request: SystemTime,
     /// Per type URL: the last version and nonce the node ACKed.
     acked: BTreeMap<String, Acked>,
+    /// Per type URL: the node's NACK of the latest version it was sent, until
+    /// it ACKs a later one.
+    nacked: BTreeMap<String, Nack>,
     last_nack: Option<Nack>,
+}
+
+/// Counts since the process started, per type in [`type_url::ALL`] order.
+#[derive(Debug, Default)]
+struct Counters {
+    pushes: [AtomicU64; type_url::ALL.len()],
+    acks: [AtomicU64; type_url::ALL.len()],
+    nacks: [AtomicU64; type_url::ALL.len()],
+    streams_opened: AtomicU64,
+}
+
+impl Counters {
+    fn add(counters: &[AtomicU64; type_url::ALL.len()], type_url: &str) {
+        if let Some(i) = type_url::ALL.iter().position(|t| *t == type_url) {
+            counters[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How many responses, ACKs and NACKs of one type went by since the process started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TypeCounts {
+    /// Responses sent (state-of-the-world or delta).
+    pub pushes: u64,
+    /// Responses Envoys accepted.
+    pub acks: u64,
+    /// Responses Envoys rejected.
+    pub nacks: u64,
+}
+
+/// The registry's counters and gauges, for weir's own metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct XdsCounts {
+    /// Per type URL, in [`type_url::ALL`] order.
+    pub types: Vec<(&'static str, TypeCounts)>,
+    /// Streams opened since the process started.
+    pub streams_opened: u64,
+    /// Streams open now.
+    pub streams: u64,
+    /// Nodes with at least one stream open now.
+    pub nodes_connected: u64,
+    /// Nodes remembered with no stream open.
+    pub nodes_disconnected: u64,
+}
+
+/// One node as the admin API's `/v1/nodes` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeView {
+    /// The node id Envoy sent.
+    pub id: String,
+    /// Open streams (0: disconnected, remembered).
+    pub streams: usize,
+    /// When it last sent a request (RFC 3339, UTC).
+    pub last_request: String,
+    /// Per type URL, what it accepted and rejected.
+    pub types: BTreeMap<String, TypeView>,
+    /// Its latest NACK of any type, even one a later ACK made good.
+    pub last_nack: Option<NackView>,
+}
+
+/// One node's state for one type.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TypeView {
+    /// The last version it ACKed.
+    pub acked: Option<AckView>,
+    /// Its NACK of the latest version it was sent, if it has not ACKed a
+    /// later one since: the type is then stuck at `acked`.
+    pub nack: Option<NackView>,
+}
+
+/// An ACK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AckView {
+    /// The version accepted.
+    pub version: String,
+    /// The nonce of the response accepted.
+    pub nonce: String,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// A NACK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NackView {
+    /// The type URL rejected.
+    pub type_url: String,
+    /// The version rejected.
+    pub version: String,
+    /// The nonce of the response rejected.
+    pub nonce: String,
+    /// Envoy's message.
+    pub message: String,
+    /// When (RFC 3339, UTC).
+    pub at: String,
 }
 
 #[derive(Debug)]
@@ -37,7 +141,7 @@ struct Acked {
     at: SystemTime,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Nack {
     type_url: String,
     version: String,
@@ -90,6 +194,67 @@ impl Nodes {
         Value::Object(view)
     }
 
+    /// Every node, by id: what it accepted and rejected per type.
+    pub fn list(&self) -> Vec<NodeView> {
+        let nodes = self.lock();
+        nodes
+            .iter()
+            .map(|(id, node)| {
+                let mut types: BTreeMap<String, TypeView> = BTreeMap::new();
+                for (type_url, acked) in &node.acked {
+                    types.entry(type_url.clone()).or_default().acked = Some(AckView {
+                        version: acked.version.clone(),
+                        nonce: acked.nonce.clone(),
+                        at: rfc3339(acked.at),
+                    });
+                }
+                for (type_url, nack) in &node.nacked {
+                    types.entry(type_url.clone()).or_default().nack = Some(nack.view());
+                }
+                NodeView {
+                    id: id.clone(),
+                    streams: node.streams,
+                    last_request: rfc3339(node.last_request),
+                    types,
+                    last_nack: node.last_nack.as_ref().map(Nack::view),
+                }
+            })
+            .collect()
+    }
+
+    /// Counts of responses, ACKs and NACKs per type, and of streams and nodes.
+    pub fn counts(&self) -> XdsCounts {
+        let c = &self.counters;
+        let n = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let types = type_url::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let counts = TypeCounts {
+                    pushes: n(&c.pushes[i]),
+                    acks: n(&c.acks[i]),
+                    nacks: n(&c.nacks[i]),
+                };
+                (*t, counts)
+            })
+            .collect();
+        let nodes = self.lock();
+        let streams: usize = nodes.values().map(|n| n.streams).sum();
+        let connected = nodes.values().filter(|n| n.streams > 0).count();
+        XdsCounts {
+            types,
+            streams_opened: n(&c.streams_opened),
+            streams: streams as u64,
+            nodes_connected: connected as u64,
+            nodes_disconnected: (nodes.len() - connected) as u64,
+        }
+    }
+
+    /// A response of `type_url` was sent on some stream.
+    pub(super) fn pushed(&self, type_url: &str) {
+        Counters::add(&self.counters.pushes, type_url);
+    }
+
     /// Whether the last version node `id` ACKed for `type_url` is `version`.
     pub fn acked(&self, id: &str, type_url: &str, version: &str) -> bool {
         self.lock()
@@ -110,8 +275,10 @@ impl Nodes {
             streams: 0,
             last_request: now,
             acked: BTreeMap::new(),
+            nacked: BTreeMap::new(),
             last_nack: None,
         });
+        self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
         node.streams += 1;
         node.last_request = now;
     }
@@ -184,7 +351,9 @@ impl Peer {
             nonce: nonce.to_owned(),
             at: SystemTime::now(),
         };
+        Counters::add(&self.nodes.counters.acks, type_url);
         self.nodes.update(self.id(), |n| {
+            n.nacked.remove(type_url);
             n.acked.insert(type_url.to_owned(), acked);
         });
     }
@@ -201,7 +370,11 @@ impl Peer {
             message: message.to_owned(),
             at: SystemTime::now(),
         };
-        self.nodes.update(self.id(), |n| n.last_nack = Some(nack));
+        Counters::add(&self.nodes.counters.nacks, type_url);
+        self.nodes.update(self.id(), |n| {
+            n.nacked.insert(type_url.to_owned(), nack.clone());
+            n.last_nack = Some(nack);
+        });
     }
 }
 
@@ -214,8 +387,20 @@ impl Drop for Peer {
     }
 }
 
+impl Nack {
+    fn view(&self) -> NackView {
+        NackView {
+            type_url: self.type_url.clone(),
+            version: self.version.clone(),
+            nonce: self.nonce.clone(),
+            message: self.message.clone(),
+            at: rfc3339(self.at),
+        }
+    }
+}
+
 /// `t` as RFC 3339 in UTC, to the second (times before 1970 read as 1970).
-fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
@@ -297,6 +482,44 @@ mod tests {
         assert!(
             nodes.acked("envoy-1", "t", "v1"),
             "a NACK keeps the last ACKed version"
+        );
+
+        let view = &nodes.list()[0];
+        assert_eq!(
+            view.types["t"].nack.as_ref().map(|n| n.version.as_str()),
+            Some("v2")
+        );
+        assert_eq!(
+            view.types["t"].acked.as_ref().map(|a| a.version.as_str()),
+            Some("v1")
+        );
+        first.ack("t", "v3", "3");
+        let view = &nodes.list()[0];
+        assert_eq!(view.types["t"].nack, None, "a later ACK makes a NACK good");
+        assert_eq!(
+            view.last_nack.as_ref().map(|n| n.version.as_str()),
+            Some("v2")
+        );
+
+        nodes.pushed("t");
+        nodes.pushed(type_url::CLUSTER);
+        first.ack(type_url::CLUSTER, "c1", "4");
+        first.nack(type_url::CLUSTER, "c2", "5", "no");
+        let counts = nodes.counts();
+        assert_eq!(counts.streams, 2);
+        assert_eq!(counts.streams_opened, 2);
+        assert_eq!((counts.nodes_connected, counts.nodes_disconnected), (1, 0));
+        assert_eq!(
+            counts.types[0],
+            (
+                type_url::CLUSTER,
+                TypeCounts {
+                    pushes: 1,
+                    acks: 1,
+                    nacks: 1
+                }
+            ),
+            "types not served are not counted"
         );
 
         drop(first);

@@ -101,6 +101,10 @@ impl Protocol for Sotw {
         request.node.as_ref()
     }
 
+    fn type_url(response: &DiscoveryResponse) -> &str {
+        &response.type_url
+    }
+
     fn on_request(&mut self, request: DiscoveryRequest, peer: &Peer) -> Vec<DiscoveryResponse> {
         let Some(type_url) = served_type(&request.type_url) else {
             tracing::debug!(

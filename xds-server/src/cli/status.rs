@@ -1,0 +1,206 @@
+//! `weir status`: rollouts, clusters and connected Envoys of a running `weir
+//! serve`, from its admin API.
+
+use serde_json::{Value, json};
+
+use super::client::{Client, ClientArgs, Failure};
+use super::table::{Table, ago, millis, percent, text};
+use crate::snapshot::type_url;
+use crate::xds::type_name;
+
+/// Runs `weir status`; what it prints, or the one-line failure.
+pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
+    let client = Client::new(args)?;
+    let rollouts = client.get("/v1/rollouts")?;
+    let clusters = client.get("/v1/clusters")?;
+    let nodes = client.get("/v1/nodes")?;
+    if args.json {
+        let all = json!({
+            "rollouts": rollouts["rollouts"],
+            "clusters": clusters["clusters"],
+            "snapshot": nodes["snapshot"],
+            "nodes": nodes["nodes"],
+        });
+        return Ok(format!("{:#}\n", all));
+    }
+    let mut out = String::new();
+    out.push_str(&rollout_table(&rollouts["rollouts"]));
+    out.push('\n');
+    out.push_str(&cluster_table(&clusters["clusters"]));
+    out.push('\n');
+    out.push_str(&node_table(&nodes["nodes"]));
+    Ok(out)
+}
+
+fn items(list: &Value) -> &[Value] {
+    list.as_array().map_or(&[], Vec::as_slice)
+}
+
+fn lines(title: &str, table: &Table) -> String {
+    let mut out = format!("{title}\n");
+    for line in table.lines() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `step/steps`, counting from 1.
+pub(crate) fn step(step: &Value, steps: &Value) -> String {
+    match (step.as_u64(), steps.as_array().map(Vec::len)) {
+        (Some(step), Some(steps)) => format!("{}/{steps}", step + 1),
+        (Some(step), None) => format!("{}", step + 1),
+        _ => "-".to_owned(),
+    }
+}
+
+fn rollout_table(rollouts: &Value) -> String {
+    let rollouts = items(rollouts);
+    if rollouts.is_empty() {
+        return "ROLLOUTS\nnone: no placement of the policy has a canary\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        "CANARY",
+        "STABLE",
+        "PHASE",
+        "STEP",
+        "WEIGHT",
+        "VERDICT",
+        "LAST DECISION",
+    ]);
+    for r in rollouts {
+        let last = &r["last_decision"];
+        let decision = if last.is_null() {
+            "-".to_owned()
+        } else {
+            format!("{}: {}", ago(&last["at_ms"]), text(&last["reason"]))
+        };
+        table.row(vec![
+            text(&r["canary"]),
+            text(&r["stable"]),
+            text(&r["phase"]),
+            step(&r["step"], &r["steps_bp"]),
+            percent(&r["weight_bp"]),
+            text(&r["verdict"]),
+            decision,
+        ]);
+    }
+    lines("ROLLOUTS", &table)
+}
+
+fn cluster_table(clusters: &Value) -> String {
+    let clusters = items(clusters);
+    if clusters.is_empty() {
+        return "CLUSTERS\nnone\n".to_owned();
+    }
+    let mut table = Table::new(&["CLUSTER", "SLA SCORE", "P99", "P99 TARGET"]);
+    for c in clusters {
+        table.row(vec![
+            text(&c["cluster"]),
+            c["score"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}")),
+            millis(&c["p99_ms"]),
+            millis(&c["target_p99_ms"]),
+        ]);
+    }
+    lines("CLUSTERS", &table)
+}
+
+/// One type's state on one node: `ok` (runs the version served), `old` (an
+/// earlier one), `NACK` (rejected the latest), `-` (never accepted one).
+fn type_cell(entry: &Value) -> &'static str {
+    if entry.is_null() {
+        "-"
+    } else if !entry["nack"].is_null() {
+        "NACK"
+    } else if entry["in_sync"] == true {
+        "ok"
+    } else if entry["acked"].is_null() {
+        "-"
+    } else {
+        "old"
+    }
+}
+
+fn node_table(nodes: &Value) -> String {
+    let nodes = items(nodes);
+    if nodes.is_empty() {
+        return "ENVOYS\nnone has connected since weir started\n".to_owned();
+    }
+    let names: Vec<&str> = type_url::ALL.iter().filter_map(|t| type_name(t)).collect();
+    let mut header = vec!["NODE", "STREAMS", "STATE"];
+    let upper: Vec<String> = names.iter().map(|n| n.to_uppercase()).collect();
+    header.extend(upper.iter().map(String::as_str));
+    header.push("LAST REQUEST");
+    let mut table = Table::new(&header);
+    let mut nacks = Vec::new();
+    for node in nodes {
+        let types = &node["types"];
+        let state = if node["connected"] != true {
+            "disconnected"
+        } else if names.iter().any(|n| !types[n]["nack"].is_null()) {
+            "NACK"
+        } else if node["in_sync"] == true {
+            "in sync"
+        } else {
+            "updating"
+        };
+        let mut row = vec![
+            text(&node["id"]),
+            node["streams"].as_u64().unwrap_or(0).to_string(),
+            state.to_owned(),
+        ];
+        row.extend(names.iter().map(|n| type_cell(&types[n]).to_owned()));
+        row.push(text(&node["last_request"]));
+        table.row(row);
+        for name in &names {
+            let nack = &types[name]["nack"];
+            if !nack.is_null() {
+                nacks.push(format!(
+                    "{} rejected {} version {}: {}",
+                    text(&node["id"]),
+                    name.to_uppercase(),
+                    text(&nack["version"]),
+                    text(&nack["message"]).trim()
+                ));
+            }
+        }
+    }
+    let mut out = lines("ENVOYS", &table);
+    for nack in nacks {
+        out.push_str(&format!("  {nack}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_show_each_type() {
+        let nodes = json!([{
+            "id": "envoy-1", "connected": true, "streams": 1, "in_sync": false,
+            "last_request": "2026-01-01T00:00:00Z",
+            "types": {
+                "cds": {"in_sync": true, "acked": {"version": "a"}, "nack": null},
+                "lds": {"in_sync": false, "acked": {"version": "b"}, "nack": {"version": "c", "message": "bad\n"}},
+                "rds": {"in_sync": false, "acked": {"version": "d"}, "nack": null}
+            }
+        }]);
+        let text = node_table(&nodes);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "ENVOYS");
+        assert!(
+            lines[1]
+                .starts_with("NODE     STREAMS  STATE  CDS  EDS  LDS   RDS  ECDS  LAST REQUEST"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("envoy-1  1        NACK   ok   -    NACK  old  -     2026"),
+            "{text}"
+        );
+        assert_eq!(lines[3], "  envoy-1 rejected LDS version c: bad");
+    }
+}
