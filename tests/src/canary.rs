@@ -59,11 +59,25 @@ pub async fn envoy_weight(envoy: &Envoy) -> anyhow::Result<Option<u64>> {
     Ok(weight_in_dump(&dump))
 }
 
+/// The feed's concurrency limit in the filter configuration Envoy runs now,
+/// `None` if its config dump has none.
+pub async fn envoy_concurrency_limit(envoy: &Envoy) -> anyhow::Result<Option<u64>> {
+    let dump = envoy
+        .admin_text("/config_dump?resource=ecds_filters")
+        .await?;
+    Ok(number_after(&dump, "\\\"feed\\\":", "concurrency_limit"))
+}
+
 /// The filter configuration is a JSON string inside the dump, so its keys
 /// appear with escaped quotes.
 pub fn weight_in_dump(dump: &str) -> Option<u64> {
-    let key = format!("\\\"{CANARY}\\\":");
-    let at = dump.find("canary_weights")?;
+    number_after(dump, "canary_weights", CANARY)
+}
+
+/// The number under the escaped key `key`, first found after `section`.
+fn number_after(dump: &str, section: &str, key: &str) -> Option<u64> {
+    let key = format!("\\\"{key}\\\":");
+    let at = dump.find(section)?;
     let rest = dump.get(at..)?;
     let start = rest.find(&key)? + key.len();
     rest.get(start..)?
@@ -86,6 +100,15 @@ mod tests {
         let zero = dump.replace("5000", "0");
         assert_eq!(weight_in_dump(&zero), Some(0));
         assert_eq!(weight_in_dump("{}"), None);
+    }
+
+    #[test]
+    fn the_feed_limit_is_read_not_the_policy_one() {
+        let dump = r#"{"value":"{\"policy\":{\"admission\":{\"concurrency_limit\":1000}},\"feed\":{\"concurrency_limit\":120}}"}"#;
+        assert_eq!(
+            number_after(dump, "\\\"feed\\\":", "concurrency_limit"),
+            Some(120)
+        );
     }
 
     #[test]

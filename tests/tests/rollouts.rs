@@ -396,3 +396,58 @@ async fn application_metrics_from_the_opentelemetry_sdk_are_accepted_and_used() 
     assert!(otlp["data_points"]["used"].as_u64().unwrap() > 0, "{otlp}");
     assert_eq!(otlp["data_points"]["rejected"], 0, "{otlp}");
 }
+
+/// The concurrency limit in the filter configuration Envoy runs now.
+async fn envoy_limit(envoy: &Envoy) -> Option<u64> {
+    canary::envoy_concurrency_limit(envoy).await.ok().flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_fleet_lowers_the_adaptive_limit_and_it_recovers() {
+    // Both variants equally slow: the canary is not to blame, the load is.
+    let mut policy = policy("[50, 100]", "1h");
+    policy.admission.adaptive_limit = Some(weir_policy::model::AdaptiveLimit { min: 50 });
+    let w = world(policy).await;
+    assert_eq!(
+        envoy_limit(&w.envoy).await,
+        Some(1_000),
+        "starts at the ceiling"
+    );
+    let slow = Behaviour {
+        delay: Duration::from_millis(400),
+        ..Behaviour::default()
+    };
+    for cluster in [canary::STABLE, CANARY] {
+        w.fleet.backend(cluster).set_behaviour(slow);
+    }
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(90));
+
+    // p99 ≈ 400 ms against 250 ms: cut each second to the floor.
+    eventually(
+        "Envoy to run the floor of the limit",
+        Duration::from_secs(30),
+        || async { (envoy_limit(&w.envoy).await == Some(50)).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", w.weir.log()));
+    let status = w.weir.status().await.unwrap();
+    let pressure = status["limit"]["pressure"].as_f64();
+    assert!(
+        pressure.is_some_and(|p| p > 1.1),
+        "the evidence is the fleet's p99 over its target: {}",
+        status["limit"]
+    );
+
+    // Fast again: it climbs back to the ceiling.
+    for cluster in [canary::STABLE, CANARY] {
+        w.fleet.backend(cluster).set_behaviour(Behaviour::default());
+    }
+    eventually(
+        "Envoy to run the ceiling again",
+        Duration::from_secs(45),
+        || async { (envoy_limit(&w.envoy).await == Some(1_000)).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", w.weir.log()));
+    traffic.stop().await;
+}
