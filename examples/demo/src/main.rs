@@ -1,234 +1,258 @@
-//! Weir's demo: `weir serve` on `examples/policies/iot-fleet.yaml`, an Envoy
-//! started from `envoy/bootstrap.yaml` alone (everything else arrives over
-//! ADS), a backend for each of the policy's clusters, and device traffic in
-//! three acts — steady traffic, a canary step, an overload — with what happened.
+//! Weir's demo: `weir serve` on `examples/policies/three-regions.yaml`, an
+//! Envoy started from `envoy/bootstrap.yaml` alone (everything else arrives
+//! over ADS, and its stats sink feeds weir), a stable and a canary backend in
+//! each of three regions, and a fleet of meters, cameras and gateways sending
+//! alarms, commands, telemetry and heartbeats. A scripted scenario shows weir
+//! promote a good canary, roll back a failing one and a slow one by itself,
+//! and the filter shed heartbeats, not alarms, under overload — narrated as it
+//! happens. Then everything stays up for exploring (the dashboard is at weir's
+//! admin address) until Ctrl-C, or for `--seconds N` / `DEMO_SECONDS=N`.
 //!
-//! Run it with `make demo`, which builds and installs what is missing first.
+//! Run it with `make demo` (or `make demo DEMO_SECONDS=0` to end right after
+//! the scenario); docs/demo.md walks through it.
 
+mod narrator;
+mod scenario;
 mod traffic;
 
-use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use weir_policy::Feed;
-use weir_testbed::fleet::{Fleet, example_policy};
-use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
-use weir_testbed::{Behaviour, Envoy};
+use narrator::{Clock, Narrator};
+use scenario::World;
+use traffic::Steady;
 
-use traffic::{Mix, Tally};
+const USAGE: &str = "\
+usage: weir-demo [--seconds N]
 
-const CANARY: &str = "ingest-eu-canary";
+Runs Weir's demo scenario, then keeps everything running for exploring.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let fleet = Fleet::start(example_policy())?;
-    let dir = tempfile::tempdir()?;
-    let policy_path = dir.path().join("iot-fleet.yaml");
-    // The example with its endpoints on this demo's backends (JSON is YAML).
-    std::fs::write(&policy_path, serde_json::to_string_pretty(fleet.policy())?)?;
-    let weir = Weir::start(&policy_path, WasmDelivery::Local).await?;
-    let envoy = Envoy::start(&ads_bootstrap(weir.xds_addr(), "demo-envoy", false)?, 2).await?;
-    let mut feed = Feed::initial(fleet.policy());
-    feed.canary_weights.insert(CANARY.into(), 1_000);
-    push_feed(&weir, &envoy, &fleet, &feed).await?;
-    println!("Weir demo — examples/policies/iot-fleet.yaml");
-    println!(
-        "  weir serve: ADS on {}; Envoy {} from envoy/bootstrap.yaml (admin http://{}); {} backends on loopback\n",
-        weir.xds_addr(),
-        envoy.url(""),
-        envoy.admin_addr(),
-        fleet.backends().len()
-    );
+  --seconds N   stop by itself N seconds after the scenario (0: right after it);
+                default: run until Ctrl-C. Also set by DEMO_SECONDS=N.";
 
-    println!(
-        "Act 1: steady traffic — 3,000 requests from 600 devices in 3 regions; every 10th tries to spoof x-weir-* headers"
-    );
-    let steady = traffic::run(&envoy, Mix::steady(3_000, 600), 32).await;
-    report_routes(&steady);
-    report_classes(&steady);
-    let before = steady.canary_devices(CANARY);
-    println!(
-        "  canary {CANARY} at 10%: {} of {} eu-west ingest devices ({:.1}%)",
-        before.len(),
-        steady.eu_ingest_devices().len(),
-        100.0 * before.len() as f64 / steady.eu_ingest_devices().len().max(1) as f64
-    );
-    println!(
-        "  spoofed requests: {} sent, {} reached a backend with a client's x-weir-* value\n",
-        steady.spoofed, steady.spoof_leaks
-    );
+/// The exit code when the demo is interrupted before its scenario is over.
+const INTERRUPTED: u8 = 130;
 
-    println!(
-        "Act 2: the canary steps from 10% to 50% (a new feed: weir pushes only the filter configuration, over ECDS)"
-    );
-    feed.canary_weights.insert(CANARY.into(), 5_000);
-    push_feed(&weir, &envoy, &fleet, &feed).await?;
-    let stepped = traffic::run(&envoy, Mix::steady(3_000, 600), 32).await;
-    let after = stepped.canary_devices(CANARY);
-    let moved_back = before
-        .iter()
-        .filter(|d| !after.contains(*d) && stepped.saw(d))
-        .count();
-    println!(
-        "  canary now: {} of {} devices ({:.1}%); devices that went back to stable: {moved_back}; failed requests: {}\n",
-        after.len(),
-        stepped.eu_ingest_devices().len(),
-        100.0 * after.len() as f64 / stepped.eu_ingest_devices().len().max(1) as f64,
-        stepped.failed()
-    );
+fn main() -> ExitCode {
+    let seconds = match linger(std::env::args().skip(1), std::env::var("DEMO_SECONDS").ok()) {
+        Ok(seconds) => seconds,
+        Err(message) => {
+            eprintln!("{message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(seconds))
+}
 
-    println!(
-        "Act 3: overload — ingest backends slow to 200 ms, limit lowered to 20, a burst of 400 alarms and heartbeats"
-    );
-    for cluster in ["ingest-eu", "ingest-eu-canary", "ingest-us", "ingest-ap"] {
-        fleet.backend(cluster).set_behaviour(Behaviour {
-            delay: Duration::from_millis(200),
-            ..Behaviour::default()
-        });
+/// How long to stay up after the scenario: from `--seconds N` (or
+/// `--seconds=N`), else `DEMO_SECONDS`; `None` means until interrupted.
+fn linger(
+    mut args: impl Iterator<Item = String>,
+    env: Option<String>,
+) -> Result<Option<u64>, String> {
+    let parse = |value: &str, from: &str| {
+        value
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{from} must be a whole number of seconds, not `{value}`"))
+    };
+    let mut seconds = None;
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Err("Weir's demo".to_owned());
+        } else if arg == "--seconds" {
+            let value = args.next().ok_or("--seconds needs a value")?;
+            seconds = Some(parse(&value, "--seconds")?);
+        } else if let Some(value) = arg.strip_prefix("--seconds=") {
+            seconds = Some(parse(value, "--seconds")?);
+        } else {
+            return Err(format!("unknown argument `{arg}`"));
+        }
     }
-    feed.concurrency_limit = Some(20);
-    push_feed(&weir, &envoy, &fleet, &feed).await?;
-    let burst = traffic::run(&envoy, Mix::overload(400), 100).await;
-    report_classes(&burst);
-
-    let rollback = bad_release(&weir, &envoy, &fleet, &policy_path).await?;
-
-    println!("\nThe filter's own metrics (Envoy /stats, wasmcustom.weir.*):");
-    let stats = envoy
-        .admin_text("/stats?filter=wasmcustom.weir.class")
-        .await?;
-    for line in stats.lines().filter(|l| !l.ends_with(": 0")) {
-        println!("  {line}");
+    match (seconds, env) {
+        (Some(seconds), _) => Ok(Some(seconds)),
+        (None, Some(value)) if !value.trim().is_empty() => parse(&value, "DEMO_SECONDS").map(Some),
+        (None, _) => Ok(None),
     }
-    let alarms_shed = burst.by_class.get("alarm").map_or(0, |c| c.shed);
-    if alarms_shed > 0
-        || steady.spoof_leaks > 0
-        || moved_back > 0
-        || stepped.failed() > 0
-        || rollback.is_none()
-    {
+}
+
+/// Runs the demo until it ends or a signal arrives; either way everything it
+/// started is stopped and its temporary files removed before this returns.
+async fn run(seconds: Option<u64>) -> ExitCode {
+    let scenario_over = Arc::new(AtomicBool::new(false));
+    let ended = tokio::select! {
+        biased;
+        signal = interrupted() => Err(signal),
+        result = demo(seconds, Arc::clone(&scenario_over)) => Ok(result),
+    };
+    // The demo's future has been dropped by now, and with it Envoy, weir,
+    // the backends and the temporary folders.
+    match ended {
+        Ok(Ok(())) => {
+            println!("Stopped: Envoy, weir and the backends; temporary files removed.");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(err)) => {
+            eprintln!("\nThe demo failed: {err:#}");
+            println!("Stopped: Envoy, weir and the backends; temporary files removed.");
+            ExitCode::FAILURE
+        }
+        Err(signal) => {
+            println!("\n{signal}: stopped Envoy, weir and the backends; temporary files removed.");
+            if scenario_over.load(Ordering::Relaxed) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(INTERRUPTED)
+            }
+        }
+    }
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP, whichever comes first.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "Ctrl-C";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+    }
+}
+
+async fn demo(seconds: Option<u64>, scenario_over: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let clock = Clock::start();
+    println!("Weir demo — {}", scenario::POLICY);
+    println!("  starting weir, Envoy and 6 backends on loopback…");
+    let world = World::start().await?;
+    let admin = world.weir.admin_addr();
+    println!("  dashboard   http://{admin}/");
+    println!(
+        "  weir        admin API http://{admin}/v1/status · ADS and OTLP on {}",
+        world.weir.xds_addr()
+    );
+    println!(
+        "  Envoy       device traffic {} · admin http://{} · configured by weir over ADS (envoy/bootstrap.yaml)",
+        world.envoy.url(""),
+        world.envoy.admin_addr()
+    );
+    println!(
+        "  backends    {}",
+        world
+            .fleet
+            .backends()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  processes   weir pid {}, envoy pid {} · temporary files under {} and {}",
+        world.weir.pid(),
+        world.envoy.pid(),
+        world.dir.path().display(),
+        world.weir.dir().display()
+    );
+    println!(
+        "  traffic     {} requests/s from 1,500 meters, cameras and gateways in eu-west, us-east and ap-south",
+        scenario::STEADY_RATE
+    );
+
+    let steady = Steady::start(
+        &world.envoy.url(""),
+        scenario::STEADY_RATE,
+        scenario::STEADY_LANES,
+    );
+    let narrator = Narrator::start(clock, admin, world.envoy.admin_addr(), &steady);
+    let checks = scenario::run(&world, &clock, &steady).await?;
+    narrator.quiet();
+
+    println!("\nOutcome");
+    for check in &checks {
+        println!(
+            "  {}  {}",
+            if check.ok { "ok" } else { "FAILED" },
+            check.text
+        );
+    }
+    scenario_over.store(true, Ordering::Relaxed);
+    if checks.iter().any(|c| !c.ok) {
         anyhow::bail!("the demo saw something Weir promises never happens: see above");
     }
+
+    let envoy = world.envoy.url("");
+    println!(
+        "\nThe scenario is over. Everything keeps running, with steady traffic, for exploring:"
+    );
+    println!("  dashboard     http://{admin}/");
+    println!("  rollouts      curl -s http://{admin}/v1/rollouts");
+    println!("  status        curl -s http://{admin}/v1/status");
+    println!(
+        "  the policy    {} (weir applies valid edits at once; new decisions are told here)",
+        world.weir_policy().display()
+    );
+    println!(
+        "  a request     curl -si -X POST {envoy}/v1/alarms -H 'x-device-id: camera-ap-0042' -H 'x-region: ap-south' -H 'x-device-type: camera'"
+    );
+    println!(
+        "  filter stats  curl -s 'http://{}/stats?filter=wasmcustom'",
+        world.envoy.admin_addr()
+    );
+    match seconds {
+        Some(seconds) => {
+            println!("Stopping in {seconds} s (DEMO_SECONDS / --seconds).");
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+        }
+        None => {
+            println!("Press Ctrl-C to stop.");
+            std::future::pending::<()>().await;
+        }
+    }
+    drop(narrator);
+    drop(steady);
+    drop(world);
     Ok(())
 }
 
-/// Act 4: a new release of the canary answers 20 % of its requests with 503;
-/// weir sees it in Envoy's metrics and rolls it back by itself. Returns how
-/// long that took, from the first traffic.
-async fn bad_release(
-    weir: &Weir,
-    envoy: &Envoy,
-    fleet: &Fleet,
-    policy_path: &std::path::Path,
-) -> anyhow::Result<Option<Duration>> {
-    println!(
-        "\nAct 4: a bad release — a new rollout of {CANARY} (steps 50%, 100%) whose backend fails 20% of requests; nobody touches anything"
-    );
-    for backend in fleet.backends().values() {
-        backend.set_behaviour(Behaviour::default());
-    }
-    fleet.backend(CANARY).set_behaviour(Behaviour {
-        fail_basis_points: 2_000,
-        ..Behaviour::default()
-    });
-    // The controller owns the feed again, and a policy edit starts a new,
-    // quicker rollout (new steps, fewer samples needed for a verdict).
-    weir.clear_feed().await?;
-    let mut policy = fleet.policy().clone();
-    for placement in policy.services.iter_mut().flat_map(|s| &mut s.placements) {
-        if let Some(canary) = placement.canary.as_mut() {
-            canary.steps = vec![50.0, 100.0];
-            canary.analysis.min_samples = 50;
-        }
-    }
-    std::fs::write(policy_path, serde_json::to_string_pretty(&policy)?)?;
-    weir_testbed::wait::eventually("the new rollout", Duration::from_secs(10), || async {
-        let rollout = weir.rollout(CANARY).await.ok()?;
-        (rollout["phase"] == "progressing" && rollout["weight_bp"] == 5_000).then_some(())
-    })
-    .await?;
-    let started = std::time::Instant::now();
-    let traffic = {
-        let base_envoy = envoy.url("");
-        tokio::spawn(async move { traffic::run_at(&base_envoy, Mix::steady(6_000, 600), 16).await })
-    };
-    let rolled_back =
-        weir_testbed::wait::eventually("the rollback", Duration::from_secs(30), || async {
-            let rollout = weir.rollout(CANARY).await.ok()?;
-            (rollout["phase"] == "rolled_back").then(|| started.elapsed())
-        })
-        .await
-        .ok();
-    traffic.abort();
-    let rollouts: serde_json::Value = weir_testbed::http_client()
-        .get(format!("http://{}/v1/rollouts", weir.admin_addr()))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let decision = rollouts["decisions"].as_array().and_then(|all| {
-        all.iter()
-            .rev()
-            .find(|d| d["canary"] == CANARY && d["to"] == "rolled_back")
-    });
-    match (rolled_back, decision) {
-        (Some(after), Some(decision)) => {
-            let evidence = &decision["evidence"];
-            println!(
-                "  weir rolled the canary back to 0% {:.1} s after traffic began",
-                after.as_secs_f64()
-            );
-            println!(
-                "  reason: {}",
-                decision["reason"].as_str().unwrap_or_default()
-            );
-            println!(
-                "  evidence: canary {} requests, {} errors; stable {} requests, {} errors; window {} ms",
-                evidence["canary"]["requests"],
-                evidence["canary"]["errors"],
-                evidence["stable"]["requests"],
-                evidence["stable"]["errors"],
-                evidence["window_ms"]
-            );
-        }
-        _ => println!("  the canary was NOT rolled back within 30 s"),
-    }
-    Ok(rolled_back)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Sets weir's live feed and waits until every Envoy worker runs it.
-async fn push_feed(weir: &Weir, envoy: &Envoy, fleet: &Fleet, feed: &Feed) -> anyhow::Result<()> {
-    weir.put_feed(feed)
-        .await?
-        .map_err(|errors| anyhow::anyhow!("weir refused the feed: {errors}"))?;
-    let version = weir_policy::source::with_feed(fleet.policy(), feed.clone()).version;
-    envoy.wait_for_filter_version(&version).await
-}
-
-fn report_routes(tally: &Tally) {
-    println!("  {:<10} {:<18} {:>8}", "region", "cluster", "requests");
-    for ((region, cluster), n) in &tally.by_region_cluster {
-        println!("  {region:<10} {cluster:<18} {n:>8}");
+    fn args(list: &[&str]) -> impl Iterator<Item = String> {
+        list.iter()
+            .map(|s| (*s).to_owned())
+            .collect::<Vec<_>>()
+            .into_iter()
     }
-}
 
-fn report_classes(tally: &Tally) {
-    println!(
-        "  {:<10} {:>7} {:>7} {:>9} {:>9}",
-        "class", "sent", "served", "shed(503)", "p99 ms"
-    );
-    let mut rows: BTreeMap<usize, (&String, &traffic::ClassTally)> = BTreeMap::new();
-    for (class, counts) in &tally.by_class {
-        rows.insert(traffic::rank(class), (class, counts));
-    }
-    for (class, c) in rows.values() {
-        println!(
-            "  {:<10} {:>7} {:>7} {:>9} {:>9.1}",
-            class,
-            c.sent,
-            c.served,
-            c.shed,
-            c.p99_ms()
+    #[test]
+    fn how_long_to_stay_up() {
+        assert_eq!(linger(args(&[]), None), Ok(None));
+        assert_eq!(linger(args(&["--seconds", "5"]), None), Ok(Some(5)));
+        assert_eq!(linger(args(&["--seconds=0"]), None), Ok(Some(0)));
+        assert_eq!(linger(args(&[]), Some("30".into())), Ok(Some(30)));
+        assert_eq!(linger(args(&[]), Some("".into())), Ok(None));
+        assert_eq!(
+            linger(args(&["--seconds", "1"]), Some("30".into())),
+            Ok(Some(1))
         );
+        assert!(linger(args(&["--seconds"]), None).is_err());
+        assert!(linger(args(&["--seconds", "soon"]), None).is_err());
+        assert!(linger(args(&[]), Some("-1".into())).is_err());
+        assert!(linger(args(&["--verbose"]), None).is_err());
     }
 }
