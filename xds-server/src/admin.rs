@@ -59,9 +59,11 @@ pub(crate) struct AdminState {
     metrics: Arc<Mutex<MetricsStore>>,
     telemetry: Telemetry,
     auth: Auth,
+    dashboard: crate::dashboard::Dashboard,
 }
 
 impl AdminState {
+    #[allow(clippy::too_many_arguments)] // one for each part of weir the API shows
     pub(crate) fn new(
         control: Arc<Mutex<Control>>,
         nodes: Nodes,
@@ -70,6 +72,7 @@ impl AdminState {
         metrics: Arc<Mutex<MetricsStore>>,
         telemetry: Telemetry,
         auth: Auth,
+        dashboard: crate::dashboard::Dashboard,
     ) -> Self {
         Self {
             control,
@@ -79,6 +82,7 @@ impl AdminState {
             metrics,
             telemetry,
             auth,
+            dashboard,
         }
     }
 }
@@ -102,7 +106,9 @@ pub(crate) fn router(state: AdminState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state.clone());
     // Other parts of weir's HTTP surface are merged here, under the token.
-    let routes = api.merge(state.ingest.http_router());
+    let routes = api
+        .merge(state.ingest.http_router())
+        .merge(crate::dashboard::data_router(state.dashboard.clone()));
     routes
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
@@ -115,6 +121,9 @@ pub(crate) fn router(state: AdminState) -> Router {
             state.auth,
             auth::require_token,
         ))
+        // The dashboard's page and the simulator's files hold no data: served
+        // without the token, which a browser cannot send when it opens a page.
+        .merge(crate::dashboard::page_router(state.dashboard))
 }
 
 /// A JSON error: `{"error": message}`.

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cli;
 pub mod controller;
+pub mod dashboard;
 pub mod metrics_store;
 pub mod otlp;
 pub mod policy_source;
@@ -13,4 +14,5 @@ pub mod serve;
 pub mod snapshot;
 pub mod state_store;
 pub mod telemetry;
+pub mod timeline;
 pub mod xds;

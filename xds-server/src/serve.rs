@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// The admin API's bearer token.
     #[command(flatten)]
     pub admin_auth: admin::AuthArgs,
+    /// Where the dashboard's policy simulator is (`weir_simulator.js` and its
+    /// `.wasm`); default: `simulator/` beside the weir executable.
+    #[arg(long, env = "WEIR_SIMULATOR_DIR")]
+    pub simulator_dir: Option<PathBuf>,
 }
 
 /// Milliseconds since the epoch, the controller's and the metrics' clock.
@@ -327,6 +331,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .add_service(ingest.grpc_service())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener)),
     );
+    let dashboard = crate::dashboard::Dashboard::new(
+        Arc::clone(&control),
+        Arc::clone(&metrics),
+        args.simulator_dir.clone(),
+    );
     // OTLP/HTTP is served beside the admin API.
     let admin_state = admin::AdminState::new(
         Arc::clone(&control),
@@ -336,6 +345,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         telemetry,
         auth,
+        dashboard.clone(),
     );
     let admin_router = admin::router(admin_state);
     let admin = tokio::spawn(async move { axum::serve(admin_listener, admin_router).await });
@@ -366,7 +376,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             _ = control_tick.tick() => {
                 if let Ok(mut control) = control.lock() {
-                    control.control(now_ms());
+                    let now = now_ms();
+                    control.control(now);
+                    dashboard.record(&control, now);
                 }
             }
             stopped = &mut xds => anyhow::bail!("the xDS server stopped: {stopped:?}"),
