@@ -147,11 +147,16 @@ fn evidence_lines(evidence: &Value) -> Vec<String> {
     }
     let test = &evidence["error_test"];
     if !test.is_null() {
+        let p = test["p_value"].as_f64().unwrap_or(0.0);
+        let p = if p > 0.0 && p < 0.001 {
+            format!("{p:.2e}")
+        } else {
+            format!("{p:.4}")
+        };
         lines.push(format!(
-            "error test: +{:.2} pp, z {:.2}, p {:.4}",
+            "error test: +{:.2} pp, z {:.2}, p {p}",
             test["increase_pp"].as_f64().unwrap_or(0.0),
             test["z"].as_f64().unwrap_or(0.0),
-            test["p_value"].as_f64().unwrap_or(0.0),
         ));
     }
     let ratio = &evidence["latency_ratio"];
