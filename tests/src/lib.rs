@@ -3,6 +3,8 @@
 //!
 //! - [`envoy`]: an Envoy built from a generated configuration, ready when its
 //!   admin API says so;
+//! - [`browser`]: headless Chromium driven through ChromeDriver, for the
+//!   dashboard;
 //! - [`backend`]: HTTP backends that answer with their own name and the
 //!   request they saw, and can be told to delay or fail a share of requests;
 //! - [`canary`]: a one-service canary fleet and the weight Envoy runs;
@@ -20,6 +22,7 @@
 //! benchmarks use the same pieces.
 
 pub mod backend;
+pub mod browser;
 pub mod canary;
 pub mod envoy;
 pub mod fleet;
