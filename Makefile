@@ -40,9 +40,13 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-## demo: Envoy + the filter + named backends + traffic, and what happened.
+## demo: the full scenario (docs/demo.md): weir, Envoy and backends in three
+## regions; weir promotes one canary and rolls two back by itself, and an
+## overload sheds heartbeats, not alarms. Then everything stays up for
+## exploring (the dashboard is printed) until Ctrl-C; DEMO_SECONDS=N stops it
+## N seconds after the scenario (0: right after), for unattended runs.
 demo: build
-	@$(CARGO) run --locked --quiet --release -p weir-demo
+	@$(CARGO) run --locked --quiet --release -p weir-demo $(if $(DEMO_SECONDS),-- --seconds $(DEMO_SECONDS))
 
 ## bench: Envoy's CPU per request and latency without a filter, with a
 ## do-nothing wasm filter, Weir's, a one-line Lua filter and native
