@@ -5,88 +5,46 @@
 //! Time is passed in (milliseconds since the epoch), never read here, so the
 //! controller can be tested with a simulated clock.
 //!
+//! Each cluster keeps, per kind of source ([`SourceKind`]), a run of time
+//! slots of [`SLOT_MS`]: each slot holds the requests, errors and latency
+//! bucket counts of every report received in it, against one bucket layout
+//! per cluster and kind (the first histogram's bounds; histograms with
+//! other bounds are re-bucketed onto it, see [`Histogram::merge`]). Adding a
+//! report costs one pass over its buckets and, once the slots of the
+//! retention exist, no allocation; a window sums the slots inside it. A
+//! window's edges are therefore slot-aligned: slot `k` holds the reports
+//! received in `((k − 1)·SLOT_MS, k·SLOT_MS]`, and a window
+//! `(now − span, now]` sums the slots from the one after the slot of
+//! `now − span` to the slot of `now`.
+//!
+//! A cluster reported both by Envoy's stats sink and by an application would
+//! be counted twice if both were added up: a window uses Envoy's reports of
+//! the cluster when there are any in the window, else the application's.
+//!
 //! It also keeps what the filter reports of its admission decisions, per
 //! reporting source: [`MetricsStore::admission`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
-use weir_policy::metrics::Outcome;
+mod admission;
+mod histogram;
 
-/// A latency histogram with explicit bucket bounds, in milliseconds.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Histogram {
-    /// Upper bounds of the buckets, increasing; the last bucket is unbounded.
-    pub bounds: Vec<f64>,
-    /// Counts per bucket: `bounds.len() + 1` of them.
-    pub counts: Vec<u64>,
-}
+pub use admission::{Admission, AdmissionPoint, ClassCounts};
+pub use histogram::Histogram;
+pub(crate) use histogram::add_counts;
 
-impl Histogram {
-    /// An empty histogram with these bucket bounds.
-    pub fn with_bounds(bounds: Vec<f64>) -> Self {
-        let counts = vec![0; bounds.len() + 1];
-        Self { bounds, counts }
-    }
+/// The width of a time slot, in milliseconds: the precision of a window's
+/// edges.
+pub const SLOT_MS: u64 = 250;
 
-    /// Observations counted.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Adds `other` in. Histograms with other bounds are re-bucketed onto
-    /// these (each of `other`'s buckets counted at its upper bound), so that
-    /// sources with different layouts can still be compared.
-    pub fn merge(&mut self, other: &Histogram) {
-        if self.bounds.is_empty() && self.counts.iter().all(|&c| c == 0) {
-            *self = other.clone();
-            return;
-        }
-        if self.bounds == other.bounds {
-            for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-                *mine += theirs;
-            }
-            return;
-        }
-        for (i, &count) in other.counts.iter().enumerate() {
-            let at = other.bounds.get(i).copied().unwrap_or(f64::INFINITY);
-            let slot = self
-                .bounds
-                .iter()
-                .position(|&b| at <= b)
-                .unwrap_or(self.bounds.len());
-            if let Some(c) = self.counts.get_mut(slot) {
-                *c += count;
-            }
-        }
-    }
-
-    /// The `q` quantile (0–1), interpolated linearly inside its bucket;
-    /// `None` when empty. The unbounded last bucket reports its lower bound.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let rank = (q.clamp(0.0, 1.0) * total as f64).max(1.0);
-        let mut seen = 0.0;
-        for (i, &count) in self.counts.iter().enumerate() {
-            let next = seen + count as f64;
-            if next >= rank && count > 0 {
-                let low = if i == 0 {
-                    0.0
-                } else {
-                    self.bounds.get(i - 1).copied().unwrap_or(0.0)
-                };
-                let Some(&high) = self.bounds.get(i) else {
-                    return Some(low);
-                };
-                let within = (rank - seen) / count as f64;
-                return Some(low + (high - low) * within);
-            }
-            seen = next;
-        }
-        self.bounds.last().copied()
-    }
+/// Where a cluster's numbers come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Envoy's stats sink: the upstream cluster's request counters and times.
+    Envoy,
+    /// An application's own metrics (`http.server.request.duration`).
+    Application,
 }
 
 /// What happened on one cluster during one reporting interval.
@@ -100,6 +58,17 @@ pub struct Sample {
     pub errors: u64,
     /// Their latencies, if the source reported them.
     pub latency: Option<Histogram>,
+}
+
+/// One report's numbers for one cluster, borrowed: what [`MetricsStore::record`] adds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts<'a> {
+    /// Requests completed.
+    pub requests: u64,
+    /// Of which failed (5xx).
+    pub errors: u64,
+    /// Their latencies, if reported: bucket bounds (ms) and counts (one more).
+    pub latency: Option<(&'a [f64], &'a [u64])>,
 }
 
 /// A window's totals.
@@ -120,257 +89,276 @@ impl WindowStats {
     }
 }
 
-/// The filter's admission outcomes for one priority class: totals since the
-/// source started (cumulative counters), or since weir first heard from it
-/// (delta counters, added up).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ClassCounts {
-    /// Forwarded at once.
-    pub admitted: u64,
-    /// Held in the queue.
-    pub queued: u64,
-    /// Released from the queue and forwarded.
-    pub released: u64,
-    /// Answered 503.
-    pub shed: u64,
-}
-
-impl ClassCounts {
-    fn get(&self, outcome: Outcome) -> u64 {
-        match outcome {
-            Outcome::Admitted => self.admitted,
-            Outcome::Queued => self.queued,
-            Outcome::Released => self.released,
-            Outcome::Shed => self.shed,
-        }
-    }
-
-    fn get_mut(&mut self, outcome: Outcome) -> &mut u64 {
-        match outcome {
-            Outcome::Admitted => &mut self.admitted,
-            Outcome::Queued => &mut self.queued,
-            Outcome::Released => &mut self.released,
-            Outcome::Shed => &mut self.shed,
-        }
-    }
-
-    fn add(&mut self, other: &ClassCounts) {
-        for outcome in Outcome::ALL {
-            let theirs = other.get(outcome);
-            let mine = self.get_mut(outcome);
-            *mine = mine.saturating_add(theirs);
-        }
-    }
-}
-
-/// The filter's admission, summed over every source that reported it within
-/// the retention.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct Admission {
-    /// Outcomes per priority class.
-    pub classes: BTreeMap<String, ClassCounts>,
-    /// Requests admitted and not yet finished (the sources' last values).
-    pub in_flight: u64,
-    /// Requests held in the admission queues (the sources' last values).
-    pub queue_depth: u64,
-    /// Sources summed.
-    pub sources: usize,
-}
-
-/// One admission data point of one source, as the OTLP receivers hand it over.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AdmissionPoint {
-    /// A class's outcome counter: a delta to add, or the source's
-    /// cumulative total, which replaces the one before.
-    Count {
-        /// The priority class.
-        class: String,
-        /// The outcome counted.
-        outcome: Outcome,
-        /// The delta or the total.
-        value: u64,
-        /// Whether `value` is a total.
-        cumulative: bool,
-    },
-    /// The gauge of requests in flight.
-    InFlight(u64),
-    /// The gauge of requests queued.
-    QueueDepth(u64),
-}
-
-/// What one source last said about admission.
-#[derive(Debug, Default)]
-struct SourceAdmission {
-    seen_ms: u64,
-    classes: BTreeMap<String, ClassCounts>,
-    in_flight: u64,
-    queue_depth: u64,
-}
-
-/// Sources of admission metrics kept at most, and classes per source: a
-/// misbehaving source cannot grow the store without bound.
-const MAX_ADMISSION_SOURCES: usize = 4_096;
-const MAX_CLASSES_PER_SOURCE: usize = 64;
-
-/// Samples per cluster, kept for `retention_ms`.
+/// Every cluster's recent traffic, kept for `retention_ms`, and the filter's
+/// admission per source.
 #[derive(Debug)]
 pub struct MetricsStore {
     retention_ms: u64,
-    clusters: HashMap<String, VecDeque<Sample>>,
-    admission: HashMap<String, SourceAdmission>,
+    /// Slots kept per series at most: the retention's, and one more.
+    max_slots: u64,
+    clusters: HashMap<String, Cluster>,
+    admission: admission::Sources,
 }
 
-/// Samples kept per cluster at most, whatever the retention: memory stays
-/// bounded even if a source reports far more often than expected.
-const MAX_SAMPLES_PER_CLUSTER: usize = 4_096;
+#[derive(Debug, Default)]
+struct Cluster {
+    envoy: Series,
+    application: Series,
+}
 
-impl MetricsStore {
-    /// A store keeping samples for `retention_ms`.
-    pub fn new(retention_ms: u64) -> Self {
-        Self {
-            retention_ms,
-            clusters: HashMap::new(),
-            admission: HashMap::new(),
+impl Cluster {
+    fn series_mut(&mut self, kind: SourceKind) -> &mut Series {
+        match kind {
+            SourceKind::Envoy => &mut self.envoy,
+            SourceKind::Application => &mut self.application,
         }
     }
 
-    /// Records a sample for `cluster`.
-    pub fn add(&mut self, cluster: &str, sample: Sample) {
-        let samples = self.clusters.entry(cluster.to_owned()).or_default();
-        samples.push_back(sample);
-        while samples.len() > MAX_SAMPLES_PER_CLUSTER {
-            samples.pop_front();
+    fn series(&self, kind: SourceKind) -> &Series {
+        match kind {
+            SourceKind::Envoy => &self.envoy,
+            SourceKind::Application => &self.application,
+        }
+    }
+}
+
+/// One cluster's reports from one kind of source.
+#[derive(Debug, Default)]
+struct Series {
+    /// The bucket bounds of every slot's counts, once a histogram came.
+    bounds: Option<Vec<f64>>,
+    /// Slots with reports, oldest first, by increasing key.
+    slots: VecDeque<Slot>,
+    /// Counts of slots dropped, for new slots to reuse.
+    spare: Vec<Vec<u64>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// `⌈received ms / SLOT_MS⌉`.
+    key: u64,
+    requests: u64,
+    errors: u64,
+    /// Whether any report in it had latencies.
+    latency: bool,
+    /// Per bucket of the series' bounds (empty until a report had latencies).
+    counts: Vec<u64>,
+}
+
+/// The slot of a time: slot `k` holds `((k − 1)·SLOT_MS, k·SLOT_MS]`.
+fn slot_key(ms: u64) -> u64 {
+    ms.div_ceil(SLOT_MS)
+}
+
+impl Series {
+    fn record(&mut self, key: u64, max_slots: u64, counts: Counts<'_>) {
+        let newest = self.slots.back().map_or(key, |s| s.key.max(key));
+        if key.saturating_add(max_slots) <= newest {
+            return;
+        }
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| s.key.saturating_add(max_slots) <= newest)
+        {
+            self.drop_oldest();
+        }
+        if let Some((bounds, _)) = counts.latency
+            && self.bounds.is_none()
+        {
+            self.bounds = Some(bounds.to_vec());
+        }
+        let index = self.slot_index(key);
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        slot.requests = slot.requests.saturating_add(counts.requests);
+        slot.errors = slot.errors.saturating_add(counts.errors);
+        if let (Some((bounds, added)), Some(onto)) = (counts.latency, &self.bounds) {
+            if slot.counts.len() != onto.len() + 1 {
+                slot.counts.clear();
+                slot.counts.resize(onto.len() + 1, 0);
+            }
+            histogram::add_counts(onto, &mut slot.counts, bounds, added);
+            slot.latency = true;
         }
     }
 
-    /// Totals of `cluster`'s samples received in `(now_ms − span_ms, now_ms]`.
-    pub fn window(&self, cluster: &str, now_ms: u64, span_ms: u64) -> WindowStats {
-        let since = now_ms.saturating_sub(span_ms);
-        let mut stats = WindowStats::default();
-        for sample in self.clusters.get(cluster).into_iter().flatten() {
-            if sample.at_ms > since && sample.at_ms <= now_ms {
-                stats.requests += sample.requests;
-                stats.errors += sample.errors;
-                if let Some(latency) = &sample.latency {
-                    stats.latency.merge(latency);
+    /// The index of the slot `key`, added if missing.
+    fn slot_index(&mut self, key: u64) -> usize {
+        let position = match self.slots.back() {
+            Some(back) if back.key == key => return self.slots.len() - 1,
+            Some(back) if back.key > key => {
+                match self.slots.binary_search_by_key(&key, |s| s.key) {
+                    Ok(i) => return i,
+                    Err(i) => i,
+                }
+            }
+            _ => self.slots.len(),
+        };
+        let mut counts = self.spare.pop().unwrap_or_default();
+        counts.clear();
+        let slot = Slot {
+            key,
+            requests: 0,
+            errors: 0,
+            latency: false,
+            counts,
+        };
+        self.slots.insert(position, slot);
+        position
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some(slot) = self.slots.pop_front() {
+            self.spare.push(slot.counts);
+        }
+        if self.slots.is_empty() {
+            // A new layout may come with the next report.
+            self.bounds = None;
+            self.spare.clear();
+        }
+    }
+
+    /// Totals of the slots with keys in `(after, until]`; `None` if none.
+    fn window(&self, after: u64, until: u64) -> Option<WindowStats> {
+        let start = self.slots.partition_point(|s| s.key <= after);
+        let mut stats: Option<WindowStats> = None;
+        for slot in self.slots.range(start..).take_while(|s| s.key <= until) {
+            let stats = stats.get_or_insert_with(WindowStats::default);
+            stats.requests = stats.requests.saturating_add(slot.requests);
+            stats.errors = stats.errors.saturating_add(slot.errors);
+            if let (true, Some(bounds)) = (slot.latency, &self.bounds) {
+                let latency = &mut stats.latency;
+                if latency.bounds.is_empty() && latency.counts.is_empty() {
+                    *latency = Histogram::with_bounds(bounds.clone());
+                }
+                for (sum, &count) in latency.counts.iter_mut().zip(&slot.counts) {
+                    *sum = sum.saturating_add(count);
                 }
             }
         }
         stats
     }
+}
 
-    /// Forgets samples older than the retention.
+impl MetricsStore {
+    /// A store keeping reports for `retention_ms`.
+    pub fn new(retention_ms: u64) -> Self {
+        Self {
+            retention_ms,
+            max_slots: retention_ms.div_ceil(SLOT_MS) + 1,
+            clusters: HashMap::new(),
+            admission: admission::Sources::default(),
+        }
+    }
+
+    /// Records a sample for `cluster`, as reported by Envoy.
+    pub fn add(&mut self, cluster: &str, sample: Sample) {
+        self.add_from(cluster, SourceKind::Envoy, &sample);
+    }
+
+    /// Records a sample for `cluster` from a `kind` of source.
+    pub fn add_from(&mut self, cluster: &str, kind: SourceKind, sample: &Sample) {
+        let counts = Counts {
+            requests: sample.requests,
+            errors: sample.errors,
+            latency: sample
+                .latency
+                .as_ref()
+                .map(|h| (&h.bounds[..], &h.counts[..])),
+        };
+        self.record(cluster, kind, sample.at_ms, counts);
+    }
+
+    /// Records what a `kind` of source reported of `cluster`, received at `at_ms`.
+    pub fn record(&mut self, cluster: &str, kind: SourceKind, at_ms: u64, counts: Counts<'_>) {
+        let entry = match self.clusters.get_mut(cluster) {
+            Some(entry) => entry,
+            None => self.clusters.entry(cluster.to_owned()).or_default(),
+        };
+        entry
+            .series_mut(kind)
+            .record(slot_key(at_ms), self.max_slots, counts);
+    }
+
+    /// Totals of `cluster`'s reports received in `(now_ms − span_ms, now_ms]`
+    /// (to the slot): Envoy's if Envoy reported the cluster in the window,
+    /// else the applications'.
+    pub fn window(&self, cluster: &str, now_ms: u64, span_ms: u64) -> WindowStats {
+        self.window_from(cluster, SourceKind::Envoy, now_ms, span_ms)
+            .or_else(|| self.window_from(cluster, SourceKind::Application, now_ms, span_ms))
+            .unwrap_or_default()
+    }
+
+    /// Totals of what one `kind` of source reported of `cluster` in
+    /// `(now_ms − span_ms, now_ms]`; `None` if it reported nothing there.
+    pub fn window_from(
+        &self,
+        cluster: &str,
+        kind: SourceKind,
+        now_ms: u64,
+        span_ms: u64,
+    ) -> Option<WindowStats> {
+        let after = slot_key(now_ms.saturating_sub(span_ms));
+        self.clusters
+            .get(cluster)?
+            .series(kind)
+            .window(after, slot_key(now_ms))
+    }
+
+    /// Forgets reports older than the retention.
     pub fn prune(&mut self, now_ms: u64) {
         let keep_after = now_ms.saturating_sub(self.retention_ms);
-        for samples in self.clusters.values_mut() {
-            while samples.front().is_some_and(|s| s.at_ms <= keep_after) {
-                samples.pop_front();
+        for cluster in self.clusters.values_mut() {
+            for series in [&mut cluster.envoy, &mut cluster.application] {
+                while series
+                    .slots
+                    .front()
+                    .is_some_and(|s| s.key.saturating_mul(SLOT_MS) <= keep_after)
+                {
+                    series.drop_oldest();
+                }
             }
         }
-        self.clusters.retain(|_, samples| !samples.is_empty());
-        self.admission
-            .retain(|_, source| source.seen_ms > keep_after);
+        self.clusters
+            .retain(|_, c| !c.envoy.slots.is_empty() || !c.application.slots.is_empty());
+        self.admission.prune(keep_after);
     }
 
     /// Records admission data points `source` (a resource's identity) sent
     /// at `at_ms`.
     pub fn add_admission(&mut self, source: &str, at_ms: u64, points: &[AdmissionPoint]) {
-        if points.is_empty() {
-            return;
-        }
-        if !self.admission.contains_key(source) {
-            if self.admission.len() >= MAX_ADMISSION_SOURCES {
-                return;
-            }
-            self.admission
-                .insert(source.to_owned(), SourceAdmission::default());
-        }
-        let Some(mine) = self.admission.get_mut(source) else {
-            return;
-        };
-        mine.seen_ms = mine.seen_ms.max(at_ms);
-        for point in points {
-            match point {
-                AdmissionPoint::Count {
-                    class,
-                    outcome,
-                    value,
-                    cumulative,
-                } => {
-                    if !mine.classes.contains_key(class.as_str()) {
-                        if mine.classes.len() >= MAX_CLASSES_PER_SOURCE {
-                            continue;
-                        }
-                        mine.classes.insert(class.clone(), ClassCounts::default());
-                    }
-                    let Some(counts) = mine.classes.get_mut(class.as_str()) else {
-                        continue;
-                    };
-                    let slot = counts.get_mut(*outcome);
-                    *slot = if *cumulative {
-                        *value
-                    } else {
-                        slot.saturating_add(*value)
-                    };
-                }
-                AdmissionPoint::InFlight(v) => mine.in_flight = *v,
-                AdmissionPoint::QueueDepth(v) => mine.queue_depth = *v,
-            }
-        }
+        self.admission.add(source, at_ms, points);
     }
 
     /// The filter's admission, summed over every source that reported it
     /// within the retention (until [`Self::prune`] forgets the others).
     pub fn admission(&self) -> Admission {
-        let mut total = Admission {
-            sources: self.admission.len(),
-            ..Admission::default()
-        };
-        for source in self.admission.values() {
-            for (class, counts) in &source.classes {
-                match total.classes.get_mut(class.as_str()) {
-                    Some(sum) => sum.add(counts),
-                    None => {
-                        total.classes.insert(class.clone(), *counts);
-                    }
-                }
-            }
-            total.in_flight = total.in_flight.saturating_add(source.in_flight);
-            total.queue_depth = total.queue_depth.saturating_add(source.queue_depth);
-        }
-        total
+        self.admission.total()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use weir_policy::metrics::Outcome;
+
     use super::*;
 
-    #[test]
-    fn quantiles_interpolate_within_buckets() {
-        let mut h = Histogram::with_bounds(vec![10.0, 20.0, 50.0]);
-        h.counts = vec![50, 40, 10, 0];
-        assert_eq!(h.quantile(0.5), Some(10.0));
-        let p90 = h.quantile(0.9).unwrap();
-        assert!((p90 - 20.0).abs() < 1e-9, "{p90}");
-        let p95 = h.quantile(0.95).unwrap();
-        assert!((p95 - 35.0).abs() < 1e-9, "{p95}");
-        assert_eq!(Histogram::with_bounds(vec![1.0]).quantile(0.5), None);
+    fn sample(at_ms: u64, requests: u64, errors: u64) -> Sample {
+        Sample {
+            at_ms,
+            requests,
+            errors,
+            latency: None,
+        }
     }
 
     #[test]
     fn windows_sum_the_samples_inside_them() {
         let mut store = MetricsStore::new(10_000);
         for (at, requests, errors) in [(1_000, 10, 1), (2_000, 20, 0), (3_000, 30, 3)] {
-            store.add(
-                "c",
-                Sample {
-                    at_ms: at,
-                    requests,
-                    errors,
-                    latency: None,
-                },
-            );
+            store.add("c", sample(at, requests, errors));
         }
         let w = store.window("c", 3_000, 1_500);
         assert_eq!((w.requests, w.errors), (50, 3));
@@ -380,14 +368,109 @@ mod tests {
     }
 
     #[test]
-    fn histograms_with_other_bounds_are_rebucketed() {
-        let mut a = Histogram::with_bounds(vec![10.0, 100.0]);
-        a.counts = vec![1, 1, 0];
-        let mut b = Histogram::with_bounds(vec![5.0, 50.0, 500.0]);
-        b.counts = vec![1, 1, 1, 1];
-        a.merge(&b);
-        assert_eq!(a.counts, vec![2, 2, 2]);
-        assert_eq!(a.count(), 6);
+    fn reports_in_one_slot_add_up_and_edges_are_slot_aligned() {
+        let mut store = MetricsStore::new(60_000);
+        // 1_001..=1_250 is one slot; out of order is fine.
+        for at in [1_100, 1_250, 1_001, 900] {
+            store.add("c", sample(at, 1, 0));
+        }
+        assert_eq!(store.window("c", 1_250, 250).requests, 3);
+        assert_eq!(store.window("c", 1_250, 500).requests, 4);
+        // The slot of `now` counts whole; that of `now − span` not at all.
+        assert_eq!(store.window("c", 1_001, 1).requests, 3);
+        assert_eq!(store.window("c", 1_200, 200).requests, 3);
+        assert_eq!(store.window("c", 1_250, 1_250).requests, 4);
+    }
+
+    #[test]
+    fn latencies_are_summed_against_the_first_layout() {
+        let mut store = MetricsStore::new(60_000);
+        store.add("c", sample(1_000, 5, 0));
+        let mut h = Histogram::with_bounds(vec![10.0, 100.0]);
+        h.counts = vec![1, 2, 3];
+        store.add(
+            "c",
+            Sample {
+                latency: Some(h.clone()),
+                ..sample(2_000, 6, 1)
+            },
+        );
+        let mut other = Histogram::with_bounds(vec![5.0, 50.0, 500.0]);
+        other.counts = vec![1, 1, 1, 1];
+        store.add(
+            "c",
+            Sample {
+                latency: Some(other),
+                ..sample(3_000, 4, 0)
+            },
+        );
+        let w = store.window("c", 3_000, 10_000);
+        assert_eq!((w.requests, w.errors), (15, 1));
+        assert_eq!(w.latency.bounds, vec![10.0, 100.0]);
+        assert_eq!(w.latency.counts, vec![2, 3, 5]);
+        // No latencies in the window: an empty histogram, as before.
+        assert_eq!(store.window("c", 1_000, 500).latency, Histogram::default());
+        // Once everything expired, a new layout may come.
+        store.prune(100_000);
+        let mut h = Histogram::with_bounds(vec![1.0]);
+        h.counts = vec![1, 0];
+        store.add(
+            "c",
+            Sample {
+                latency: Some(h),
+                ..sample(100_000, 1, 0)
+            },
+        );
+        assert_eq!(store.window("c", 100_000, 1_000).latency.bounds, vec![1.0]);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_retention_without_pruning() {
+        let mut store = MetricsStore::new(1_000);
+        for at in (0..100_000).step_by(100) {
+            store.add("c", sample(at, 1, 0));
+        }
+        let series = &store.clusters["c"].envoy;
+        assert!(
+            series.slots.len() as u64 <= store.max_slots,
+            "{}",
+            series.slots.len()
+        );
+        // Too old for the retention behind the newest: dropped.
+        store.add("c", sample(1_000, 1, 0));
+        assert_eq!(store.window("c", 2_000, 2_000).requests, 0);
+    }
+
+    #[test]
+    fn envoy_counts_a_cluster_when_it_reported_it_else_the_application() {
+        let mut store = MetricsStore::new(60_000);
+        let app = |store: &mut MetricsStore, at| {
+            store.add_from("c", SourceKind::Application, &sample(at, 10, 1));
+        };
+        app(&mut store, 1_000);
+        app(&mut store, 2_000);
+        assert_eq!(store.window("c", 2_000, 5_000).requests, 20);
+        // Envoy reports the cluster too: its numbers, not the sum.
+        store.add_from("c", SourceKind::Envoy, &sample(3_000, 12, 0));
+        app(&mut store, 3_000);
+        let w = store.window("c", 3_000, 5_000);
+        assert_eq!((w.requests, w.errors), (12, 0));
+        // Envoy's zero is a report too.
+        store.add_from("c", SourceKind::Envoy, &sample(4_000, 0, 0));
+        assert_eq!(store.window("c", 4_000, 500).requests, 0);
+        // A window in which only the application reported: the application's.
+        app(&mut store, 6_000);
+        assert_eq!(store.window("c", 6_000, 1_000).requests, 10);
+        assert_eq!(
+            store
+                .window_from("c", SourceKind::Application, 6_000, 10_000)
+                .map(|w| w.requests),
+            Some(40)
+        );
+        assert_eq!(
+            store.window_from("c", SourceKind::Envoy, 6_000, 1_000),
+            None
+        );
     }
 
     #[test]

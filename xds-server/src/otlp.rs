@@ -1,6 +1,6 @@
 //! OTLP metrics in: Envoy's OpenTelemetry stats sink and applications send
-//! metrics over OTLP/gRPC or OTLP/HTTP, and weir turns them into one
-//! [`Sample`] per cluster per request in the [`MetricsStore`].
+//! metrics over OTLP/gRPC or OTLP/HTTP, and weir adds them up per cluster
+//! and kind of source, per request, in the [`MetricsStore`].
 //!
 //! # Endpoints
 //!
@@ -91,15 +91,26 @@
 //! report deltas (`report_counters_as_deltas`, `report_histograms_as_deltas`)
 //! or be told apart by a resource attribute.
 //!
-//! **Samples.** All the data points of one export request make one
-//! [`Sample`] per cluster, stamped with the time weir received it (the data
-//! points' own timestamps are not used): requests and errors summed,
-//! latency histograms merged (by [`Histogram::merge`]). A cluster gets a
-//! sample if one of its data points counted something, even zero; a
-//! remembered first value alone adds none. One export request adds at most
-//! [`MAX_COUNT`] (2^40) requests and as many latencies to one cluster; a data
-//! point that would pass that is rejected, so the store's sums cannot
-//! overflow.
+//! **Totals.** All the data points of one export request are added up per
+//! cluster and kind of source — [`SourceKind::Envoy`] for Envoy's metrics,
+//! [`SourceKind::Application`] for `http.server.request.duration` — and
+//! recorded in the store ([`MetricsStore::record`]) as received at the time
+//! weir received the request (the data points' own timestamps are not
+//! used): requests and errors summed, latency histograms merged (by
+//! [`Histogram::merge`]'s rules). A cluster is recorded if one of its data
+//! points counted something, even zero; a remembered first value alone
+//! records nothing. The store keeps the two kinds apart, so a cluster that
+//! both Envoy and an application report is not counted twice (see
+//! [`MetricsStore::window`]). One export request adds at most [`MAX_COUNT`]
+//! (2^40) requests and as many latencies to one cluster; a data point that
+//! would pass that is rejected.
+//!
+//! Translating a request allocates per request and per cluster, not per
+//! data point: names and bounds are borrowed from the decoded request,
+//! bucket counts go into one buffer, and bounds converted to milliseconds
+//! are converted once per request. The cumulative streams are locked only
+//! when a request has cumulative points, and the store only to add the
+//! request's totals.
 //!
 //! # What is refused
 //!
@@ -152,7 +163,7 @@ use serde_json::json;
 
 use crate::metrics_store::MetricsStore;
 #[cfg(doc)]
-use crate::metrics_store::{Histogram, Sample};
+use crate::metrics_store::{Histogram, SourceKind};
 
 mod admission;
 mod cumulative;
@@ -160,6 +171,7 @@ mod exponential;
 mod grpc;
 mod http;
 mod json;
+mod totals;
 mod translate;
 
 pub use admission::WASM_CUSTOM_PREFIX;
@@ -423,24 +435,15 @@ impl Ingest {
         transport: Transport,
     ) -> ExportOutcome {
         let now_ms = (self.inner.clock)();
-        let translation = {
-            let mut streams = self
-                .inner
-                .streams
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            translate::translate(request, &mut streams, now_ms)
-        };
-        let clusters: Vec<String> = translation.samples.keys().cloned().collect();
-        if !translation.samples.is_empty() || !translation.admission.is_empty() {
+        let translation = translate::translate(request, &self.inner.streams, now_ms);
+        let clusters = translation.totals.clusters();
+        if !translation.totals.is_empty() || !translation.admission.is_empty() {
             let mut store = self
                 .inner
                 .store
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for (cluster, sample) in translation.samples {
-                store.add(&cluster, sample);
-            }
+            translation.totals.apply(&mut store, now_ms);
             for (source, points) in &translation.admission {
                 store.add_admission(source, now_ms, points);
             }

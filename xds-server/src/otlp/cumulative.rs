@@ -98,100 +98,144 @@ impl Streams {
         self.streams.remove(key);
     }
 
-    fn update(&mut self, key: String, now_ms: u64, last: Last) -> Result<Option<Last>, Full> {
-        if !self.streams.contains_key(&key) && self.streams.len() >= MAX_STREAMS {
+    /// The stream `key`, marked seen; `None` if new.
+    fn existing(&mut self, key: &str, now_ms: u64) -> Option<&mut Stream> {
+        let stream = self.streams.get_mut(key)?;
+        stream.seen_ms = now_ms;
+        Some(stream)
+    }
+
+    /// Remembers a new stream, if there is room.
+    fn insert(&mut self, key: &str, now_ms: u64, last: Last) -> Result<(), Full> {
+        if self.streams.len() >= MAX_STREAMS {
             self.streams
                 .retain(|_, s| now_ms.saturating_sub(s.seen_ms) < IDLE_MS);
             if self.streams.len() >= MAX_STREAMS {
                 return Err(Full);
             }
         }
-        let previous = self.streams.insert(
-            key,
+        self.streams.insert(
+            key.to_owned(),
             Stream {
                 seen_ms: now_ms,
                 last,
             },
         );
-        Ok(previous.map(|s| s.last))
+        Ok(())
     }
 
-    /// A cumulative sum's new value; `known`: whether its source reported
-    /// before (a new stream then counts in full).
+    /// A cumulative sum's new value; `counts_first`: whether a first value
+    /// counts in full (else it is a baseline).
     pub(crate) fn sum(
         &mut self,
-        key: String,
+        key: &str,
         now_ms: u64,
         value: u64,
-        known: bool,
+        counts_first: bool,
     ) -> Result<Delta<u64>, Full> {
-        Ok(match self.update(key, now_ms, Last::Sum(value))? {
-            Some(Last::Sum(before)) if value >= before => Delta::Added(value - before),
-            Some(Last::Sum(_)) => Delta::Added(value),
-            None if known => Delta::Added(value),
-            _ => Delta::Baseline,
+        if let Some(stream) = self.existing(key, now_ms) {
+            let delta = match stream.last {
+                Last::Sum(before) if value >= before => Delta::Added(value - before),
+                Last::Sum(_) => Delta::Added(value),
+                _ => Delta::Baseline,
+            };
+            stream.last = Last::Sum(value);
+            return Ok(delta);
+        }
+        self.insert(key, now_ms, Last::Sum(value))?;
+        Ok(if counts_first {
+            Delta::Added(value)
+        } else {
+            Delta::Baseline
         })
     }
 
-    /// A cumulative explicit-bucket histogram's new value: `(counts, count)`
-    /// added. A change of bounds starts the stream again.
+    /// A cumulative explicit-bucket histogram's new value: the observations
+    /// added, with the counts added per bucket in `added`. A change of bounds
+    /// starts the stream again.
     pub(crate) fn explicit(
         &mut self,
-        key: String,
+        key: &str,
         now_ms: u64,
         (bounds, counts, count): (&[f64], &[u64], u64),
-        known: bool,
-    ) -> Result<Delta<(Vec<u64>, u64)>, Full> {
-        let last = Last::Explicit {
-            bounds: bounds.to_vec(),
-            counts: counts.to_vec(),
-            count,
-        };
-        let (bounds_before, counts_before, count_before) = match self.update(key, now_ms, last)? {
-            Some(Last::Explicit {
-                bounds,
-                counts,
+        counts_first: bool,
+        added: &mut Vec<u64>,
+    ) -> Result<Delta<u64>, Full> {
+        added.clear();
+        let Some(stream) = self.existing(key, now_ms) else {
+            let last = Last::Explicit {
+                bounds: bounds.to_vec(),
+                counts: counts.to_vec(),
                 count,
-            }) => (bounds, counts, count),
-            None if known => return Ok(Delta::Added((counts.to_vec(), count))),
-            _ => return Ok(Delta::Baseline),
+            };
+            self.insert(key, now_ms, last)?;
+            if !counts_first {
+                return Ok(Delta::Baseline);
+            }
+            added.extend_from_slice(counts);
+            return Ok(Delta::Added(count));
         };
-        if bounds_before != bounds || counts_before.len() != counts.len() {
+        let same_layout = matches!(
+            &stream.last,
+            Last::Explicit { bounds: b, counts: c, .. } if b[..] == *bounds && c.len() == counts.len()
+        );
+        if !same_layout {
+            stream.last = Last::Explicit {
+                bounds: bounds.to_vec(),
+                counts: counts.to_vec(),
+                count,
+            };
             return Ok(Delta::Baseline);
         }
-        let went_down = count < count_before
+        let Last::Explicit {
+            counts: counts_before,
+            count: count_before,
+            ..
+        } = &mut stream.last
+        else {
+            return Ok(Delta::Baseline);
+        };
+        let went_down = count < *count_before
             || counts
                 .iter()
-                .zip(&counts_before)
+                .zip(counts_before.iter())
                 .any(|(now, was)| now < was);
-        if went_down {
-            return Ok(Delta::Added((counts.to_vec(), count)));
-        }
-        let added = counts
-            .iter()
-            .zip(&counts_before)
-            .map(|(now, was)| now - was)
-            .collect();
-        Ok(Delta::Added((added, count - count_before)))
+        let delta = if went_down {
+            added.extend_from_slice(counts);
+            count
+        } else {
+            added.extend(counts.iter().zip(counts_before.iter()).map(|(now, was)| now - was));
+            count - *count_before
+        };
+        counts_before.copy_from_slice(counts);
+        *count_before = count;
+        Ok(Delta::Added(delta))
     }
 
     /// A cumulative exponential histogram's new value.
     pub(crate) fn exponential(
         &mut self,
-        key: String,
+        key: &str,
         now_ms: u64,
         buckets: &Buckets,
-        known: bool,
+        counts_first: bool,
     ) -> Result<Delta<Buckets>, Full> {
-        Ok(
-            match self.update(key, now_ms, Last::Exponential(buckets.clone()))? {
-                Some(Last::Exponential(before)) => {
-                    Delta::Added(buckets.minus(&before).unwrap_or_else(|| buckets.clone()))
+        if let Some(stream) = self.existing(key, now_ms) {
+            let delta = match &stream.last {
+                Last::Exponential(before) => {
+                    Delta::Added(buckets.minus(before).unwrap_or_else(|| buckets.clone()))
                 }
-                None if known => Delta::Added(buckets.clone()),
                 _ => Delta::Baseline,
-            },
-        )
+            };
+            stream.last = Last::Exponential(buckets.clone());
+            return Ok(delta);
+        }
+        self.insert(key, now_ms, Last::Exponential(buckets.clone()))?;
+        Ok(if counts_first {
+            Delta::Added(buckets.clone())
+        } else {
+            Delta::Baseline
+        })
     }
 }
 
@@ -202,14 +246,14 @@ mod tests {
     #[test]
     fn sums_become_deltas_and_a_drop_is_a_restart() {
         let mut s = Streams::default();
-        let key = || "k".to_owned();
+        let key = || "k";
         assert_eq!(s.sum(key(), 0, 100, false), Ok(Delta::Baseline));
         assert_eq!(s.sum(key(), 1, 130, true), Ok(Delta::Added(30)));
         assert_eq!(s.sum(key(), 2, 130, true), Ok(Delta::Added(0)));
         assert_eq!(s.sum(key(), 3, 7, true), Ok(Delta::Added(7)));
         assert_eq!(s.sum(key(), 4, 10, true), Ok(Delta::Added(3)));
-        assert_eq!(s.sum("new".to_owned(), 4, 10, false), Ok(Delta::Baseline));
-        assert_eq!(s.sum("newer".to_owned(), 4, 10, true), Ok(Delta::Added(10)));
+        assert_eq!(s.sum("new", 4, 10, false), Ok(Delta::Baseline));
+        assert_eq!(s.sum("newer", 4, 10, true), Ok(Delta::Added(10)));
         s.forget("k");
         assert_eq!(s.sum(key(), 5, 50, false), Ok(Delta::Baseline));
     }
@@ -218,25 +262,29 @@ mod tests {
     fn histograms_become_deltas() {
         let mut s = Streams::default();
         let b = [1.0, 2.0];
-        let key = || "h".to_owned();
+        let mut added = Vec::new();
+        let mut explicit = |key, at, counts: &[u64], count, counts_first| {
+            let delta = s.explicit(key, at, (&b, counts, count), counts_first, &mut added);
+            (delta, added.clone())
+        };
         assert_eq!(
-            s.explicit(key(), 0, (&b, &[1, 1, 1], 3), false),
-            Ok(Delta::Baseline)
+            explicit("h", 0, &[1, 1, 1], 3, false),
+            (Ok(Delta::Baseline), vec![])
         );
         assert_eq!(
-            s.explicit(key(), 1, (&b, &[1, 4, 2], 7), true),
-            Ok(Delta::Added((vec![0, 3, 1], 4)))
+            explicit("h", 1, &[1, 4, 2], 7, true),
+            (Ok(Delta::Added(4)), vec![0, 3, 1])
         );
         assert_eq!(
-            s.explicit(key(), 2, (&b, &[0, 1, 0], 1), true),
-            Ok(Delta::Added((vec![0, 1, 0], 1)))
+            explicit("h", 2, &[0, 1, 0], 1, true),
+            (Ok(Delta::Added(1)), vec![0, 1, 0])
         );
         assert_eq!(
-            s.explicit("new".to_owned(), 2, (&b, &[0, 1, 0], 1), true),
-            Ok(Delta::Added((vec![0, 1, 0], 1)))
+            explicit("new", 2, &[0, 1, 0], 1, true),
+            (Ok(Delta::Added(1)), vec![0, 1, 0])
         );
         assert_eq!(
-            s.explicit(key(), 3, (&[5.0, 9.0], &[1, 1, 1], 3), true),
+            s.explicit("h", 3, (&[5.0, 9.0], &[1, 1, 1], 3), true, &mut added),
             Ok(Delta::Baseline)
         );
     }
@@ -256,12 +304,12 @@ mod tests {
     fn the_number_of_streams_is_bounded() {
         let mut s = Streams::default();
         for i in 0..MAX_STREAMS {
-            assert_eq!(s.sum(i.to_string(), 0, 1, false), Ok(Delta::Baseline));
+            assert_eq!(s.sum(&i.to_string(), 0, 1, false), Ok(Delta::Baseline));
         }
-        assert_eq!(s.sum("one more".to_owned(), 1, 1, false), Err(Full));
-        assert_eq!(s.sum("0".to_owned(), 2, 2, false), Ok(Delta::Added(1)));
+        assert_eq!(s.sum("one more", 1, 1, false), Err(Full));
+        assert_eq!(s.sum("0", 2, 2, false), Ok(Delta::Added(1)));
         assert_eq!(
-            s.sum("one more".to_owned(), IDLE_MS + 1, 1, false),
+            s.sum("one more", IDLE_MS + 1, 1, false),
             Ok(Delta::Baseline)
         );
         assert_eq!(s.len(), 2);

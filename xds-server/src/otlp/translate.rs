@@ -1,9 +1,10 @@
-//! OTLP metrics → one [`Sample`] per cluster: the rules listed in the
-//! documentation of [`crate::otlp`].
+//! OTLP metrics → each cluster's totals per kind of source: the rules
+//! listed in the documentation of [`crate::otlp`].
 
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::rc::Rc;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -15,7 +16,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use super::admission::{self, Kind};
 use super::cumulative::{Delta, Streams};
 use super::exponential::{self, Buckets};
-use crate::metrics_store::{AdmissionPoint, Histogram, Sample};
+use super::totals::{Bounds, Totals};
+use crate::metrics_store::{AdmissionPoint, SourceKind};
 
 /// Envoy's request counter by response class (a sum).
 pub const ENVOY_REQUESTS: &str = "cluster.upstream_rq_xx";
@@ -42,7 +44,7 @@ pub const MAX_EXPLICIT_BOUNDS: usize = 256;
 
 /// The most requests (or latency observations) one export request may add
 /// to one cluster: 2^40, far beyond any real reporting interval, and small
-/// enough that the store's windows (at most 4,096 samples) cannot overflow.
+/// enough that sums over many requests stay far from overflowing.
 pub const MAX_COUNT: u64 = 1 << 40;
 
 /// `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
@@ -53,9 +55,9 @@ const MAX_PROBLEMS: usize = 8;
 
 /// What one export request amounts to.
 #[derive(Debug, Default)]
-pub(crate) struct Translation {
-    /// One sample per cluster.
-    pub(crate) samples: BTreeMap<String, Sample>,
+pub(crate) struct Translation<'r> {
+    /// Each cluster's totals, per kind of source.
+    pub(crate) totals: Totals<'r>,
     /// The filter's admission data points, per source (resource key).
     pub(crate) admission: Vec<(String, Vec<AdmissionPoint>)>,
     /// Data points of metrics weir uses, counted (or remembered, for the
@@ -107,35 +109,46 @@ impl Problems {
     }
 }
 
-/// Turns `request` into samples received at `now_ms`, using and updating
-/// the cumulative streams.
-pub(crate) fn translate(
-    request: &ExportMetricsServiceRequest,
-    streams: &mut Streams,
+/// Turns `request` into totals received at `now_ms`, using and updating
+/// the cumulative streams (locked only while needed).
+pub(crate) fn translate<'r>(
+    request: &'r ExportMetricsServiceRequest,
+    streams: &Mutex<Streams>,
     now_ms: u64,
-) -> Translation {
-    let mut run = Run {
-        out: Translation::default(),
-        streams,
-        now_ms,
-        admission: Vec::new(),
-    };
-    run.streams.begin_request();
-    for resource_metrics in &request.resource_metrics {
-        let resource = Resource {
-            attributes: resource_metrics
-                .resource
-                .as_ref()
-                .map_or(&[], |r| &r.attributes),
-            key: OnceCell::new(),
-            known: OnceCell::new(),
-        };
+) -> Translation<'r> {
+    let resources: Vec<Resource<'r>> = request
+        .resource_metrics
+        .iter()
+        .map(|rm| Resource::new(rm.resource.as_ref().map_or(&[], |r| &r.attributes)))
+        .collect();
+    {
         // Every request makes its sources known, whatever it holds: a stream
         // first seen in a later request began after this one.
-        resource.known(run.streams, now_ms);
+        let mut streams = lock(streams);
+        streams.begin_request();
+        for resource in &resources {
+            resource
+                .known
+                .set(streams.known_source(resource.key(), now_ms))
+                .ok();
+        }
+    }
+    let mut run = Run {
+        out: Translation::default(),
+        streams: LazyStreams {
+            mutex: streams,
+            guard: None,
+        },
+        now_ms,
+        admission: Vec::new(),
+        key: String::new(),
+        added: Vec::new(),
+        converted: None,
+    };
+    for (resource, resource_metrics) in resources.iter().zip(&request.resource_metrics) {
         for scope in &resource_metrics.scope_metrics {
             for metric in &scope.metrics {
-                run.metric(&resource, metric);
+                run.metric(resource, metric);
             }
         }
         if !run.admission.is_empty() {
@@ -146,16 +159,41 @@ pub(crate) fn translate(
     run.out
 }
 
+fn lock(streams: &Mutex<Streams>) -> MutexGuard<'_, Streams> {
+    streams.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The cumulative streams, locked on first use and until the request is done.
+struct LazyStreams<'m> {
+    mutex: &'m Mutex<Streams>,
+    guard: Option<MutexGuard<'m, Streams>>,
+}
+
+impl LazyStreams<'_> {
+    fn get(&mut self) -> &mut Streams {
+        let mutex = self.mutex;
+        self.guard.get_or_insert_with(|| lock(mutex))
+    }
+}
+
 /// The resource a metric came from.
-struct Resource<'a> {
-    attributes: &'a [KeyValue],
+struct Resource<'r> {
+    attributes: &'r [KeyValue],
     /// Its attributes in canonical form, for stream keys; built when needed.
     key: OnceCell<String>,
-    /// Whether it reported cumulative values in an earlier request.
+    /// Whether it reported in an earlier request.
     known: OnceCell<bool>,
 }
 
-impl Resource<'_> {
+impl<'r> Resource<'r> {
+    fn new(attributes: &'r [KeyValue]) -> Self {
+        Self {
+            attributes,
+            key: OnceCell::new(),
+            known: OnceCell::new(),
+        }
+    }
+
     fn key(&self) -> &str {
         self.key.get_or_init(|| {
             let mut key = String::new();
@@ -164,21 +202,8 @@ impl Resource<'_> {
         })
     }
 
-    fn known(&self, streams: &mut Streams, now_ms: u64) -> bool {
-        *self
-            .known
-            .get_or_init(|| streams.known_source(self.key(), now_ms))
-    }
-
-    fn stream_key(&self, metric: &str, attributes: &[KeyValue]) -> String {
-        let resource = self.key();
-        let mut key = String::with_capacity(resource.len() + metric.len() + 64);
-        key.push_str(resource);
-        key.push('\u{1f}');
-        key.push_str(metric);
-        key.push('\u{1f}');
-        canonical(attributes, &mut key);
-        key
+    fn known(&self) -> bool {
+        self.known.get().copied().unwrap_or(false)
     }
 }
 
@@ -224,9 +249,27 @@ impl<'a> Stream<'a> {
         }
     }
 
-    fn key(&self) -> String {
-        self.resource.stream_key(self.metric, self.attributes)
+    /// Writes the stream's key into `out`: its source's, its metric's name
+    /// and its attributes.
+    fn key(&self, out: &mut String) {
+        out.clear();
+        out.push_str(self.resource.key());
+        out.push('\u{1f}');
+        out.push_str(self.metric);
+        out.push('\u{1f}');
+        canonical(self.attributes, out);
     }
+}
+
+/// Where a histogram point's observations go: the cluster and kind of
+/// source, and whether they also count as requests (an application's
+/// durations do; Envoy's requests come from its counters), failed ones.
+#[derive(Clone, Copy)]
+struct Target<'r> {
+    cluster: &'r str,
+    kind: SourceKind,
+    requests: bool,
+    failed: bool,
 }
 
 /// What became of one data point.
@@ -236,22 +279,25 @@ enum Point {
     Rejected(String),
 }
 
-/// A histogram data point's contribution: observations and their latencies.
-struct Counted {
-    count: u64,
-    latency: Option<Histogram>,
-}
-
-struct Run<'s> {
-    out: Translation,
-    streams: &'s mut Streams,
+struct Run<'m, 'r> {
+    out: Translation<'r>,
+    streams: LazyStreams<'m>,
     now_ms: u64,
     /// The current resource's admission data points.
     admission: Vec<AdmissionPoint>,
+    /// Scratch space: a stream key, and a cumulative histogram's increase.
+    key: String,
+    added: Vec<u64>,
+    /// The last bounds converted to milliseconds: (bounds, ms per unit,
+    /// converted); applications send the same bounds in every data point.
+    converted: Option<Converted<'r>>,
 }
 
-impl Run<'_> {
-    fn metric(&mut self, resource: &Resource<'_>, metric: &Metric) {
+/// Bounds converted to milliseconds: (bounds, ms per unit, converted).
+type Converted<'r> = (&'r [f64], f64, Rc<[f64]>);
+
+impl<'r> Run<'_, 'r> {
+    fn metric(&mut self, resource: &Resource<'r>, metric: &'r Metric) {
         match metric.name.as_str() {
             ENVOY_REQUESTS => self.envoy_requests(resource, metric),
             ENVOY_LATENCY => self.envoy_latency(resource, metric),
@@ -280,41 +326,14 @@ impl Run<'_> {
         }
     }
 
-    fn totals(&mut self, cluster: &str) -> &mut Sample {
-        let at_ms = self.now_ms;
-        self.out
-            .samples
-            .entry(cluster.to_owned())
-            .or_insert_with(|| Sample {
-                at_ms,
-                ..Sample::default()
-            })
-    }
-
-    /// Whether the cluster's sample can take `requests` more requests and
-    /// `observations` more latencies without passing [`MAX_COUNT`].
-    fn fits(&self, cluster: &str, requests: u64, observations: u64) -> bool {
-        let (r, o) = self.out.samples.get(cluster).map_or((0, 0), |s| {
-            (s.requests, s.latency.as_ref().map_or(0, Histogram::count))
-        });
-        requests <= MAX_COUNT.saturating_sub(r) && observations <= MAX_COUNT.saturating_sub(o)
-    }
-
-    /// Adds latencies to the cluster's sample (creating it even if there are none).
-    fn add_latency(&mut self, cluster: &str, latency: Option<Histogram>) {
-        let totals = self.totals(cluster);
-        let Some(latency) = latency.filter(|h| h.count() > 0) else {
-            return;
-        };
-        match &mut totals.latency {
-            Some(mine) => mine.merge(&latency),
-            empty => *empty = Some(latency),
-        }
+    /// Whether a first cumulative value of this resource counts in full.
+    fn counts_first(&self, resource: &Resource<'_>) -> bool {
+        resource.known()
     }
 
     // ---- Envoy ----------------------------------------------------------
 
-    fn envoy_requests(&mut self, resource: &Resource<'_>, metric: &Metric) {
+    fn envoy_requests(&mut self, resource: &Resource<'r>, metric: &'r Metric) {
         let Some(Data::Sum(sum)) = &metric.data else {
             return self.reject_all(metric, "expected a sum");
         };
@@ -327,14 +346,15 @@ impl Run<'_> {
 
     fn envoy_requests_point(
         &mut self,
-        resource: &Resource<'_>,
-        name: &str,
+        resource: &Resource<'r>,
+        name: &'r str,
         temporality: Temporality,
-        point: &NumberDataPoint,
+        point: &'r NumberDataPoint,
     ) -> Point {
-        let key = || resource.stream_key(name, &point.attributes);
+        let stream = Stream::new(resource, name, &point.attributes);
         if point.flags & NO_RECORDED_VALUE != 0 {
-            self.streams.forget(&key());
+            stream.key(&mut self.key);
+            self.streams.get().forget(&self.key);
             return Point::Ignored;
         }
         let temporality = match temporality.check() {
@@ -353,8 +373,13 @@ impl Run<'_> {
             Err(why) => return Point::Rejected(why),
         };
         let value = if temporality == Temporality::Cumulative {
-            let known = resource.known(self.streams, self.now_ms);
-            match self.streams.sum(key(), self.now_ms, value, known) {
+            let counts_first = self.counts_first(resource);
+            stream.key(&mut self.key);
+            match self
+                .streams
+                .get()
+                .sum(&self.key, self.now_ms, value, counts_first)
+            {
                 Ok(Delta::Added(v)) => v,
                 Ok(Delta::Baseline) => return Point::Used,
                 Err(_) => return Point::Rejected(too_many_streams()),
@@ -362,18 +387,20 @@ impl Run<'_> {
         } else {
             value
         };
-        if !self.fits(cluster, value, 0) {
-            return Point::Rejected(implausible(value));
+        let added = self.out.totals.add(
+            cluster,
+            SourceKind::Envoy,
+            (value, 0),
+            class == 5,
+            MAX_COUNT,
+        );
+        match added {
+            Some(_) => Point::Used,
+            None => Point::Rejected(implausible(value)),
         }
-        let totals = self.totals(cluster);
-        totals.requests = totals.requests.saturating_add(value);
-        if class == 5 {
-            totals.errors = totals.errors.saturating_add(value);
-        }
-        Point::Used
     }
 
-    fn envoy_latency(&mut self, resource: &Resource<'_>, metric: &Metric) {
+    fn envoy_latency(&mut self, resource: &Resource<'r>, metric: &'r Metric) {
         let Some(Data::Histogram(histogram)) = &metric.data else {
             return self.reject_all(metric, "expected a histogram with explicit buckets");
         };
@@ -383,15 +410,14 @@ impl Run<'_> {
                 None => Point::Rejected(format!("no attribute {ENVOY_CLUSTER}")),
                 Some(cluster) => {
                     let stream = Stream::new(resource, &metric.name, &point.attributes);
-                    match self.explicit(stream, temporality, point, 1.0) {
-                        Ok(Some(counted)) if !self.fits(cluster, 0, counted.count) => {
-                            Point::Rejected(implausible(counted.count))
-                        }
-                        Ok(Some(counted)) => {
-                            self.add_latency(cluster, counted.latency);
-                            Point::Used
-                        }
-                        Ok(None) => Point::Used,
+                    let target = Target {
+                        cluster,
+                        kind: SourceKind::Envoy,
+                        requests: false,
+                        failed: false,
+                    };
+                    match self.explicit(stream, temporality, point, 1.0, target) {
+                        Ok(_) => Point::Used,
                         Err(Some(why)) => Point::Rejected(why),
                         Err(None) => Point::Ignored,
                     }
@@ -451,7 +477,7 @@ impl Run<'_> {
 
     // ---- applications ---------------------------------------------------
 
-    fn app_duration(&mut self, resource: &Resource<'_>, metric: &Metric) {
+    fn app_duration(&mut self, resource: &Resource<'r>, metric: &'r Metric) {
         let Some(ms_per_unit) = ms_per_unit(&metric.unit) else {
             let why = format!("unit {:?} is not one of s, ms, us, ns", metric.unit);
             return self.reject_all(metric, &why);
@@ -464,8 +490,15 @@ impl Run<'_> {
                     let outcome = match app_labels(resource, &point.attributes) {
                         Err(why) => Point::Rejected(why),
                         Ok((cluster, failed)) => {
-                            let counted = self.explicit(stream, temporality, point, ms_per_unit);
-                            self.app_counted(cluster, failed, counted)
+                            let target = Target {
+                                cluster,
+                                kind: SourceKind::Application,
+                                requests: true,
+                                failed,
+                            };
+                            let counted =
+                                self.explicit(stream, temporality, point, ms_per_unit, target);
+                            app_outcome(counted)
                         }
                     };
                     self.tally(&metric.name, outcome);
@@ -478,8 +511,15 @@ impl Run<'_> {
                     let outcome = match app_labels(resource, &point.attributes) {
                         Err(why) => Point::Rejected(why),
                         Ok((cluster, failed)) => {
-                            let counted = self.exponential(stream, temporality, point, ms_per_unit);
-                            self.app_counted(cluster, failed, counted)
+                            let target = Target {
+                                cluster,
+                                kind: SourceKind::Application,
+                                requests: true,
+                                failed,
+                            };
+                            let counted =
+                                self.exponential(stream, temporality, point, ms_per_unit, target);
+                            app_outcome(counted)
                         }
                     };
                     self.tally(&metric.name, outcome);
@@ -489,50 +529,55 @@ impl Run<'_> {
         }
     }
 
-    fn app_counted(
+    /// Adds a histogram point's `count` observations (and requests, if
+    /// they count as such) to the target, and its latencies if it has any.
+    fn add_observed(
         &mut self,
-        cluster: &str,
-        failed: bool,
-        counted: Result<Option<Counted>, Option<String>>,
-    ) -> Point {
-        match counted {
-            Ok(Some(counted)) if !self.fits(cluster, counted.count, counted.count) => {
-                Point::Rejected(implausible(counted.count))
-            }
-            Ok(Some(counted)) => {
-                let totals = self.totals(cluster);
-                totals.requests = totals.requests.saturating_add(counted.count);
-                if failed {
-                    totals.errors = totals.errors.saturating_add(counted.count);
-                }
-                self.add_latency(cluster, counted.latency);
-                Point::Used
-            }
-            Ok(None) => Point::Used,
-            Err(Some(why)) => Point::Rejected(why),
-            Err(None) => Point::Ignored,
+        target: Target<'r>,
+        count: u64,
+        latency: Option<(&Bounds<'r>, &[u64])>,
+    ) -> Result<(), Option<String>> {
+        let requests = if target.requests { count } else { 0 };
+        let totals = &mut self.out.totals;
+        let i = totals
+            .add(
+                target.cluster,
+                target.kind,
+                (requests, count),
+                target.failed,
+                MAX_COUNT,
+            )
+            .ok_or_else(|| Some(implausible(count)))?;
+        if let Some((bounds, counts)) = latency
+            && count > 0
+        {
+            totals.add_latency(i, bounds, counts);
         }
+        Ok(())
     }
 
     // ---- histograms -----------------------------------------------------
 
-    /// An explicit-bucket histogram point: what it adds (`None` for the first
-    /// value of a cumulative stream), or why it is rejected (`Err(None)`: it
+    /// An explicit-bucket histogram point: adds its latencies to the target
+    /// and says how many observations it added (`None` for the first value
+    /// of a cumulative stream), or why it is rejected (`Err(None)`: it
     /// carries no value and is ignored).
     fn explicit(
         &mut self,
         stream: Stream<'_>,
         temporality: Temporality,
-        point: &HistogramDataPoint,
+        point: &'r HistogramDataPoint,
         ms_per_unit: f64,
-    ) -> Result<Option<Counted>, Option<String>> {
+        target: Target<'r>,
+    ) -> Result<Option<u64>, Option<String>> {
         if point.flags & NO_RECORDED_VALUE != 0 {
-            self.streams.forget(&stream.key());
+            stream.key(&mut self.key);
+            self.streams.get().forget(&self.key);
             return Err(None);
         }
         let temporality = temporality.check().map_err(Some)?;
-        let bounds = &point.explicit_bounds;
-        let counts = &point.bucket_counts;
+        let bounds = &point.explicit_bounds[..];
+        let counts = &point.bucket_counts[..];
         if bounds.len() > MAX_EXPLICIT_BOUNDS {
             return Err(Some(format!(
                 "more than {MAX_EXPLICIT_BOUNDS} explicit_bounds"
@@ -560,32 +605,51 @@ impl Run<'_> {
                 )));
             }
         }
-        let (counts, count) = match temporality {
-            Temporality::Cumulative => {
-                let known = stream.resource.known(self.streams, self.now_ms);
-                let value = (&bounds[..], &counts[..], point.count);
-                match self
-                    .streams
-                    .explicit(stream.key(), self.now_ms, value, known)
-                {
-                    Ok(Delta::Added(added)) => added,
-                    Ok(Delta::Baseline) => return Ok(None),
-                    Err(_) => return Err(Some(too_many_streams())),
-                }
+        let cumulative = temporality == Temporality::Cumulative;
+        let count = if cumulative {
+            let counts_first = self.counts_first(stream.resource);
+            stream.key(&mut self.key);
+            let value = (bounds, counts, point.count);
+            match self.streams.get().explicit(
+                &self.key,
+                self.now_ms,
+                value,
+                counts_first,
+                &mut self.added,
+            ) {
+                Ok(Delta::Added(count)) => count,
+                Ok(Delta::Baseline) => return Ok(None),
+                Err(_) => return Err(Some(too_many_streams())),
             }
-            _ => (counts.clone(), point.count),
+        } else {
+            point.count
         };
-        let latency = (!counts.is_empty() && count > 0).then(|| Histogram {
-            // Bounds already in ms (Envoy's) are taken as they are: tidying
-            // costs a format and a parse per bound.
-            bounds: if ms_per_unit == 1.0 {
-                bounds.to_vec()
-            } else {
-                bounds.iter().map(|b| tidy(b * ms_per_unit)).collect()
-            },
-            counts,
-        });
-        Ok(Some(Counted { count, latency }))
+        let bounds = self.bounds_ms(bounds, ms_per_unit);
+        let added = std::mem::take(&mut self.added);
+        let buckets = if cumulative { &added[..] } else { counts };
+        // No buckets: a count without latencies.
+        let latency = (!buckets.is_empty()).then_some((&bounds, buckets));
+        let result = self.add_observed(target, count, latency);
+        self.added = added;
+        result.map(|()| Some(count))
+    }
+
+    /// `bounds` in milliseconds: taken as they are when already (Envoy's),
+    /// else converted once per request (tidying costs a format and a parse
+    /// per bound).
+    fn bounds_ms(&mut self, bounds: &'r [f64], ms_per_unit: f64) -> Bounds<'r> {
+        if ms_per_unit == 1.0 {
+            return Bounds::Borrowed(bounds);
+        }
+        if let Some((from, unit, converted)) = &self.converted
+            && *unit == ms_per_unit
+            && *from == bounds
+        {
+            return Bounds::Converted(Rc::clone(converted));
+        }
+        let converted: Rc<[f64]> = bounds.iter().map(|b| tidy(b * ms_per_unit)).collect();
+        self.converted = Some((bounds, ms_per_unit, Rc::clone(&converted)));
+        Bounds::Converted(converted)
     }
 
     /// An exponential histogram point, as [`Self::explicit`].
@@ -595,9 +659,11 @@ impl Run<'_> {
         temporality: Temporality,
         point: &ExponentialHistogramDataPoint,
         ms_per_unit: f64,
-    ) -> Result<Option<Counted>, Option<String>> {
+        target: Target<'r>,
+    ) -> Result<Option<u64>, Option<String>> {
         if point.flags & NO_RECORDED_VALUE != 0 {
-            self.streams.forget(&stream.key());
+            stream.key(&mut self.key);
+            self.streams.get().forget(&self.key);
             return Err(None);
         }
         let temporality = temporality.check().map_err(Some)?;
@@ -632,10 +698,12 @@ impl Run<'_> {
         let buckets = Buckets::new(point.scale, point.zero_count, i64::from(offset), counts);
         let buckets = match temporality {
             Temporality::Cumulative => {
-                let known = stream.resource.known(self.streams, self.now_ms);
+                let counts_first = self.counts_first(stream.resource);
+                stream.key(&mut self.key);
                 match self
                     .streams
-                    .exponential(stream.key(), self.now_ms, &buckets, known)
+                    .get()
+                    .exponential(&self.key, self.now_ms, &buckets, counts_first)
                 {
                     Ok(Delta::Added(added)) => added,
                     Ok(Delta::Baseline) => return Ok(None),
@@ -645,8 +713,10 @@ impl Run<'_> {
             _ => buckets,
         };
         let count = buckets.count();
+        let bounds = Bounds::Borrowed(&exponential::BOUNDS_MS);
         let latency = (count > 0).then(|| buckets.to_millis(ms_per_unit));
-        Ok(Some(Counted { count, latency }))
+        self.add_observed(target, count, latency.as_ref().map(|h| (&bounds, &h.counts[..])))?;
+        Ok(Some(count))
     }
 }
 
@@ -713,6 +783,15 @@ fn app_labels<'a>(
     Ok((cluster, failed))
 }
 
+/// What became of an application's histogram data point.
+fn app_outcome(counted: Result<Option<u64>, Option<String>>) -> Point {
+    match counted {
+        Ok(_) => Point::Used,
+        Err(Some(why)) => Point::Rejected(why),
+        Err(None) => Point::Ignored,
+    }
+}
+
 /// An admission data point's value; `None` if flagged "no recorded value".
 fn admission_value(point: &NumberDataPoint) -> Result<Option<u64>, String> {
     if point.flags & NO_RECORDED_VALUE != 0 {
@@ -764,27 +843,49 @@ fn int_attr(attributes: &[KeyValue], key: &str) -> Option<Result<i64, ()>> {
     })
 }
 
-/// Attributes in a canonical text form (sorted by key), for stream keys.
+/// Attributes in a canonical text form (sorted by key, every string
+/// prefixed by its length so that none can be mistaken for another), for
+/// stream keys.
 fn canonical(attributes: &[KeyValue], out: &mut String) {
-    let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
-    sorted.sort_by(|a, b| a.key.cmp(&b.key));
-    for kv in sorted {
-        let _ = write!(out, "{:?}=", kv.key);
-        canonical_value(kv.value.as_ref(), out);
-        out.push(';');
+    if attributes.windows(2).all(|w| w[0].key <= w[1].key) {
+        for kv in attributes {
+            canonical_kv(kv, out);
+        }
+    } else {
+        let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
+        sorted.sort_by(|a, b| a.key.cmp(&b.key));
+        for kv in sorted {
+            canonical_kv(kv, out);
+        }
     }
+}
+
+fn canonical_kv(kv: &KeyValue, out: &mut String) {
+    canonical_str(&kv.key, out);
+    out.push('=');
+    canonical_value(kv.value.as_ref(), out);
+    out.push(';');
+}
+
+fn canonical_str(s: &str, out: &mut String) {
+    let _ = write!(out, "{}:", s.len());
+    out.push_str(s);
 }
 
 fn canonical_value(value: Option<&AnyValue>, out: &mut String) {
     use any_value::Value as V;
     let _ = match value.and_then(|v| v.value.as_ref()) {
         None => write!(out, "-"),
-        Some(V::StringValue(s)) => write!(out, "{s:?}"),
+        Some(V::StringValue(s)) => {
+            out.push('s');
+            canonical_str(s, out);
+            Ok(())
+        }
         Some(V::BoolValue(b)) => write!(out, "{b}"),
         Some(V::IntValue(i)) => write!(out, "i{i}"),
         Some(V::DoubleValue(d)) => write!(out, "d{d:?}"),
         Some(V::BytesValue(b)) => write!(out, "b{b:?}"),
-        Some(V::StringValueStrindex(i)) => write!(out, "s{i}"),
+        Some(V::StringValueStrindex(i)) => write!(out, "x{i}"),
         Some(V::ArrayValue(a)) => {
             out.push('[');
             for v in &a.values {
@@ -905,8 +1006,27 @@ mod tests {
         )
     }
 
-    fn run(streams: &mut Streams, request: &ExportMetricsServiceRequest) -> Translation {
-        translate(request, streams, 42)
+    /// A translation's outcome, owned.
+    struct Translated {
+        samples: std::collections::BTreeMap<String, crate::metrics_store::Sample>,
+        used: u64,
+        ignored: u64,
+        rejected: u64,
+        problems: Problems,
+    }
+
+    fn run(streams: &mut Streams, request: &ExportMetricsServiceRequest) -> Translated {
+        let mutex = std::sync::Mutex::new(std::mem::take(streams));
+        let t = translate(request, &mutex, 42);
+        let translated = Translated {
+            samples: t.totals.samples(42),
+            used: t.used,
+            ignored: t.ignored,
+            rejected: t.rejected,
+            problems: t.problems,
+        };
+        *streams = mutex.into_inner().unwrap();
+        translated
     }
 
     #[test]
