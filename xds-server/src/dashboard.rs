@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -150,7 +151,22 @@ struct Since {
 }
 
 /// `GET /v1/timeline?since=MS`: the points and decision marks newer than `since`.
-async fn timeline(State(dashboard): State<Dashboard>, Query(since): Query<Since>) -> Response {
+async fn timeline(
+    State(dashboard): State<Dashboard>,
+    since: Result<Query<Since>, QueryRejection>,
+) -> Response {
+    let Query(since) = match since {
+        Ok(since) => since,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}: `since` is a time in ms since the epoch",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
     let view = dashboard
         .timeline
         .lock()

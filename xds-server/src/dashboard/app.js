@@ -221,12 +221,15 @@ function renderRollouts(x0, x1) {
     card.verdict.textContent = now.verdict;
     card.verdict.dataset.verdict = now.verdict;
     card.weight.textContent = percent(now.weight_bp);
-    const errors = (v) => (v.requests ? pct(v.error_rate * 100) : "no data");
-    const p99 = (v) => (v.p99_ms !== null && v.p99_ms !== undefined ? ms(v.p99_ms) : "no data");
+    const figures = (name, v) => {
+      if (!v.requests) return `${name}: no requests in the window`;
+      const p99 = v.p99_ms !== null && v.p99_ms !== undefined ? `, p99 ${ms(v.p99_ms)}` : "";
+      return `${name}: ${v.requests} requests, ${pct(v.error_rate * 100)} errors${p99}`;
+    };
     card.figures.replaceChildren(
       h("span", {}, `step ${now.step + 1}`),
-      h("span", {}, `canary ${now.canary.requests} req, ${errors(now.canary)} errors, p99 ${p99(now.canary)}`),
-      h("span", {}, `stable ${now.stable.requests} req, ${errors(now.stable)} errors, p99 ${p99(now.stable)}`),
+      h("span", {}, figures("canary", now.canary)),
+      h("span", {}, figures("stable", now.stable)),
     );
     const chartMarks = marks.map((m) => ({ t: m.at_ms, cls: markClass(m), title: markTitle(m) }));
     drawChart(card.weightChart, {
