@@ -7,8 +7,6 @@
 //! const answer = JSON.parse(simulate(policyYaml, JSON.stringify(request), ""));
 //! ```
 
-#![allow(unsafe_code)] // `#[wasm_bindgen]` expands to the FFI glue.
-
 use wasm_bindgen::prelude::wasm_bindgen;
 
 /// Simulates a request (JSON, see [`crate::SimRequest`]) under a policy
