@@ -74,7 +74,8 @@ async fn export(State(ingest): State<Ingest>, request: Request) -> Response {
     if declared.is_some_and(|n| n > MAX_REQUEST_BYTES as u64) {
         return refuse(&ingest, Refusal::TooLarge, format, too_large());
     }
-    let bytes = match read_limited(body, MAX_REQUEST_BYTES).await {
+    let expected = declared.map_or(0, |n| n as usize);
+    let bytes = match read_limited(body, expected, MAX_REQUEST_BYTES).await {
         Ok(bytes) => bytes,
         Err(None) => return refuse(&ingest, Refusal::TooLarge, format, too_large()),
         Err(Some(err)) => {
@@ -123,10 +124,15 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     Some(value.split(';').next().unwrap_or("").trim().to_owned())
 }
 
-/// The body, or `Err(None)` once it passes `limit` bytes.
-async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, Option<axum::Error>> {
+/// The body, or `Err(None)` once it passes `limit` bytes; `expected`: its
+/// declared length (0 if unknown), room made for at once.
+async fn read_limited(
+    body: Body,
+    expected: usize,
+    limit: usize,
+) -> Result<Vec<u8>, Option<axum::Error>> {
     let mut stream = body.into_data_stream();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(expected.min(limit));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(Some)?;
         if out.len() + chunk.len() > limit {
