@@ -70,9 +70,17 @@
 //! - the first value of a stream counts in full if its source already sent
 //!   an earlier request (with anything in it): the stream began since —
 //!   Envoy reports a counter only once it is used, an SDK a series only once
-//!   it is recorded. From a source weir has not heard from before (after
-//!   weir starts, say) it is only remembered, so a source that has run for
-//!   days does not look like one burst;
+//!   it is recorded;
+//! - it also counts in full if the data point's `start_time_unix_nano` is set
+//!   and at most [`RECENT_START_MS`] (the controller's window, 10 s) before
+//!   its `time_unix_nano` (before weir's clock if it has none): the series
+//!   began recently — a newly started Envoy or application — so all of its
+//!   value is recent. Envoy 1.40 sends start times in microseconds (and
+//!   times in nanoseconds): a start more than 100 times smaller than the
+//!   time is read as microseconds;
+//! - otherwise, from a source weir has not heard from before (after weir
+//!   starts, say) the first value is only remembered, so a source that has
+//!   run for days does not look like one burst;
 //! - each later value counts what it added since the previous one;
 //! - a value that went down — the sum, the count, or any bucket — means the
 //!   source started over: it counts in full;
@@ -80,7 +88,6 @@
 //!   nothing counted); an exponential histogram whose scale changed is
 //!   compared at the lower of the two scales;
 //! - a data point flagged "no recorded value" is ignored and ends its stream;
-//! - start times are not used (Envoy 1.40 sends them in microseconds);
 //! - at most 20,000 streams (and as many sources) are remembered; those not
 //!   seen for 10 minutes are forgotten when room is needed, and a new stream
 //!   that finds no room is rejected.
@@ -181,7 +188,7 @@ pub use http::METRICS_PATH;
 pub use json::JsonError;
 pub use translate::{
     APP_DURATION, ENVOY_CLUSTER, ENVOY_LATENCY, ENVOY_REQUESTS, ENVOY_RESPONSE_CLASS, ERROR_TYPE,
-    MAX_COUNT, MAX_EXPLICIT_BOUNDS, SERVICE_NAME, STATUS_CODE, WEIR_CLUSTER,
+    MAX_COUNT, MAX_EXPLICIT_BOUNDS, RECENT_START_MS, SERVICE_NAME, STATUS_CODE, WEIR_CLUSTER,
 };
 
 /// The largest export request accepted, in bytes (after decompression).

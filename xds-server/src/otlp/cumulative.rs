@@ -204,7 +204,12 @@ impl Streams {
             added.extend_from_slice(counts);
             count
         } else {
-            added.extend(counts.iter().zip(counts_before.iter()).map(|(now, was)| now - was));
+            added.extend(
+                counts
+                    .iter()
+                    .zip(counts_before.iter())
+                    .map(|(now, was)| now - was),
+            );
             count - *count_before
         };
         counts_before.copy_from_slice(counts);

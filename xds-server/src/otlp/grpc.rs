@@ -9,8 +9,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message as _;
 use prost::bytes::Buf as _;
 use tonic::codec::{
-    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf,
-    Encoder,
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::{Code, Status};

@@ -326,9 +326,11 @@ impl<'r> Run<'_, 'r> {
         }
     }
 
-    /// Whether a first cumulative value of this resource counts in full.
-    fn counts_first(&self, resource: &Resource<'_>) -> bool {
-        resource.known()
+    /// Whether the first value of a cumulative stream counts in full: its
+    /// source reported before (the stream began since), or the stream's
+    /// start time is within the last window.
+    fn counts_first(&self, resource: &Resource<'_>, (start_ns, time_ns): (u64, u64)) -> bool {
+        resource.known() || started_recently(start_ns, time_ns, self.now_ms)
     }
 
     // ---- Envoy ----------------------------------------------------------
@@ -373,7 +375,8 @@ impl<'r> Run<'_, 'r> {
             Err(why) => return Point::Rejected(why),
         };
         let value = if temporality == Temporality::Cumulative {
-            let counts_first = self.counts_first(resource);
+            let times = (point.start_time_unix_nano, point.time_unix_nano);
+            let counts_first = self.counts_first(resource, times);
             stream.key(&mut self.key);
             match self
                 .streams
@@ -607,7 +610,8 @@ impl<'r> Run<'_, 'r> {
         }
         let cumulative = temporality == Temporality::Cumulative;
         let count = if cumulative {
-            let counts_first = self.counts_first(stream.resource);
+            let times = (point.start_time_unix_nano, point.time_unix_nano);
+            let counts_first = self.counts_first(stream.resource, times);
             stream.key(&mut self.key);
             let value = (bounds, counts, point.count);
             match self.streams.get().explicit(
@@ -698,7 +702,8 @@ impl<'r> Run<'_, 'r> {
         let buckets = Buckets::new(point.scale, point.zero_count, i64::from(offset), counts);
         let buckets = match temporality {
             Temporality::Cumulative => {
-                let counts_first = self.counts_first(stream.resource);
+                let times = (point.start_time_unix_nano, point.time_unix_nano);
+                let counts_first = self.counts_first(stream.resource, times);
                 stream.key(&mut self.key);
                 match self
                     .streams
@@ -715,7 +720,11 @@ impl<'r> Run<'_, 'r> {
         let count = buckets.count();
         let bounds = Bounds::Borrowed(&exponential::BOUNDS_MS);
         let latency = (count > 0).then(|| buckets.to_millis(ms_per_unit));
-        self.add_observed(target, count, latency.as_ref().map(|h| (&bounds, &h.counts[..])))?;
+        self.add_observed(
+            target,
+            count,
+            latency.as_ref().map(|h| (&bounds, &h.counts[..])),
+        )?;
         Ok(Some(count))
     }
 }
@@ -781,6 +790,33 @@ fn app_labels<'a>(
         None => find(attributes, ERROR_TYPE).is_some(),
     };
     Ok((cluster, failed))
+}
+
+/// How recent a cumulative stream's start must be for its first value to
+/// count in full: the controller's window.
+pub const RECENT_START_MS: u64 = crate::controller::WINDOW_MS;
+
+/// Whether a data point's series started within [`RECENT_START_MS`] of the
+/// point's own time (`time_ns`, on the source's clock, so that clocks need
+/// not agree), or of `now_ms` if the point has no time. `start_ns` 0 means
+/// unknown. Envoy 1.40's stats sink gives start times in microseconds (its
+/// times in nanoseconds): a start more than 100 times smaller than the time
+/// (before 1988 in nanoseconds) is read as microseconds.
+fn started_recently(start_ns: u64, time_ns: u64, now_ms: u64) -> bool {
+    if start_ns == 0 {
+        return false;
+    }
+    let reference_ns = if time_ns > 0 {
+        time_ns
+    } else {
+        now_ms.saturating_mul(1_000_000)
+    };
+    let start_ns = if start_ns < reference_ns / 100 {
+        start_ns.saturating_mul(1_000)
+    } else {
+        start_ns
+    };
+    reference_ns.saturating_sub(start_ns) <= RECENT_START_MS.saturating_mul(1_000_000)
 }
 
 /// What became of an application's histogram data point.
@@ -1171,6 +1207,50 @@ mod tests {
             ),
             (3, 3)
         );
+    }
+
+    #[test]
+    fn a_series_that_started_within_the_window_counts_its_first_value() {
+        const NOW_NS: u64 = 1_795_576_280_339_637_000;
+        let sums = |start_ns: u64, time_ns: u64, value| {
+            let mut metric = rq_xx(CUMULATIVE, &[("a", "2", value)]);
+            if let Some(Data::Sum(sum)) = &mut metric.data {
+                sum.data_points[0].start_time_unix_nano = start_ns;
+                sum.data_points[0].time_unix_nano = time_ns;
+            }
+            request(vec![s("host", "new")], vec![metric])
+        };
+        let first = |request| run(&mut Streams::default(), &request).samples;
+        // Started 2 s before the point: counted.
+        let t = first(sums(NOW_NS - 2_000_000_000, NOW_NS, 30));
+        assert_eq!(t["a"].requests, 30);
+        // Envoy 1.40: the start in microseconds.
+        let t = first(sums((NOW_NS - 3_000_000_000) / 1_000, NOW_NS, 7));
+        assert_eq!(t["a"].requests, 7);
+        // Started an hour ago, or not said: a baseline.
+        assert!(first(sums(NOW_NS - 3_600_000_000_000, NOW_NS, 30)).is_empty());
+        assert!(first(sums((NOW_NS - 3_600_000_000_000) / 1_000, NOW_NS, 30)).is_empty());
+        assert!(first(sums(0, NOW_NS, 30)).is_empty());
+        // No time on the point: weir's clock (42 ms after the epoch here).
+        assert_eq!(first(sums(40_000_000, 0, 5))["a"].requests, 5);
+        // A histogram's first value too.
+        let mut histogram = histogram(
+            ENVOY_LATENCY,
+            "ms",
+            CUMULATIVE,
+            vec![hist_point(vec![s(ENVOY_CLUSTER, "a")], &[10.0], &[4, 1])],
+        );
+        if let Some(Data::Histogram(h)) = &mut histogram.data {
+            h.data_points[0].start_time_unix_nano = NOW_NS - 1_000_000_000;
+            h.data_points[0].time_unix_nano = NOW_NS;
+        }
+        let t = first(request(vec![], vec![histogram]));
+        assert_eq!(t["a"].latency.as_ref().unwrap().counts, vec![4, 1]);
+        // Later values count what they added, as before.
+        let mut streams = Streams::default();
+        run(&mut streams, &sums(NOW_NS - 1_000_000_000, NOW_NS, 10));
+        let t = run(&mut streams, &sums(NOW_NS - 1_000_000_000, NOW_NS + 1, 25));
+        assert_eq!(t.samples["a"].requests, 15);
     }
 
     #[test]
