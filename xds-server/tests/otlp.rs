@@ -833,6 +833,64 @@ async fn cumulative_sources_become_deltas_with_a_reset() {
     assert_eq!(ingest.status()["data_points"]["rejected"], 0);
 }
 
+#[test]
+fn a_cluster_reported_by_envoy_and_an_application_counts_once() {
+    let (ingest, store) = ingest();
+    let app = |failed_count: u64| {
+        request(
+            vec![s("service.name", "ingest"), s("weir.cluster", "ingest-eu")],
+            vec![metric(
+                "http.server.request.duration",
+                "ms",
+                Data::Histogram(Histogram {
+                    data_points: vec![
+                        hist_point(
+                            vec![kv(
+                                "http.response.status_code",
+                                any_value::Value::IntValue(200),
+                            )],
+                            &ENVOY_BOUNDS,
+                            &[0, 0, 900, 0, 0, 0, 0, 0, 0, 0, 0],
+                        ),
+                        hist_point(
+                            vec![kv(
+                                "http.response.status_code",
+                                any_value::Value::IntValue(503),
+                            )],
+                            &ENVOY_BOUNDS,
+                            &[0, 0, failed_count, 0, 0, 0, 0, 0, 0, 0, 0],
+                        ),
+                    ],
+                    aggregation_temporality: DELTA,
+                }),
+            )],
+        )
+    };
+    // The application alone: its numbers.
+    ingest.ingest(&app(100));
+    let w = window(&store, "ingest-eu");
+    assert_eq!((w.requests, w.errors), (1000, 100));
+    // Envoy reports the same requests (1000, 50 of them 5xx): Envoy's
+    // numbers, not the sum of both.
+    ingest.ingest(&envoy_flush());
+    let w = window(&store, "ingest-eu");
+    assert_eq!((w.requests, w.errors, w.latency.count()), (1000, 50, 1000));
+    // A cluster only the application reports keeps the application's.
+    let only_app = request(
+        vec![s("weir.cluster", "backoffice")],
+        vec![metric(
+            "http.server.request.duration",
+            "s",
+            Data::Histogram(Histogram {
+                data_points: vec![hist_point(vec![], &[0.1], &[3, 1])],
+                aggregation_temporality: DELTA,
+            }),
+        )],
+    );
+    ingest.ingest(&only_app);
+    assert_eq!(window(&store, "backoffice").requests, 4);
+}
+
 #[tokio::test]
 async fn exponential_application_histograms_over_json() {
     let (ingest, store) = ingest();
