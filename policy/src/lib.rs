@@ -13,6 +13,7 @@
 
 pub mod duration;
 pub mod engine;
+pub mod explain;
 pub mod feed;
 pub mod filter_config;
 pub mod headers;

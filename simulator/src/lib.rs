@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use weir_policy::source::{self, Diagnostic};
 use weir_policy::{Decision, Engine, Feed, Policy, Request};
 
-pub use stages::Stage;
+pub use weir_policy::explain::Stage;
 
 /// The file name policy diagnostics carry.
 pub const POLICY_FILE: &str = "policy.yaml";
@@ -221,7 +221,7 @@ pub fn simulate(policy_text: &str, request: &SimRequest, feed: Option<&Feed>) ->
         }
     };
     let engine = Engine::new(&policy, &feed);
-    let shown = stages::Shown {
+    let shown = weir_policy::explain::Shown {
         method: &request.method,
         host: &request.host,
         path: &request.path,
@@ -239,8 +239,8 @@ pub fn simulate(policy_text: &str, request: &SimRequest, feed: Option<&Feed>) ->
         // filter; 0 here, as in `weir explain`.
         0,
     );
-    let explained = stages::explain(&shown, &engine, &decision);
-    let explain = stages::text(&explained);
+    let explained = weir_policy::explain::stages(&shown, &engine, &decision);
+    let explain = weir_policy::explain::text(&explained);
     let mut all = vec![policy_stage];
     all.extend(explained);
     Simulation {

@@ -1,13 +1,11 @@
 //! `weir explain`: what the filter would decide for a request, from the same
 //! engine the filter runs.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
-use weir_policy::engine::Verdict;
-use weir_policy::model::Variant;
+use weir_policy::explain::{self, Shown};
 use weir_policy::{Decision, Engine, Feed, Request};
 
 #[derive(Debug, Args)]
@@ -87,108 +85,11 @@ pub(super) fn run(args: &ExplainArgs) -> bool {
 }
 
 fn render(args: &ExplainArgs, engine: &Engine, decision: &Decision) -> String {
-    let mut out = String::new();
-    let headers: Vec<String> = args
-        .headers
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect();
-    let host = if args.host.is_empty() {
-        "(any)"
-    } else {
-        &args.host
+    let shown = Shown {
+        method: &args.method,
+        host: &args.host,
+        path: &args.path,
+        headers: &args.headers,
     };
-    let _ = writeln!(
-        out,
-        "request    {} {}  host {host}  headers [{}]",
-        args.method,
-        args.path,
-        headers.join(", ")
-    );
-
-    let class = &decision.class;
-    let why = match class.rule {
-        Some(rule) => format!("matched priority.rules[{rule}]"),
-        None => "no rule matched: the default class".to_owned(),
-    };
-    let _ = writeln!(
-        out,
-        "classify   {} (rank {} of {}), {why}",
-        class.name,
-        class.rank + 1,
-        engine.classes().len()
-    );
-
-    let a = &decision.admission;
-    let verdict = match a.verdict {
-        Verdict::Admit => format!(
-            "admit: {} in flight < threshold {}",
-            a.in_flight, a.threshold
-        ),
-        Verdict::Queue { max_wait_ms } => format!(
-            "queue: {} in flight ≥ threshold {}; waits at most {max_wait_ms} ms, then shed",
-            a.in_flight, a.threshold
-        ),
-        Verdict::Shed { retry_after_s } => format!(
-            "shed: {} in flight ≥ threshold {} and the class may not wait; 503, retry-after {retry_after_s}",
-            a.in_flight, a.threshold
-        ),
-    };
-    let _ = writeln!(out, "admit      {verdict} (limit {})", a.limit);
-
-    let Some(route) = &decision.route else {
-        let _ = writeln!(
-            out,
-            "route      no service matches: the request is not steered"
-        );
-        return out;
-    };
-    let _ = writeln!(out, "service    {}", route.service);
-    let _ = writeln!(
-        out,
-        "score      {:<24} {:>8} {:>6} {:>7} {:>6} {:>7}",
-        "cluster", "rtt", "geo", "device", "sla", "score"
-    );
-    for c in &route.candidates {
-        let rtt = c
-            .rtt_ms
-            .map_or("unknown".to_owned(), |ms| format!("{ms} ms"));
-        let near = if route.near_best.contains(&c.cluster) {
-            "  near best"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            "           {:<24} {:>8} {:>6.3} {:>7.3} {:>6.3} {:>7.3}{near}",
-            c.cluster, rtt, c.geo, c.device, c.sla, c.score
-        );
-    }
-    let _ = writeln!(
-        out,
-        "route      {} (among {})",
-        route.placement,
-        route.near_best.join(", ")
-    );
-    if let Some(split) = &route.split {
-        let keyed = if split.sticky {
-            "sticky on the device id"
-        } else {
-            "no device id: not sticky"
-        };
-        let variant = match split.variant {
-            Variant::Canary => "canary",
-            Variant::Stable => "stable",
-        };
-        let _ = writeln!(
-            out,
-            "split      canary {} at {:.2}% ({} bp): bucket {} ({keyed}) → {variant}",
-            split.canary_cluster,
-            f64::from(split.weight_bp) / 100.0,
-            split.weight_bp,
-            split.bucket
-        );
-    }
-    let _ = writeln!(out, "cluster    {}", route.cluster());
-    out
+    explain::text(&explain::stages(&shown, engine, decision))
 }
