@@ -200,7 +200,13 @@ async fn demo(seconds: Option<u64>, scenario_over: Arc<AtomicBool>) -> anyhow::R
     );
     println!("  dashboard     http://{admin}/");
     println!("  rollouts      curl -s http://{admin}/v1/rollouts");
-    println!("  status        curl -s http://{admin}/v1/status");
+    let weir_cli = weir_testbed::paths::weir_binary();
+    let weir_cli = weir_cli
+        .strip_prefix(weir_testbed::paths::repo_root())
+        .unwrap_or(&weir_cli)
+        .display();
+    println!("  weir CLI      {weir_cli} status --server http://{admin}");
+    println!("                {weir_cli} rollout history ingest-us-canary --server http://{admin}");
     println!(
         "  the policy    {} (weir applies valid edits at once; new decisions are told here)",
         world.weir_policy().display()

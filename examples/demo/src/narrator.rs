@@ -17,6 +17,9 @@ use crate::traffic::Steady;
 /// How often weir and Envoy are asked what changed.
 const POLL: Duration = Duration::from_millis(200);
 
+/// At most one line of SLA scores in this long.
+const SCORES: Duration = Duration::from_secs(2);
+
 /// How often a line of traffic is printed.
 const TICKER: Duration = Duration::from_secs(5);
 
@@ -93,7 +96,23 @@ impl Narrator {
             // Decisions whose weight Envoy does not run yet: canary → (weight, decided at).
             let mut pending: BTreeMap<String, (u64, u64)> = BTreeMap::new();
             let mut last_tick = (Instant::now(), 0u64);
+            // The scores last told, and when: at most one line every SCORES.
+            let mut scores: Option<(BTreeMap<String, f64>, Instant)> = None;
             loop {
+                if let Some(clusters) = get_json(&http, &format!("http://{weir}/v1/clusters")).await
+                {
+                    let now = published_scores(&clusters);
+                    match &scores {
+                        None => scores = Some((now, Instant::now())),
+                        Some((told, at)) if at.elapsed() >= SCORES => {
+                            if let Some(line) = score_line(&clock, told, &now, &clusters) {
+                                println!("{line}");
+                                scores = Some((now, Instant::now()));
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
                 if let Some(rollouts) = get_json(&http, &format!("http://{weir}/v1/rollouts")).await
                 {
                     for decision in rollouts["decisions"].as_array().into_iter().flatten() {
@@ -212,6 +231,55 @@ fn describe_evidence(evidence: &Value) -> Option<String> {
     ))
 }
 
+/// The SLA score each cluster has in the feed, from `/v1/clusters`.
+fn published_scores(clusters: &Value) -> BTreeMap<String, f64> {
+    clusters["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some((c["cluster"].as_str()?.to_owned(), c["score"].as_f64()?)))
+        .collect()
+}
+
+/// One line for the clusters whose published SLA score moved since
+/// `before` (or is below 1), with their measured p99; `None` if none moved.
+fn score_line(
+    clock: &Clock,
+    before: &BTreeMap<String, f64>,
+    now: &BTreeMap<String, f64>,
+    clusters: &Value,
+) -> Option<String> {
+    let moved = |cluster: &String, score: &f64| {
+        (before.get(cluster).copied().unwrap_or(1.0) - score).abs() >= 0.01
+    };
+    if !now.iter().any(|(c, s)| moved(c, s)) {
+        return None;
+    }
+    let shown: Vec<String> = now
+        .iter()
+        .filter(|(c, s)| moved(c, s) || **s < 0.995)
+        .map(|(cluster, score)| {
+            let p99 = clusters["clusters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["cluster"] == cluster.as_str())
+                .and_then(|c| c["p99_ms"].as_f64());
+            match p99 {
+                Some(p99) => format!("{cluster} {score:.2} (p99 {p99:.0} ms)"),
+                None => format!("{cluster} {score:.2}"),
+            }
+        })
+        .collect();
+    let all_whole = now.values().all(|s| *s >= 0.995);
+    Some(format!(
+        "{} weir: SLA scores {}{}",
+        clock.stamp(),
+        shown.join(" · "),
+        if all_whole { " — all recovered" } else { "" }
+    ))
+}
+
 /// A line of traffic and where each rollout is.
 fn ticker(clock: &Clock, rate: f64, rollouts: &Value) -> String {
     let states: Vec<String> = rollouts["rollouts"]
@@ -303,6 +371,41 @@ mod tests {
         let found = find_filter_config(&dump).unwrap();
         assert_eq!(found["feed"]["canary_weights"]["a-canary"], 2500);
         assert!(find_filter_config(&json!({"configs": []})).is_none());
+    }
+
+    #[test]
+    fn moved_sla_scores_are_told_in_one_line() {
+        let clock = Clock::start();
+        let clusters = json!({"clusters": [
+            {"cluster": "ingest-us", "score": 0.62, "p99_ms": 345.0, "target_p99_ms": 250.0},
+            {"cluster": "ingest-eu", "score": 1.0, "p99_ms": 3.0, "target_p99_ms": 250.0},
+            {"cluster": "ingest-ap", "score": 0.8, "p99_ms": null}
+        ]});
+        let now = published_scores(&clusters);
+        let before: BTreeMap<String, f64> = [
+            ("ingest-us".to_owned(), 1.0),
+            ("ingest-eu".to_owned(), 1.0),
+            ("ingest-ap".to_owned(), 0.8),
+        ]
+        .into();
+        let line = score_line(&clock, &before, &now, &clusters).unwrap();
+        assert!(
+            line.ends_with(
+                "routing weighs a low score less): ingest-ap 0.80 · ingest-us 0.62 (p99 345 ms)"
+            ),
+            "{line}"
+        );
+        assert!(score_line(&clock, &now, &now, &clusters).is_none());
+        let whole: BTreeMap<String, f64> = now.keys().map(|c| (c.clone(), 1.0)).collect();
+        let recovered = json!({"clusters": [
+            {"cluster": "ingest-us", "score": 1.0}, {"cluster": "ingest-eu", "score": 1.0},
+            {"cluster": "ingest-ap", "score": 1.0}
+        ]});
+        let line = score_line(&clock, &now, &whole, &recovered).unwrap();
+        assert!(
+            line.ends_with("ingest-ap 1.00 · ingest-us 1.00 — all recovered"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -286,9 +286,19 @@ async fn traffic_after_rollback(world: &World, canary: &str) -> Option<u64> {
 
 /// Waits for the good release to be promoted.
 async fn promotion(world: &World, clock: &Clock) -> anyhow::Result<Check> {
+    let done = world
+        .weir
+        .rollout(HEALTHY)
+        .await
+        .is_ok_and(|r| r["phase"] == "promoted");
     println!(
-        "\n{} Act 4 — a good release: {HEALTHY} has been healthy all along; weir walks it to 100%",
-        clock.stamp()
+        "\n{} Act 4 — a good release: {HEALTHY} has been healthy all along; {}",
+        clock.stamp(),
+        if done {
+            "weir walked it to 100% and promoted it (above)"
+        } else {
+            "weir walks it to 100%, then promotes it"
+        }
     );
     let promoted = wait_rollout(&world.weir, HEALTHY, Duration::from_secs(90), |r| {
         r["phase"] != "progressing"
@@ -360,6 +370,9 @@ async fn overload(world: &World, clock: &Clock, steady: &Steady) -> anyhow::Resu
     println!(
         "         fewer than {} are, alarms up to all {limit} (an alarm waits up to 2 s in the queue rather than be shed).",
         limit * 40 / 100
+    );
+    println!(
+        "         weir scores each cluster's p99 against the 250 ms target (1: met); routing weighs a low score less."
     );
     let faulty = [FAILING, SLOW];
     for (name, backend) in world.fleet.backends() {
