@@ -390,9 +390,7 @@ mod tests {
         .into();
         let line = score_line(&clock, &before, &now, &clusters).unwrap();
         assert!(
-            line.ends_with(
-                "routing weighs a low score less): ingest-ap 0.80 · ingest-us 0.62 (p99 345 ms)"
-            ),
+            line.ends_with("weir: SLA scores ingest-ap 0.80 · ingest-us 0.62 (p99 345 ms)"),
             "{line}"
         );
         assert!(score_line(&clock, &now, &now, &clusters).is_none());
