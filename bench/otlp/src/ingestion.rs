@@ -147,7 +147,8 @@ pub(crate) struct Settings {
     pub(crate) max_time: Duration,
     pub(crate) rounds: usize,
     pub(crate) clients: usize,
-    pub(crate) warmup: u64,
+    /// Unmeasured requests for this long before the first round, per store.
+    pub(crate) warmup: Duration,
     /// The variants measured, in the order of the first round.
     pub(crate) variants: Vec<Variant>,
 }
@@ -228,14 +229,14 @@ pub(crate) fn run(
         http_url,
     };
 
-    // Warm-up, unmeasured: fills both stores to their steady state (4,096
-    // samples per cluster, the oldest dropped from then on), opens the
+    // Warm-up, unmeasured: brings both stores to their steady state (a full
+    // retention of time slots, each new one reusing the oldest), opens the
     // connections, and checks every path accepts every data point.
     let warm = Instant::now();
     let warm_limit = settings.max_time.max(Duration::from_secs(60));
     targets
         .decode_worker
-        .measure(Variant::Decode(1), 200.min(settings.warmup), warm_limit)?;
+        .measure(Variant::Decode(1), 200, warm_limit)?;
     let mut sent_to_weir = 0;
     if settings
         .variants
@@ -244,20 +245,22 @@ pub(crate) fn run(
     {
         targets
             .store_worker
-            .measure(Variant::InProcess(1), settings.warmup, warm_limit)?;
+            .measure(Variant::InProcess(1), u64::MAX, settings.warmup)?;
     }
     let store_worker_rss_kb = procfs::status_kb(targets.store_worker.pid(), "VmRSS").ok();
     let decode_worker_rss_kb = procfs::status_kb(targets.decode_worker.pid(), "VmRSS").ok();
-    for variant in [Variant::Grpc, Variant::Http] {
-        if !settings.variants.contains(&variant) {
-            continue;
-        }
+    // weir's store: the warm-up shared among the protocols measured.
+    let network: Vec<Variant> = [Variant::Grpc, Variant::Http]
+        .into_iter()
+        .filter(|v| settings.variants.contains(v))
+        .collect();
+    for &variant in &network {
         let m = runtime.block_on(over_network(
             &targets,
             variant,
-            settings.warmup.div_ceil(2),
+            u64::MAX,
             settings.clients,
-            warm_limit,
+            settings.warmup / network.len() as u32,
         ))?;
         sent_to_weir += m.data_points;
     }

@@ -48,10 +48,11 @@ pub(crate) struct Args {
     /// Concurrent clients over gRPC (one connection each) and over HTTP.
     #[arg(long, default_value_t = 4)]
     pub(crate) clients: usize,
-    /// Unmeasured requests before the first round, per store (weir's store
-    /// keeps 4,096 samples per cluster: past that it is in its steady state).
-    #[arg(long, default_value_t = 4_200)]
-    pub(crate) warmup: u64,
+    /// Unmeasured seconds of requests before the first round, per store
+    /// (weir's store keeps 250 ms slots over its 60 s retention: past that
+    /// each new slot reuses the oldest, its steady state).
+    #[arg(long, default_value_t = 61)]
+    pub(crate) warmup_seconds: u64,
     /// The ingestion variants, comma-separated, in the order of the first round.
     #[arg(
         long,
@@ -125,7 +126,7 @@ fn main() -> anyhow::Result<()> {
             max_time: Duration::from_secs(args.max_seconds.max(1)),
             rounds: args.rounds,
             clients: args.clients.max(1),
-            warmup: args.warmup,
+            warmup: Duration::from_secs(args.warmup_seconds),
             variants: args.variants.clone(),
         };
         Some(ingestion::run(&runtime, settings, &policy)?)

@@ -216,8 +216,9 @@ fn write_ingestion(out: &mut String, run: &ingestion::Run, cpus: usize) -> std::
          dropped: the floor of any receiver. It runs in a worker process of its own that \
          keeps nothing.\n\
          - **decode + aggregate in-process**: `Ingest::ingest_bytes`, what a receiver does \
-         with a request's bytes — decode, translate into one sample per cluster, add to the \
-         metrics store — on an `Ingest` in a second worker process, with no network.\n\
+         with a request's bytes — decode, add the data points up per cluster, add those \
+         totals to the metrics store — on an `Ingest` in a second worker process, with no \
+         network.\n\
          - **decode-only beside a full metrics store**: the decode-only loop again, in that \
          second worker, whose heap holds its full store: the same code as the first row, in \
          a process like weir's.\n\
@@ -232,10 +233,10 @@ fn write_ingestion(out: &mut String, run: &ingestion::Run, cpus: usize) -> std::
         out,
         "Each measurement is {} requests ({} data points; at most {} s); {} rounds, each \
          measuring every variant once in an order rotated every round. Before the first round, \
-         {} unmeasured requests went through the worker's `Ingest` and as many to weir (half \
-         over each protocol) — {:.1} s —, so that both metrics stores are full (4,096 samples \
-         per cluster, after which each new sample drops the oldest) and every connection is \
-         open. The workers are this binary again (`--worker`), run on plain threads and \
+         requests went for {} s through the worker's `Ingest` and for as long to weir (shared \
+         among the protocols measured) — {:.1} s in all —, so that both metrics stores hold a \
+         full retention (60 s of 250 ms slots per cluster, after which each new slot reuses \
+         the oldest) and every connection is open. The workers are this binary again (`--worker`), run on plain threads and \
          answer over a pipe with their own timings; the network clients run on a tokio \
          runtime with one worker per CPU in the main process. CPU is `schedstat` run time: \
          the worker threads' in-process, the sum over the load generator's threads and over \
@@ -244,7 +245,7 @@ fn write_ingestion(out: &mut String, run: &ingestion::Run, cpus: usize) -> std::
         s.requests * run.data_points_per_request,
         s.max_time.as_secs(),
         s.rounds,
-        s.warmup,
+        s.warmup.as_secs(),
         run.warmup_elapsed.as_secs_f64()
     )?;
     let rows = rows(&run.measurements);
@@ -342,9 +343,9 @@ fn write_ingestion(out: &mut String, run: &ingestion::Run, cpus: usize) -> std::
         "- weir's `/v1/status` at the end: {} gRPC and {} HTTP export requests, {} data points \
          accepted ({} used), {} rejected, {} partial successes; this benchmark sent {} data \
          points to it. weir's resident memory at the end {} MB (peak {} MB); the in-process \
-         worker's after its warm-up {} MB, the decode-only worker's {} MB: the store holds up \
-         to 4,096 samples for each of the {} clusters, each sample with its own latency \
-         histogram.",
+         worker's after its warm-up {} MB, the decode-only worker's {} MB: the store holds, \
+         for each of the {} clusters, 250 ms slots over its 60 s retention, each with its \
+         request and error counts and its latency bucket counts.",
         otlp["requests"]["grpc"],
         otlp["requests"]["http"],
         otlp["data_points"]["accepted"],
