@@ -312,9 +312,10 @@ pub(crate) async fn storm(base: &str, clients: usize, duration: Duration) -> Tal
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                // 10 % alarms, 25 % telemetry, 65 % heartbeats.
                 let class = match (k + c as u64) % 20 {
-                    0..=2 => "alarm",
-                    3..=7 => "telemetry",
+                    0 | 1 => "alarm",
+                    2..=6 => "telemetry",
                     _ => "heartbeat",
                 };
                 send(&client, &base, &device, class, false, &tally, true).await;
