@@ -91,3 +91,25 @@ pub fn policy_from_yaml(name: &str, text: &str) -> anyhow::Result<Policy> {
         anyhow::anyhow!("{}", shown.join("\n"))
     })
 }
+
+/// A policy written to a file of its own, for `weir serve` to watch; the
+/// file (JSON, which is YAML) and its folder go when this is dropped.
+pub struct PolicyFile {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PolicyFile {
+    /// Writes `policy` to `<temporary folder>/<name>`.
+    pub fn new(name: &str, policy: &Policy) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(policy)?)?;
+        Ok(Self { path, _dir: dir })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}

@@ -2,12 +2,11 @@
 //! Envoy: `weir status`, `weir rollout pause` and `weir rollout history`, as
 //! tables and as JSON, and what it says when weir is not there.
 
-use std::path::PathBuf;
 use std::process::Output;
 
 use serde_json::Value;
 use weir_testbed::canary::{self, CANARY, STABLE};
-use weir_testbed::fleet::{Fleet, policy_from_yaml};
+use weir_testbed::fleet::{Fleet, PolicyFile, policy_from_yaml};
 use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
 use weir_testbed::{Envoy, http_client, paths};
 
@@ -25,8 +24,7 @@ struct World {
     _fleet: Fleet,
     weir: Weir,
     _envoy: Envoy,
-    _policy_path: PathBuf,
-    _dir: tempfile::TempDir,
+    _policy_file: PolicyFile,
 }
 
 /// The canary fleet at its first step (50 %), held there for an hour, and
@@ -34,14 +32,8 @@ struct World {
 async fn world() -> World {
     let yaml = canary::policy_yaml("[50, 100]", "1h", 40, 2.0);
     let fleet = Fleet::start(policy_from_yaml("cli.yaml", &yaml).unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let policy_path = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy_path,
-        serde_json::to_string_pretty(fleet.policy()).unwrap(),
-    )
-    .unwrap();
-    let weir = Weir::start(&policy_path, WasmDelivery::Local)
+    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
+    let weir = Weir::start(policy_file.path(), WasmDelivery::Local)
         .await
         .unwrap();
     let envoy = Envoy::start(&ads_bootstrap(weir.xds_addr(), NODE, false).unwrap(), 1)
@@ -54,8 +46,7 @@ async fn world() -> World {
         _fleet: fleet,
         weir,
         _envoy: envoy,
-        _policy_path: policy_path,
-        _dir: dir,
+        _policy_file: policy_file,
     }
 }
 

@@ -8,7 +8,7 @@
 //! and the simulator in `dist/simulator` (`make build`); without them the
 //! test fails and says so.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use weir_testbed::browser::Browser;
 use weir_testbed::canary::{self, CANARY};
-use weir_testbed::fleet::{Fleet, policy_from_yaml};
+use weir_testbed::fleet::{Fleet, PolicyFile, policy_from_yaml};
 use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
 use weir_testbed::{Envoy, http_client, paths};
 
@@ -28,8 +28,7 @@ struct World {
     _fleet: Fleet,
     weir: Weir,
     envoy: Envoy,
-    policy_path: PathBuf,
-    _dir: tempfile::TempDir,
+    policy_file: PolicyFile,
 }
 
 /// The canary fleet (`weir_testbed::canary`) at its first step, 50 %, held
@@ -41,15 +40,8 @@ async fn world() -> World {
     )
     .unwrap();
     let fleet = Fleet::start(policy).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let policy_path = dir.path().join("policy.yaml");
-    // JSON is YAML: the policy as its own serialisation.
-    std::fs::write(
-        &policy_path,
-        serde_json::to_string_pretty(fleet.policy()).unwrap(),
-    )
-    .unwrap();
-    let weir = Weir::start(&policy_path, WasmDelivery::Local)
+    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
+    let weir = Weir::start(policy_file.path(), WasmDelivery::Local)
         .await
         .unwrap();
     let envoy = Envoy::start(
@@ -62,8 +54,7 @@ async fn world() -> World {
         _fleet: fleet,
         weir,
         envoy,
-        policy_path,
-        _dir: dir,
+        policy_file,
     }
 }
 
@@ -224,7 +215,7 @@ async fn the_dashboard_shows_the_live_rollout_and_its_simulator_answers_as_weir_
         .unwrap();
     assert_eq!(
         policy_text.as_str().unwrap(),
-        std::fs::read_to_string(&w.policy_path).unwrap(),
+        std::fs::read_to_string(w.policy_file.path()).unwrap(),
         "the editor holds the served policy"
     );
     let post = browser
@@ -270,7 +261,7 @@ async fn the_dashboard_shows_the_live_rollout_and_its_simulator_answers_as_weir_
         "x-region=eu-west",
     ];
     let explained: Value = serde_json::from_str(&weir_explain(
-        &w.policy_path,
+        w.policy_file.path(),
         &[&request[..], &["--json"]].concat(),
     ))
     .unwrap();
@@ -278,7 +269,7 @@ async fn the_dashboard_shows_the_live_rollout_and_its_simulator_answers_as_weir_
     assert_eq!(answer["cluster"], explained["cluster"], "{answer}");
     assert_eq!(
         answer["text"].as_str().unwrap(),
-        weir_explain(&w.policy_path, &request),
+        weir_explain(w.policy_file.path(), &request),
         "the simulator shows what weir explain prints"
     );
 

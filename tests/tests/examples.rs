@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weir_testbed::fleet::{Fleet, load_policy};
+use weir_testbed::fleet::{Fleet, PolicyFile, load_policy};
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{WasmDelivery, Weir};
 use weir_testbed::{Envoy, http_client, paths};
@@ -477,14 +477,8 @@ fn ecds_only_bootstrap(fleet: &Fleet, weir: &Weir) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_envoy_takes_only_the_filter_from_weir() {
     let fleet = Fleet::start(load_policy(POLICY).unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let policy_path = dir.path().join("three-regions.yaml");
-    std::fs::write(
-        &policy_path,
-        serde_json::to_string_pretty(fleet.policy()).unwrap(),
-    )
-    .unwrap();
-    let weir = Weir::start(&policy_path, WasmDelivery::Local)
+    let policy_file = PolicyFile::new("three-regions.yaml", fleet.policy()).unwrap();
+    let weir = Weir::start(policy_file.path(), WasmDelivery::Local)
         .await
         .unwrap();
     // Ready means its listener has warmed: the filter came from weir.

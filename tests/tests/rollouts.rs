@@ -1,14 +1,13 @@
 //! Closing the loop end to end: a real Envoy whose own stats sink feeds
 //! `weir`, real backends, and `weir` judging and moving the canary by itself.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weir_testbed::canary::{self, CANARY};
-use weir_testbed::fleet::{Fleet, policy_from_yaml};
+use weir_testbed::fleet::{Fleet, PolicyFile, policy_from_yaml};
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
 use weir_testbed::{Behaviour, Envoy, http_client, paths};
@@ -23,20 +22,13 @@ struct World {
     fleet: Fleet,
     weir: Weir,
     envoy: Envoy,
-    _policy_path: PathBuf,
-    _dir: tempfile::TempDir,
+    _policy_file: PolicyFile,
 }
 
 async fn world(policy: weir_policy::Policy) -> World {
     let fleet = Fleet::start(policy).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let policy_path = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy_path,
-        serde_json::to_string_pretty(fleet.policy()).unwrap(),
-    )
-    .unwrap();
-    let weir = Weir::start(&policy_path, WasmDelivery::Local)
+    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
+    let weir = Weir::start(policy_file.path(), WasmDelivery::Local)
         .await
         .unwrap();
     let envoy = Envoy::start(
@@ -49,8 +41,7 @@ async fn world(policy: weir_policy::Policy) -> World {
         fleet,
         weir,
         envoy,
-        _policy_path: policy_path,
-        _dir: dir,
+        _policy_file: policy_file,
     }
 }
 
