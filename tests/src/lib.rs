@@ -12,6 +12,8 @@
 //!   filter with that policy;
 //! - [`static_mode`]: `envoy/static.yaml` pointed at a test's backends;
 //! - [`weir`]: `weir serve` on run-time ports, and `envoy/bootstrap.yaml` pointed at it;
+//! - [`served`]: backends, `weir serve` on a policy file and an Envoy from
+//!   `envoy/bootstrap.yaml` alone;
 //! - [`procfs`]: what the benchmarks read from `/proc` (CPU time, memory,
 //!   load average) and a description of the machine;
 //! - [`stats`]: percentiles of a sample of durations, medians of rates;
@@ -29,6 +31,7 @@ pub mod fleet;
 pub mod paths;
 pub mod process;
 pub mod procfs;
+pub mod served;
 pub mod static_mode;
 pub mod stats;
 pub mod wait;

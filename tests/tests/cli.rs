@@ -6,9 +6,9 @@ use std::process::Output;
 
 use serde_json::Value;
 use weir_testbed::canary::{self, CANARY, STABLE};
-use weir_testbed::fleet::{Fleet, PolicyFile, policy_from_yaml};
-use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
-use weir_testbed::{Envoy, http_client, paths};
+use weir_testbed::fleet::policy_from_yaml;
+use weir_testbed::served::Served;
+use weir_testbed::{http_client, paths};
 
 const NODE: &str = "cli-envoy";
 
@@ -20,34 +20,16 @@ const TYPES: [&str; 5] = [
     "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
 ];
 
-struct World {
-    _fleet: Fleet,
-    weir: Weir,
-    _envoy: Envoy,
-    _policy_file: PolicyFile,
-}
-
 /// The canary fleet at its first step (50 %), held there for an hour, and
 /// an Envoy that has taken everything weir serves.
-async fn world() -> World {
+async fn world() -> Served {
     let yaml = canary::policy_yaml("[50, 100]", "1h", 40, 2.0);
-    let fleet = Fleet::start(policy_from_yaml("cli.yaml", &yaml).unwrap()).unwrap();
-    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
-    let weir = Weir::start(policy_file.path(), WasmDelivery::Local)
-        .await
-        .unwrap();
-    let envoy = Envoy::start(&ads_bootstrap(weir.xds_addr(), NODE, false).unwrap(), 1)
-        .await
-        .unwrap();
+    let policy = policy_from_yaml("cli.yaml", &yaml).unwrap();
+    let served = Served::start(policy, NODE, 1).await.unwrap();
     for type_url in TYPES {
-        weir.wait_acked(NODE, type_url).await.unwrap();
+        served.weir.wait_acked(NODE, type_url).await.unwrap();
     }
-    World {
-        _fleet: fleet,
-        weir,
-        _envoy: envoy,
-        _policy_file: policy_file,
-    }
+    served
 }
 
 /// Runs `weir ARGS` with `WEIR_SERVER` set to `server`.

@@ -17,45 +17,22 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use weir_testbed::browser::Browser;
 use weir_testbed::canary::{self, CANARY};
-use weir_testbed::fleet::{Fleet, PolicyFile, policy_from_yaml};
-use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
+use weir_testbed::fleet::policy_from_yaml;
+use weir_testbed::served::Served;
 use weir_testbed::{Envoy, http_client, paths};
 
 /// How long the page may take to show something.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-struct World {
-    _fleet: Fleet,
-    weir: Weir,
-    envoy: Envoy,
-    policy_file: PolicyFile,
-}
-
 /// The canary fleet (`weir_testbed::canary`) at its first step, 50 %, held
 /// long enough that the weight stays put while the test reads it.
-async fn world() -> World {
+async fn world() -> Served {
     let policy = policy_from_yaml(
         "dashboard.yaml",
         &canary::policy_yaml("[50, 100]", "10m", 40, 2.0),
     )
     .unwrap();
-    let fleet = Fleet::start(policy).unwrap();
-    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
-    let weir = Weir::start(policy_file.path(), WasmDelivery::Local)
-        .await
-        .unwrap();
-    let envoy = Envoy::start(
-        &ads_bootstrap(weir.xds_addr(), "dashboard-envoy", false).unwrap(),
-        2,
-    )
-    .await
-    .unwrap();
-    World {
-        _fleet: fleet,
-        weir,
-        envoy,
-        policy_file,
-    }
+    Served::start(policy, "dashboard-envoy", 2).await.unwrap()
 }
 
 /// About 50 requests/s from 200 devices through Envoy until stopped.

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weir_testbed::canary::{self, CANARY};
-use weir_testbed::fleet::{Fleet, PolicyFile, policy_from_yaml};
+use weir_testbed::fleet::policy_from_yaml;
+use weir_testbed::served::Served;
 use weir_testbed::wait::eventually;
-use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
+use weir_testbed::weir::Weir;
 use weir_testbed::{Behaviour, Envoy, http_client, paths};
 
 /// One service on a stable and a canary cluster (see `weir_testbed::canary`);
@@ -18,31 +19,8 @@ fn policy(steps: &str, hold: &str) -> weir_policy::Policy {
     policy_from_yaml("rollout.yaml", &canary::policy_yaml(steps, hold, 40, 2.0)).unwrap()
 }
 
-struct World {
-    fleet: Fleet,
-    weir: Weir,
-    envoy: Envoy,
-    _policy_file: PolicyFile,
-}
-
-async fn world(policy: weir_policy::Policy) -> World {
-    let fleet = Fleet::start(policy).unwrap();
-    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
-    let weir = Weir::start(policy_file.path(), WasmDelivery::Local)
-        .await
-        .unwrap();
-    let envoy = Envoy::start(
-        &ads_bootstrap(weir.xds_addr(), "rollout-envoy", false).unwrap(),
-        2,
-    )
-    .await
-    .unwrap();
-    World {
-        fleet,
-        weir,
-        envoy,
-        _policy_file: policy_file,
-    }
+async fn world(policy: weir_policy::Policy) -> Served {
+    Served::start(policy, "rollout-envoy", 2).await.unwrap()
 }
 
 /// Steady traffic from many devices at about `rate` requests/s until stopped
@@ -284,7 +262,7 @@ async fn a_restarted_weir_resumes_the_rollout_and_envoy_sees_no_change() {
         .await
         .unwrap();
 
-    let World { weir, envoy, .. } = w;
+    let Served { weir, envoy, .. } = w;
     let weir = weir.kill().start().await.unwrap();
     let after = rollout(&weir).await;
     assert_eq!(
