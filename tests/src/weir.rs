@@ -252,6 +252,11 @@ pub fn ads_bootstrap(xds: SocketAddr, node: &str, delta: bool) -> anyhow::Result
     let mut bootstrap: Value = serde_saphyr::from_str(&text)
         .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
     bootstrap["node"]["id"] = json!(node);
+    let sink = bootstrap["stats_sinks"]
+        .get_mut(0)
+        .ok_or_else(|| anyhow::anyhow!("{} has no stats sink", path.display()))?;
+    sink["typed_config"]["resource_detectors"][0]["typed_config"]["attributes"]["service.instance.id"] =
+        json!(node);
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = json!(0);
     if delta {
         bootstrap["dynamic_resources"]["ads_config"]["api_type"] = json!("DELTA_GRPC");

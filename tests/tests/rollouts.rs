@@ -10,7 +10,7 @@ use weir_testbed::canary::{self, CANARY};
 use weir_testbed::fleet::policy_from_yaml;
 use weir_testbed::served::Served;
 use weir_testbed::wait::eventually;
-use weir_testbed::weir::Weir;
+use weir_testbed::weir::{Weir, ads_bootstrap};
 use weir_testbed::{Behaviour, Envoy, http_client, paths};
 
 /// One service on a stable and a canary cluster (see `weir_testbed::canary`);
@@ -419,4 +419,70 @@ async fn a_slow_fleet_lowers_the_adaptive_limit_and_it_recovers() {
     .await
     .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", w.weir.log()));
     traffic.stop().await;
+}
+
+/// The value of the sample of `/metrics` named `name` whose labels include
+/// every one of `labels` (`key="value"`).
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            line.split(['{', ' ']).next() == Some(name) && labels.iter().all(|l| line.contains(l))
+        })?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_envoys_are_two_sources_and_their_admission_counts_add_up() {
+    let w = world(policy("[50, 100]", "1h")).await;
+    let second = Envoy::start(
+        &ads_bootstrap(w.weir.xds_addr(), "rollout-envoy-2", false).unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+    for (envoy, requests) in [(&w.envoy, 120), (&second, 80)] {
+        for i in 0..requests {
+            let device = format!("device-{i}");
+            let (status, _) = envoy
+                .send("POST", "/v1/telemetry", &[("x-device-id", &device)])
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+        }
+    }
+    let counter = "wasmcustom.weir.class.telemetry.admitted";
+    let mut own = 0;
+    for envoy in [&w.envoy, &second] {
+        own += envoy.stat(counter).await.unwrap().unwrap_or(0);
+    }
+    assert_eq!(own, 200, "each Envoy's filter counted its own requests");
+
+    let url = format!("http://{}/metrics", w.weir.admin_addr());
+    let seen = eventually(
+        "weir to sum both Envoys' admission reports",
+        Duration::from_secs(15),
+        || async {
+            let text = http_client()
+                .get(&url)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let sources = metric(&text, "weir_fleet_admission_sources", &[])?;
+            let admitted = metric(
+                &text,
+                "weir_fleet_admission_requests_total",
+                &[r#"class="telemetry""#, r#"outcome="admitted""#],
+            )?;
+            (sources == 2.0 && admitted == 200.0).then_some((sources, admitted))
+        },
+    )
+    .await;
+    assert!(seen.is_ok(), "{seen:?}; weir's log:\n{}", w.weir.log());
 }

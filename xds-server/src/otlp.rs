@@ -96,7 +96,8 @@
 //! streams and spoil each other's differences: Envoy's stats sink sets only
 //! `telemetry.sdk.*` unless `resource_detectors` add more, so Envoys should
 //! report deltas (`report_counters_as_deltas`, `report_histograms_as_deltas`)
-//! or be told apart by a resource attribute.
+//! and be told apart by a resource attribute (`envoy/bootstrap.yaml` sets
+//! `service.instance.id`).
 //!
 //! **Totals.** All the data points of one export request are added up per
 //! cluster and kind of source — [`SourceKind::Envoy`] for Envoy's metrics,
