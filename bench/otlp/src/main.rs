@@ -96,6 +96,10 @@ impl Drop for WorkDir {
     }
 }
 
+// The allocator weir's binary uses, so in-process numbers match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(kind) = args.worker {
