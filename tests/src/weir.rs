@@ -31,6 +31,8 @@ pub struct Weir {
     xds: SocketAddr,
     admin: SocketAddr,
     delivery: WasmDelivery,
+    /// Environment variables it was started with (flags such as `WEIR_XDS_TOKEN`).
+    env: Vec<(String, String)>,
     http: reqwest::Client,
     dir: tempfile::TempDir,
 }
@@ -38,14 +40,29 @@ pub struct Weir {
 impl Weir {
     /// Starts `weir serve --policy policy` with every address on a free loopback port.
     pub async fn start(policy: &Path, delivery: WasmDelivery) -> anyhow::Result<Self> {
+        Self::start_with_env(policy, delivery, &[]).await
+    }
+
+    /// [`Weir::start`], with these environment variables (`weir serve`'s
+    /// flags can be set through them, e.g. `WEIR_XDS_TOKEN`).
+    pub async fn start_with_env(
+        policy: &Path,
+        delivery: WasmDelivery,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("weir-serve-").tempdir()?;
-        Self::spawn(policy, "127.0.0.1:0".parse()?, delivery, dir).await
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::spawn(policy, "127.0.0.1:0".parse()?, delivery, env, dir).await
     }
 
     async fn spawn(
         policy: &Path,
         xds: SocketAddr,
         delivery: WasmDelivery,
+        env: Vec<(String, String)>,
         dir: tempfile::TempDir,
     ) -> anyhow::Result<Self> {
         let ready = dir.path().join("ready.json");
@@ -78,7 +95,8 @@ impl Weir {
             // Its own state database, kept across a kill and restart.
             .arg("--state")
             .arg(dir.path().join("state.redb"))
-            .env("WEIR_LOG", "info,weir=debug");
+            .env("WEIR_LOG", "info,weir=debug")
+            .envs(env.iter().map(|(k, v)| (k, v)));
         let log = dir.path().join(format!("weir-{}.log", std::process::id()));
         let mut process = Supervised::spawn("weir", command, &log)?;
         let addresses = eventually("weir to serve", STARTUP_DEADLINE, || {
@@ -108,6 +126,7 @@ impl Weir {
             process,
             policy: policy.to_path_buf(),
             delivery,
+            env,
             http: crate::http_client(),
             dir,
         })
@@ -121,6 +140,7 @@ impl Weir {
             policy,
             xds,
             delivery,
+            env,
             dir,
             ..
         } = self;
@@ -129,6 +149,7 @@ impl Weir {
             policy,
             xds,
             delivery,
+            env,
             dir,
         }
     }
@@ -234,13 +255,14 @@ pub struct Stopped {
     policy: PathBuf,
     xds: SocketAddr,
     delivery: WasmDelivery,
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
 }
 
 impl Stopped {
-    /// Starts it again with the same policy file and xDS address.
+    /// Starts it again with the same policy file, xDS address and environment.
     pub async fn start(self) -> anyhow::Result<Weir> {
-        Weir::spawn(&self.policy, self.xds, self.delivery, self.dir).await
+        Weir::spawn(&self.policy, self.xds, self.delivery, self.env, self.dir).await
     }
 }
 
@@ -270,4 +292,15 @@ pub fn ads_bootstrap(xds: SocketAddr, node: &str, delta: bool) -> anyhow::Result
         .ok_or_else(|| anyhow::anyhow!("{} has no weir_xds cluster", path.display()))?;
     xds_cluster["load_assignment"]["endpoints"] = json!([crate::envoy::locality_endpoints(&[xds])]);
     Ok(bootstrap)
+}
+
+/// Gives `bootstrap` (from [`ads_bootstrap`]) the xDS token: Envoy sends it as
+/// `initial_metadata` on its ADS stream and its stats sink's exports.
+pub fn with_xds_token(bootstrap: &mut Value, token: &str) {
+    let metadata = json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"] =
+        metadata.clone();
+    if let Some(sink) = bootstrap["stats_sinks"].get_mut(0) {
+        sink["typed_config"]["grpc_service"]["initial_metadata"] = metadata;
+    }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use weir_policy::{Feed, Policy};
 use weir_testbed::backend::Echo;
-use weir_testbed::fleet::{Fleet, example_policy};
+use weir_testbed::fleet::{Fleet, PolicyFile, example_policy};
 use weir_testbed::wait::eventually;
-use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap};
+use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap, with_xds_token};
 use weir_testbed::{Envoy, http_client};
 
 const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
@@ -404,4 +404,38 @@ async fn the_filter_module_can_be_fetched_from_weir_over_http() {
         dump.contains("sha256"),
         "the module came from a remote source checked by sha256"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_carrying_the_xds_token_is_served_and_reports() {
+    const TOKEN: &str = "only-our-envoys-know-this";
+    let fleet = Fleet::start(example_policy()).unwrap();
+    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
+    let weir = Weir::start_with_env(
+        policy_file.path(),
+        WasmDelivery::Local,
+        &[("WEIR_XDS_TOKEN", TOKEN)],
+    )
+    .await
+    .unwrap();
+    let mut bootstrap = ads_bootstrap(weir.xds_addr(), "token-envoy", false).unwrap();
+    with_xds_token(&mut bootstrap, TOKEN);
+    // Ready means it took its listener from weir.
+    let envoy = Envoy::start(&bootstrap, 1).await.unwrap();
+    assert_eq!(
+        cluster_for(&envoy, "/v1/telemetry", &[("x-region", "us-east")]).await,
+        "ingest-us"
+    );
+    // Its stats sink, carrying the token too, reaches weir's OTLP receiver.
+    let used = eventually(
+        "Envoy's stats to be taken by weir",
+        Duration::from_secs(15),
+        || async {
+            let status = weir.status().await.ok()?;
+            let used = status["otlp"]["data_points"]["used"].as_u64()?;
+            (used > 0).then_some(used)
+        },
+    )
+    .await;
+    assert!(used.is_ok(), "{used:?}; weir's log:\n{}", weir.log());
 }

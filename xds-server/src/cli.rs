@@ -42,7 +42,7 @@ enum Command {
     /// Print the JSON Schema of the policy format, for editors.
     Schema,
     /// Serve Envoy its whole configuration from a policy file, over ADS.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Show a running weir's rollouts, clusters' SLA scores and connected Envoys.
     Status(client::ClientArgs),
     /// Pause, resume, promote or abort a rollout, or show its history.
@@ -63,7 +63,7 @@ impl Cli {
             Command::Compile { file, compact } => policy_file::compile(&file, compact),
             Command::Explain(args) => explain::run(&args),
             Command::Schema => print_json(&weir_policy::schema(), false),
-            Command::Serve(args) => serve(args),
+            Command::Serve(args) => serve(*args),
             Command::Status(args) => remote(status::run(&args)),
             Command::Rollout(args) => remote(rollout::run(&args)),
             Command::CheckFilterConfig { files } => check_filter_configs(&files),

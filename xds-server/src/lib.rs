@@ -15,4 +15,5 @@ pub mod snapshot;
 pub mod state_store;
 pub mod telemetry;
 pub mod timeline;
+mod token;
 pub mod xds;

@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// The admin API's bearer token.
     #[command(flatten)]
     pub admin_auth: admin::AuthArgs,
+    /// The xDS port's bearer token (ADS and OTLP/gRPC).
+    #[command(flatten)]
+    pub xds_auth: crate::xds::XdsAuthArgs,
     /// Where the dashboard's policy simulator is (`weir_simulator.js` and its
     /// `.wasm`); default: `simulator/` beside the weir executable.
     #[arg(long, env = "WEIR_SIMULATOR_DIR")]
@@ -266,6 +269,7 @@ impl Control {
 /// Runs the server until the process is stopped.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth = admin::Auth::new(&args.admin_auth, args.admin_address)?;
+    let xds_auth = crate::xds::XdsAuth::new(&args.xds_auth, args.xds_address)?;
     let (policy, text) =
         policy_source::read(&args.policy).map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
     let wasm_bytes = std::fs::read(&args.wasm).map_err(|err| {
@@ -327,6 +331,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // the same cluster as its configuration.
     let xds = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(xds_auth))
             .add_service(ads)
             .add_service(ingest.grpc_service())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener)),

@@ -5,6 +5,7 @@
 //! them on a `watch` channel and every stream pushes what changed, in
 //! [`type_url::ALL`] order (clusters before the listeners that use them).
 
+mod auth;
 mod delta;
 mod nodes;
 mod sotw;
@@ -25,6 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::snapshot::{Snapshot, type_url};
 
+pub use auth::{XdsAuth, XdsAuthArgs};
 pub(crate) use nodes::rfc3339;
 pub use nodes::{AckView, NackView, NodeView, Nodes, TypeCounts, TypeView, XdsCounts};
 

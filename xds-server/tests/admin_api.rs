@@ -1,7 +1,8 @@
 //! The admin API of a real `weir serve` (the binary, on run-time loopback
 //! ports): the bearer token, JSON errors, rollout history, nodes' ACKs and
 //! NACKs, and the Prometheus metrics moving as xDS, OTLP, the operator and the
-//! policy file do things. An ADS client plays Envoy; no Envoy is needed.
+//! policy file do things; and the xDS port's own token. An ADS client plays
+//! Envoy; no Envoy is needed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,10 +80,12 @@ fn serve_command(dir: &Path, extra: &[&str]) -> Command {
         .arg(dir.join("state.redb"))
         .arg("--ready-file")
         .arg(dir.join("ready.json"))
-        .args(["--xds-address", "127.0.0.1:0"])
         .args(["--listener-address", "127.0.0.1:0"])
         .args(extra)
         .env_remove("WEIR_ADMIN_TOKEN")
+        .env_remove("WEIR_XDS_TOKEN")
+        .env_remove("WEIR_XDS_TOKEN_FILE")
+        .env_remove("WEIR_XDS_ADDRESS")
         .env_remove("WEIR_ADMIN_TOKEN_FILE")
         .env_remove("WEIR_ADMIN_ADDRESS")
         .env_remove("WEIR_SERVER")
@@ -95,7 +98,12 @@ impl Server {
     async fn start(extra: &[&str], token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut command = serve_command(dir.path(), extra);
-        command.args(["--admin-address", "127.0.0.1:0"]);
+        command.args([
+            "--admin-address",
+            "127.0.0.1:0",
+            "--xds-address",
+            "127.0.0.1:0",
+        ]);
         let log = std::fs::File::create(dir.path().join("weir.log")).unwrap();
         let mut child = command
             .stdout(log.try_clone().unwrap())
@@ -291,9 +299,17 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 #[test]
 fn serve_refuses_an_admin_address_beyond_loopback_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = serve_command(dir.path(), &["--admin-address", "0.0.0.0:0"])
-        .output()
-        .unwrap();
+    let out = serve_command(
+        dir.path(),
+        &[
+            "--admin-address",
+            "0.0.0.0:0",
+            "--xds-address",
+            "127.0.0.1:0",
+        ],
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -310,6 +326,8 @@ fn serve_refuses_an_admin_address_beyond_loopback_without_a_token() {
         &[
             "--admin-address",
             "0.0.0.0:0",
+            "--xds-address",
+            "127.0.0.1:0",
             "--admin-token-file",
             token_file.to_str().unwrap(),
         ],
@@ -764,4 +782,110 @@ async fn metrics_parse_and_move_with_xds_otlp_decisions_and_policy_edits() {
     assert_eq!(value(&after, "weir_policy_error"), 1.0);
     assert_eq!(value(&after, "weir_policy_reloads_total"), 0.0);
     drop(requests);
+}
+
+const XDS_TOKEN: &str = "xds-token-for-envoys-only";
+
+#[test]
+fn serve_refuses_an_xds_address_beyond_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = serve_command(
+        dir.path(),
+        &[
+            "--admin-address",
+            "127.0.0.1:0",
+            "--xds-address",
+            "0.0.0.0:0",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to serve xDS and OTLP on 0.0.0.0:0 without a token"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--xds-token"), "{stderr}");
+}
+
+/// `request` with `authorization: Bearer <token>` metadata, if a token is given.
+fn authorized<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn with_an_xds_token_ads_and_otlp_calls_must_carry_it() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+
+    let server = Server::start(&["--xds-token", XDS_TOKEN], None).await;
+    let url = format!("http://{}", server.xds);
+
+    // ADS: a stream without the token (or with another) is refused; with it, served.
+    let mut ads = AggregatedDiscoveryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    for token in [None, Some("not-the-token"), Some(TOKEN)] {
+        let (requests, outbound) = mpsc::channel(1);
+        requests
+            .send(request(type_url::CLUSTER, Some("no-token")))
+            .await
+            .unwrap();
+        let refused = ads
+            .stream_aggregated_resources(authorized(ReceiverStream::new(outbound), token))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    }
+    let (requests, outbound) = mpsc::channel(1);
+    requests
+        .send(request(type_url::CLUSTER, Some("with-token")))
+        .await
+        .unwrap();
+    let mut responses = ads
+        .stream_aggregated_resources(authorized(ReceiverStream::new(outbound), Some(XDS_TOKEN)))
+        .await
+        .unwrap()
+        .into_inner();
+    let clusters = tokio::time::timeout(PATIENCE, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(clusters.type_url, type_url::CLUSTER);
+    assert!(!clusters.resources.is_empty());
+
+    // OTLP/gRPC, on the same port: the same rule.
+    let mut otlp = MetricsServiceClient::connect(url).await.unwrap();
+    let refused = otlp
+        .export(authorized(ExportMetricsServiceRequest::default(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    otlp.export(authorized(
+        ExportMetricsServiceRequest::default(),
+        Some(XDS_TOKEN),
+    ))
+    .await
+    .unwrap();
+
+    // Only the Envoy that carried the token is known.
+    let (status, nodes) = server.call(reqwest::Method::GET, "/v1/nodes").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = nodes
+        .as_array()
+        .or_else(|| nodes["nodes"].as_array())
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["with-token"], "{nodes}");
 }

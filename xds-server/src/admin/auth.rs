@@ -11,16 +11,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use clap::Args;
-use sha2::{Digest, Sha256};
 
 use super::{WASM_PATH, error};
+use crate::token::{Token, bearer};
 
 /// Flags of `weir serve` for the admin API's token.
 #[derive(Debug, Default, Args)]
@@ -40,29 +39,21 @@ pub struct AuthArgs {
     pub admin_token_file: Option<PathBuf>,
 }
 
-/// The token requests must carry, if any. Only its digest is kept.
+/// The token requests must carry, if any.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Auth {
-    digest: Option<Arc<[u8; 32]>>,
+    token: Option<Token>,
 }
 
 impl Auth {
     /// The token given by `args`, checked against the address the admin API
     /// listens on: beyond loopback a token is required.
     pub(crate) fn new(args: &AuthArgs, admin_address: SocketAddr) -> anyhow::Result<Self> {
-        let token = match (&args.admin_token, &args.admin_token_file) {
-            (Some(token), _) => Some(token.trim().to_owned()),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|err| {
-                    anyhow::anyhow!("cannot read the admin token file {}: {err}", path.display())
-                })?;
-                Some(text.trim().to_owned())
-            }
-            (None, None) => None,
-        };
-        if token.as_deref() == Some("") {
-            anyhow::bail!("the admin token is empty");
-        }
+        let token = Token::load(
+            args.admin_token.as_deref(),
+            args.admin_token_file.as_deref(),
+            "the admin token",
+        )?;
         if token.is_none() && !admin_address.ip().is_loopback() {
             anyhow::bail!(
                 "refusing to serve the admin API on {admin_address} without a token: beyond \
@@ -70,42 +61,17 @@ impl Auth {
                  WEIR_ADMIN_TOKEN, or --admin-token-file), or listen on 127.0.0.1"
             );
         }
-        Ok(Self {
-            digest: token.map(|t| Arc::new(digest(t.as_bytes()))),
-        })
+        Ok(Self { token })
     }
 
     /// Whether requests need a token.
     pub(crate) fn required(&self) -> bool {
-        self.digest.is_some()
+        self.token.is_some()
     }
 
     fn accepts(&self, presented: &[u8]) -> bool {
-        self.digest
-            .as_deref()
-            .is_none_or(|expected| constant_time_eq(expected, &digest(presented)))
+        self.token.as_ref().is_none_or(|t| t.accepts(presented))
     }
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-/// Compares digests in time independent of where they differ (and, digests
-/// being of fixed length, of the token's length).
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(difference) == 0
-}
-
-/// The bearer token of `Authorization: Bearer <token>` (the scheme is case-insensitive).
-fn bearer(value: &HeaderValue) -> Option<&[u8]> {
-    let value = value.as_bytes();
-    let (scheme, token) = value.split_at(value.iter().position(|b| *b == b' ')?);
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| token.trim_ascii())
-        .filter(|t| !t.is_empty())
 }
 
 /// Middleware: a request without the token gets `401` and a JSON error.
@@ -118,7 +84,8 @@ pub(crate) async fn require_token(
     if !auth.required() || path == "/healthz" || path == WASM_PATH {
         return next.run(request).await;
     }
-    let message = match request.headers().get(header::AUTHORIZATION).map(bearer) {
+    let presented = request.headers().get(header::AUTHORIZATION);
+    let message = match presented.map(|value| bearer(value.as_bytes())) {
         None | Some(None) => {
             "this endpoint requires `Authorization: Bearer <token>`, with the token `weir serve` was given"
         }
@@ -153,25 +120,5 @@ mod tests {
         assert!(refused.to_string().contains("without a token"), "{refused}");
         assert!(Auth::new(&args(Some("s3cret")), anywhere).is_ok_and(|a| a.required()));
         assert!(Auth::new(&args(Some(" ")), loopback).is_err());
-    }
-
-    #[test]
-    fn only_the_token_is_accepted() {
-        let loopback: SocketAddr = "[::1]:1".parse().unwrap();
-        let auth = Auth::new(&args(Some("s3cret")), loopback).unwrap();
-        assert!(auth.accepts(b"s3cret"));
-        assert!(!auth.accepts(b"s3cre"));
-        assert!(!auth.accepts(b"s3cret "));
-        assert!(!auth.accepts(b""));
-    }
-
-    #[test]
-    fn reads_bearer_tokens() {
-        let h = |s: &'static str| HeaderValue::from_static(s);
-        assert_eq!(bearer(&h("Bearer abc")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&h("bearer  abc ")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&h("Basic abc")), None);
-        assert_eq!(bearer(&h("Bearer ")), None);
-        assert_eq!(bearer(&h("Bearer")), None);
     }
 }
