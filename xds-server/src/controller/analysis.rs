@@ -27,9 +27,15 @@ use crate::metrics_store::WindowStats;
 /// Significance level of the error test.
 pub(crate) const SIGNIFICANCE: f64 = 0.01;
 
-/// Quantiles below this are taken as this, so that a ratio over a near-zero
-/// stable latency stays meaningful.
+/// Quantiles below this are taken as this, on both sides of a ratio, so that
+/// ratios of near-zero latencies stay meaningful.
 pub(crate) const LATENCY_FLOOR_MS: f64 = 1.0;
+
+/// `canary / stable`, both taken as at least [`LATENCY_FLOOR_MS`]: two
+/// sub-millisecond quantiles compare as equal, not by their noise.
+fn floored_ratio(canary_ms: f64, stable_ms: f64) -> f64 {
+    canary_ms.max(LATENCY_FLOOR_MS) / stable_ms.max(LATENCY_FLOOR_MS)
+}
 
 /// What a window says about a canary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,10 +236,10 @@ pub(crate) fn analyse(
         let conservative = |q: f64| {
             let c = canary.latency.quantile(bound(q, canary_obs, -1.0))?;
             let s = stable.latency.quantile(bound(q, stable_obs, 1.0))?;
-            Some(c / s.max(LATENCY_FLOOR_MS)).filter(|r| r.is_finite())
+            Some(floored_ratio(c, s)).filter(|r| r.is_finite())
         };
-        let p95 = c95 / s95.max(LATENCY_FLOOR_MS);
-        let p99 = c99 / s99.max(LATENCY_FLOOR_MS);
+        let p95 = floored_ratio(c95, s95);
+        let p99 = floored_ratio(c99, s99);
         let ratio = LatencyRatio {
             p95,
             p99,
@@ -474,6 +480,13 @@ mod tests {
         let e = analyse(&tiny, &zero, None, &thresholds(200), 10_000);
         let ratio = e.latency_ratio.unwrap();
         assert!(ratio.p99.is_finite() && ratio.p99 <= 1.0, "{ratio:?}");
+        // Both under the floor: equal, not a canary "twice as fast" by noise.
+        let mut half = zero.clone();
+        half.latency = Histogram::with_bounds(vec![0.5, 1.0]);
+        half.latency.counts = vec![1000, 0, 0];
+        let e = analyse(&half, &tiny, None, &thresholds(200), 10_000);
+        let ratio = e.latency_ratio.unwrap();
+        assert_eq!((ratio.p95, ratio.p99), (1.0, 1.0), "{:?}", e.findings);
     }
 
     #[test]
