@@ -112,6 +112,10 @@ async fn status_tables_json_and_a_pause_in_the_history() {
             .any(|l| l.starts_with(CANARY) && l.ends_with("250 ms")),
         "{status}"
     );
+    assert!(
+        status.contains("CONCURRENCY LIMIT  1000 per Envoy (fixed by the policy)"),
+        "{status}"
+    );
     let envoys = section(&status, "ENVOYS");
     assert!(
         envoys[0]
@@ -129,6 +133,7 @@ async fn status_tables_json_and_a_pause_in_the_history() {
     assert_eq!(json["rollouts"][0]["canary"], CANARY);
     assert_eq!(json["rollouts"][0]["weight_bp"], 5000);
     assert_eq!(json["clusters"].as_array().unwrap().len(), 2);
+    assert_eq!(json["limit"]["served"], 1000);
     assert_eq!(json["nodes"][0]["id"], NODE);
     assert_eq!(json["nodes"][0]["in_sync"], true);
     assert_eq!(json["nodes"][0]["types"]["ecds"]["nack"], Value::Null);

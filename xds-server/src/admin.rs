@@ -397,7 +397,12 @@ async fn clusters(State(state): State<AdminState>) -> Response {
             .or_insert_with(|| json!({"cluster": name, "score": score}));
     }
     let clusters: Vec<Value> = clusters.into_values().collect();
-    Json(json!({"clusters": clusters})).into_response()
+    // The limit admission runs under, beside the controller's view of it.
+    let mut limit = serde_json::to_value(control.controller().limit()).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut limit {
+        map.insert("served".into(), json!(control.feed().concurrency_limit));
+    }
+    Json(json!({"clusters": clusters, "limit": limit})).into_response()
 }
 
 /// Every node: per type (by its short name) what it ACKed, its standing

@@ -18,6 +18,7 @@ pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
         let all = json!({
             "rollouts": rollouts["rollouts"],
             "clusters": clusters["clusters"],
+            "limit": clusters["limit"],
             "snapshot": nodes["snapshot"],
             "nodes": nodes["nodes"],
         });
@@ -27,6 +28,7 @@ pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
     out.push_str(&rollout_table(&rollouts["rollouts"]));
     out.push('\n');
     out.push_str(&cluster_table(&clusters["clusters"]));
+    out.push_str(&limit_line(&clusters["limit"]));
     out.push('\n');
     out.push_str(&node_table(&nodes["nodes"]));
     Ok(out)
@@ -107,6 +109,31 @@ fn cluster_table(clusters: &Value) -> String {
     lines("CLUSTERS", &table)
 }
 
+/// The concurrency limit each Envoy admits under, and where it comes from.
+fn limit_line(limit: &Value) -> String {
+    let Some(served) = limit["served"].as_u64() else {
+        return String::new();
+    };
+    let how = if limit["adaptive"] == true {
+        let pressure = limit["pressure"].as_f64().map_or_else(
+            || "no latency data".to_owned(),
+            |p| format!("p99/target {p:.2}"),
+        );
+        format!(
+            "adaptive between {} and {}, {pressure}",
+            limit["min"], limit["max"]
+        )
+    } else {
+        "fixed by the policy".to_owned()
+    };
+    let pinned = if limit["published"].as_u64().is_some_and(|p| p != served) {
+        ", pinned through the admin API"
+    } else {
+        ""
+    };
+    format!("CONCURRENCY LIMIT  {served} per Envoy ({how}{pinned})\n")
+}
+
 /// One type's state on one node: `ok` (runs the version served), `old` (an
 /// earlier one), `NACK` (rejected the latest), `-` (never accepted one).
 fn type_cell(entry: &Value) -> &'static str {
@@ -177,6 +204,28 @@ fn node_table(nodes: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_limit_says_where_it_comes_from() {
+        let fixed =
+            json!({"adaptive": false, "min": 200, "max": 200, "published": 200, "served": 200});
+        assert_eq!(
+            limit_line(&fixed),
+            "CONCURRENCY LIMIT  200 per Envoy (fixed by the policy)\n"
+        );
+        let adaptive = json!({"adaptive": true, "min": 40, "max": 200, "pressure": 1.318,
+                              "published": 120, "served": 120});
+        assert_eq!(
+            limit_line(&adaptive),
+            "CONCURRENCY LIMIT  120 per Envoy (adaptive between 40 and 200, p99/target 1.32)\n"
+        );
+        let pinned =
+            json!({"adaptive": false, "min": 200, "max": 200, "published": 200, "served": 80});
+        assert!(
+            limit_line(&pinned).ends_with("(fixed by the policy, pinned through the admin API)\n")
+        );
+        assert_eq!(limit_line(&json!(null)), "");
+    }
 
     #[test]
     fn nodes_show_each_type() {
