@@ -240,6 +240,17 @@ async fn without_traffic_the_rollout_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_weir_resumes_the_rollout_and_envoy_sees_no_change() {
     let w = world(policy("[50, 75, 100]", "2s")).await;
+    // Enough points on the charts that weir has saved some (it saves every 5).
+    eventually(
+        "8 points on the charts",
+        Duration::from_secs(15),
+        || async {
+            let charted = timeline(&w.weir, 0).await;
+            (charted["points"].as_array()?.len() >= 8).then_some(())
+        },
+    )
+    .await
+    .unwrap();
     let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(40));
     eventually(
         "the rollout to reach its second step",
@@ -262,9 +273,31 @@ async fn a_restarted_weir_resumes_the_rollout_and_envoy_sees_no_change() {
         .await
         .unwrap();
 
+    let charted_before = timeline(&w.weir, 0).await;
+
     let Served { weir, envoy, .. } = w;
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let weir = weir.kill().start().await.unwrap();
     let after = rollout(&weir).await;
+    // The dashboard's charts come back: points from before the restart, as
+    // they were (the last few seconds before a crash may be missing).
+    let charted_after = timeline(&weir, 0).await;
+    let restored: Vec<&Value> = charted_after["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["at_ms"].as_u64().unwrap() < killed_at)
+        .collect();
+    assert!(restored.len() >= 3, "{charted_after}");
+    let same_time = charted_before["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["at_ms"] == restored[0]["at_ms"]);
+    assert_eq!(same_time, Some(restored[0]));
     assert_eq!(
         (
             after["step"].clone(),
@@ -292,6 +325,21 @@ async fn a_restarted_weir_resumes_the_rollout_and_envoy_sees_no_change() {
         reloads,
         "Envoy reloaded its filter after weir restarted"
     );
+}
+
+/// The dashboard's timeline after `since_ms`.
+async fn timeline(weir: &Weir, since_ms: u64) -> Value {
+    http_client()
+        .get(format!(
+            "http://{}/v1/timeline?since={since_ms}",
+            weir.admin_addr()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The OpenTelemetry Python SDK's own OTLP/HTTP exporter, as a running

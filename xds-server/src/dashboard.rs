@@ -81,7 +81,7 @@ impl Dashboard {
     /// Records the timeline after a controller evaluation; `control` is
     /// the state `serve` holds locked (the metrics are locked after it, in
     /// the order the controller's evaluation takes them).
-    pub(crate) fn record(&self, control: &Control, now_ms: u64) {
+    pub(crate) fn record(&self, control: &Control, now_ms: u64) -> bool {
         let admission = self
             .metrics
             .lock()
@@ -104,7 +104,12 @@ impl Dashboard {
         self.timeline
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .record(now_ms, &observed);
+            .record(now_ms, &observed)
+    }
+
+    /// The timeline itself (to restore it, and to save its new points).
+    pub(crate) fn timeline(&self) -> std::sync::MutexGuard<'_, Timeline> {
+        self.timeline.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn simulator_file(&self, name: &str) -> PathBuf {

@@ -266,6 +266,43 @@ impl Control {
     }
 }
 
+/// Saves the dashboard's new timeline points every [`TimelineSaver::EVERY`]
+/// points, so that a restarted weir draws its recent past again.
+struct TimelineSaver {
+    saved_until_ms: u64,
+    unsaved: usize,
+}
+
+impl TimelineSaver {
+    const EVERY: usize = 5;
+
+    fn point_added(
+        &mut self,
+        control: &Control,
+        dashboard: &crate::dashboard::Dashboard,
+        now: u64,
+    ) {
+        self.unsaved += 1;
+        if self.unsaved < Self::EVERY {
+            return;
+        }
+        let (points, horizon) = {
+            let timeline = dashboard.timeline();
+            (
+                timeline.points_after(self.saved_until_ms),
+                timeline.horizon_ms(now),
+            )
+        };
+        match control.state.save_timeline(&points, horizon) {
+            Ok(()) => {
+                self.unsaved = 0;
+                self.saved_until_ms = points.last().map_or(self.saved_until_ms, |p| p.at_ms);
+            }
+            Err(err) => tracing::warn!("the dashboard's timeline is not saved: {err:#}"),
+        }
+    }
+}
+
 /// Runs the server until the process is stopped.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth = admin::Auth::new(&args.admin_auth, args.admin_address)?;
@@ -341,6 +378,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         args.simulator_dir.clone(),
     );
+    let saved_until_ms = saved.timeline.last().map_or(0, |p| p.at_ms);
+    dashboard.timeline().restore(now_ms(), saved.timeline);
+    let mut timeline_saver = TimelineSaver {
+        saved_until_ms,
+        unsaved: 0,
+    };
     // OTLP/HTTP is served beside the admin API.
     let admin_state = admin::AdminState::new(
         Arc::clone(&control),
@@ -383,7 +426,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 if let Ok(mut control) = control.lock() {
                     let now = now_ms();
                     control.control(now);
-                    dashboard.record(&control, now);
+                    if dashboard.record(&control, now) {
+                        timeline_saver.point_added(&control, &dashboard, now);
+                    }
                 }
             }
             stopped = &mut xds => anyhow::bail!("the xDS server stopped: {stopped:?}"),

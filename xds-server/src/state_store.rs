@@ -1,6 +1,7 @@
 //! The controller's memory across restarts: every rollout's state, the
 //! decisions taken, and the smoothed scores (SLA scores, concurrency limit),
-//! in an embedded database (redb) file.
+//! in an embedded database (redb) file; and the dashboard's timeline, so that
+//! its charts survive a restart too.
 //!
 //! `serve` saves after each evaluation or command that decided something, in
 //! one durable write transaction, before it pushes the new feed: a restart
@@ -18,6 +19,7 @@ use redb::{
 };
 
 use crate::controller::{Decision, RolloutState, Scores};
+use crate::timeline::Point;
 
 /// Rollout states by canary cluster.
 const ROLLOUTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("rollouts");
@@ -27,6 +29,8 @@ const DECISIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("decisio
 /// files without it read as having no scores).
 const SCORES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("scores");
 const SCORES_KEY: &str = "scores";
+/// The dashboard's timeline points by time (also added within layout 1).
+const TIMELINE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("timeline");
 /// `format`: the layout version of the tables above.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
@@ -45,6 +49,8 @@ pub struct Saved {
     pub decisions: Vec<Decision>,
     /// The smoothed scores.
     pub scores: Scores,
+    /// The dashboard's timeline points, oldest first.
+    pub timeline: Vec<Point>,
 }
 
 /// The state database.
@@ -103,6 +109,7 @@ impl StateStore {
             tx.open_table(ROLLOUTS)?;
             tx.open_table(DECISIONS)?;
             tx.open_table(SCORES)?;
+            tx.open_table(TIMELINE)?;
         }
         tx.commit()?;
         Ok(())
@@ -156,6 +163,27 @@ impl StateStore {
         Ok(())
     }
 
+    /// Adds timeline `points` and forgets those at or before `forget_until_ms`,
+    /// in one transaction that is made durable by the next [`StateStore::save`]
+    /// (the controller checkpoints every few seconds): a crash loses a few
+    /// seconds of chart, never a decision, and the charts cost no disk sync.
+    pub fn save_timeline(&self, points: &[Point], forget_until_ms: u64) -> anyhow::Result<()> {
+        guarded(|| {
+            let mut tx = self.db.begin_write()?;
+            tx.set_durability(Durability::None)?;
+            {
+                let mut table = tx.open_table(TIMELINE)?;
+                for point in points {
+                    table.insert(point.at_ms, serde_json::to_vec(point)?.as_slice())?;
+                }
+                table.retain_in(..=forget_until_ms, |_, _| false)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .with_context(|| format!("cannot save to the state database {}", self.path.display()))
+    }
+
     /// What the database holds.
     pub fn load(&self) -> anyhow::Result<Saved> {
         guarded(|| self.read())
@@ -183,10 +211,18 @@ impl StateStore {
                 .context("the saved scores are not readable")?,
             None => Scores::default(),
         };
+        let mut timeline = Vec::new();
+        for entry in tx.open_table(TIMELINE)?.iter()? {
+            let (key, value) = entry?;
+            let point: Point = serde_json::from_slice(value.value())
+                .with_context(|| format!("timeline point at {} is not readable", key.value()))?;
+            timeline.push(point);
+        }
         Ok(Saved {
             rollouts,
             decisions,
             scores,
+            timeline,
         })
     }
 }
@@ -311,6 +347,40 @@ mod tests {
         assert_eq!(saved.rollouts, vec![state("a", 2, 10_000)]);
         assert_eq!(saved.decisions, vec![decision(1), decision(2), decision(3)]);
         assert_eq!(saved.scores, scores(0.42));
+    }
+
+    fn point(at_ms: u64) -> Point {
+        Point {
+            at_ms,
+            rollouts: Default::default(),
+            classes: Default::default(),
+            in_flight: at_ms % 7,
+            queue_depth: 0,
+            concurrency_limit: Some(200),
+            clusters: Default::default(),
+        }
+    }
+
+    #[test]
+    fn timeline_points_are_kept_until_forgotten_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = StateStore::open(&path).unwrap();
+            store
+                .save_timeline(&[point(1_000), point(2_000)], 0)
+                .unwrap();
+            store
+                .save_timeline(&[point(3_000), point(4_000)], 1_000)
+                .unwrap();
+            // Made durable with the next save of the controller's state.
+            store.save(&[], &[], &Scores::default()).unwrap();
+        }
+        let saved = StateStore::open(&path).unwrap().load().unwrap();
+        assert_eq!(
+            saved.timeline,
+            vec![point(2_000), point(3_000), point(4_000)]
+        );
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //! figures, the filter's admission counts per priority class, every
 //! cluster's SLA score — and the rollout decisions, to mark on the charts.
 //!
-//! `serve` records after each controller evaluation; the admin API's
+//! `serve` records after each controller evaluation, and saves the points in
+//! the state database now and then so that a restarted weir draws its past
+//! again (the marks come back from the decision history); the admin API's
 //! `GET /v1/timeline?since=MS` hands out what is newer than `since`. Pure
 //! logic: time is passed in, and nothing is read from anywhere.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::controller::{Decision, Evidence, Phase, RolloutState, SlaStatus, Verdict};
 use crate::metrics_store::{Admission, ClassCounts};
@@ -25,7 +27,7 @@ pub const CAPACITY: usize = 900;
 pub const MAX_MARKS: usize = 1_000;
 
 /// One variant's figures over the controller's analysis window.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VariantPoint {
     /// Requests in the window.
     pub requests: u64,
@@ -49,7 +51,7 @@ impl VariantPoint {
 }
 
 /// A rollout at one moment.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RolloutPoint {
     /// The stable cluster it is compared with.
     pub stable_cluster: String,
@@ -69,7 +71,7 @@ pub struct RolloutPoint {
 
 /// One priority class's admission outcomes: the filter's totals, and their
 /// rates since the point before.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClassPoint {
     /// Totals, as the metrics store sums them over the reporting Envoys.
     pub totals: ClassCounts,
@@ -84,7 +86,7 @@ pub struct ClassPoint {
 }
 
 /// A cluster's SLA health at one moment.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterPoint {
     /// The score in the feed (0.2–1).
     pub score: f64,
@@ -95,7 +97,7 @@ pub struct ClusterPoint {
 }
 
 /// Everything at one moment.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// When (ms since the epoch).
     pub at_ms: u64,
@@ -361,6 +363,35 @@ impl Timeline {
         }
     }
 
+    /// Puts saved points back (after a restart): those from the span the ring
+    /// covers before `now_ms`, oldest first, at most its capacity. Only into
+    /// an empty timeline: what was recorded since is not overwritten.
+    pub fn restore(&mut self, now_ms: u64, mut points: Vec<Point>) {
+        if !self.points.is_empty() {
+            return;
+        }
+        let cutoff = now_ms.saturating_sub(self.span_ms());
+        points.retain(|p| p.at_ms > cutoff && p.at_ms <= now_ms);
+        points.sort_by_key(|p| p.at_ms);
+        points.dedup_by_key(|p| p.at_ms);
+        let excess = points.len().saturating_sub(self.capacity);
+        self.points = points.into_iter().skip(excess).collect();
+    }
+
+    /// The points newer than `since_ms`, oldest first (what to save).
+    pub fn points_after(&self, since_ms: u64) -> Vec<Point> {
+        self.points
+            .iter()
+            .filter(|p| p.at_ms > since_ms)
+            .cloned()
+            .collect()
+    }
+
+    /// The time the oldest point kept could have: older ones can go.
+    pub fn horizon_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.span_ms())
+    }
+
     /// Points held.
     pub fn len(&self) -> usize {
         self.points.len()
@@ -396,6 +427,36 @@ fn class_point(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_points_come_back_within_the_span_and_never_over_new_ones() {
+        let point = |at_ms| Point {
+            at_ms,
+            rollouts: BTreeMap::new(),
+            classes: BTreeMap::new(),
+            in_flight: 0,
+            queue_depth: 0,
+            concurrency_limit: None,
+            clusters: BTreeMap::new(),
+        };
+        let mut timeline = Timeline::new(1_000, 3);
+        // Too old (beyond the 3 s span), in the future, duplicated, unordered.
+        let saved = vec![
+            point(10_000),
+            point(6_000),
+            point(9_000),
+            point(12_000),
+            point(9_000),
+        ];
+        timeline.restore(11_000, saved.clone());
+        let at: Vec<u64> = timeline.points_after(0).iter().map(|p| p.at_ms).collect();
+        assert_eq!(at, [9_000, 10_000]);
+        assert_eq!(timeline.points_after(9_000).len(), 1);
+        assert_eq!(timeline.horizon_ms(11_000), 8_000);
+        // A timeline that already has points keeps them.
+        timeline.restore(11_000, vec![point(8_500)]);
+        assert_eq!(timeline.len(), 2);
+    }
     use crate::metrics_store::Admission;
 
     fn state(canary: &str, weight_bp: u32, phase: Phase) -> RolloutState {

@@ -521,6 +521,7 @@ fn a_restart_resumes_at_the_same_step_and_weight() {
         rollouts: restored,
         decisions,
         scores,
+        ..
     } = store.load().unwrap();
     assert_eq!(decisions, saved);
     let now = sim.now_ms + 60_000;

@@ -9,7 +9,7 @@ use weir_policy::metrics::Outcome;
 /// The filter's admission outcomes for one priority class: totals since the
 /// source started (cumulative counters), or since weir first heard from it
 /// (delta counters, added up).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClassCounts {
     /// Forwarded at once.
     pub admitted: u64,
