@@ -98,7 +98,7 @@ impl Dashboard {
             evidence: &evidence,
             decisions: controller.decisions(),
             admission: &admission,
-            concurrency_limit: controller.feed().concurrency_limit,
+            concurrency_limit: control.feed().concurrency_limit,
             sla: &sla,
         };
         self.timeline
