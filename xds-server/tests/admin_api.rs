@@ -296,22 +296,20 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// What `weir serve` says when it refuses to start on these addresses
+/// (it must exit with 1).
+fn refusal(dir: &Path, admin: &str, xds: &str) -> String {
+    let out = serve_command(dir, &["--admin-address", admin, "--xds-address", xds])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn serve_refuses_an_admin_address_beyond_loopback_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = serve_command(
-        dir.path(),
-        &[
-            "--admin-address",
-            "0.0.0.0:0",
-            "--xds-address",
-            "127.0.0.1:0",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refusal(dir.path(), "0.0.0.0:0", "127.0.0.1:0");
     assert!(
         stderr.contains("refusing to serve the admin API on 0.0.0.0:0 without a token"),
         "{stderr}"
@@ -789,19 +787,7 @@ const XDS_TOKEN: &str = "xds-token-for-envoys-only";
 #[test]
 fn serve_refuses_an_xds_address_beyond_loopback_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let out = serve_command(
-        dir.path(),
-        &[
-            "--admin-address",
-            "127.0.0.1:0",
-            "--xds-address",
-            "0.0.0.0:0",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refusal(dir.path(), "127.0.0.1:0", "0.0.0.0:0");
     assert!(
         stderr.contains("refusing to serve xDS and OTLP on 0.0.0.0:0 without a token"),
         "{stderr}"
