@@ -62,14 +62,13 @@ impl WeirRequest {
 
         let class = engine.classify(&request);
         self.set_http_request_header(headers::PRIORITY, Some(&class.name));
-        match engine.route(&request, spread_key) {
+        match engine.steer(&request, spread_key, &mut state.scores) {
             Some(route) => {
-                let cluster = route.cluster();
-                self.set_http_request_header(headers::CLUSTER, Some(cluster));
+                self.set_http_request_header(headers::CLUSTER, Some(route.cluster));
                 // Per-cluster counts are Envoy's own cluster stats; the filter
                 // counts what only it knows: the variant of each canary split.
-                if let Some(split) = &route.split {
-                    metrics.variant(&split.canary_cluster, split.variant);
+                if let Some((canary_cluster, variant)) = route.split {
+                    metrics.variant(canary_cluster, variant);
                 }
             }
             None => metrics.unrouted(),

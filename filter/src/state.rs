@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use weir_policy::Engine;
+use weir_policy::engine::Scored;
 use weir_policy::queue::AdmissionQueue;
 
 use crate::metrics::{self, Metrics};
@@ -31,6 +32,9 @@ pub(crate) struct State {
     pub(crate) counted: HashSet<u32>,
     /// Spreads requests that carry no device id.
     pub(crate) request_counter: u64,
+    /// Routing's scratch space, kept between requests so that routing
+    /// allocates nothing per request.
+    pub(crate) scores: Vec<Scored>,
     ticking: bool,
 }
 
@@ -42,6 +46,7 @@ impl State {
             queue: AdmissionQueue::new(0),
             counted: HashSet::new(),
             request_counter: 0,
+            scores: Vec::new(),
             ticking: false,
         }
     }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 pub use admit::{Admission, Verdict};
 pub use classify::Classified;
-pub use route::{Candidate, Routed, Split, geo_score};
+pub use route::{Candidate, Routed, Scored, Split, Steered, geo_score};
 
 use crate::feed::Feed;
 use crate::model::Policy;
@@ -100,6 +100,19 @@ impl Engine {
     /// id when there is one.
     pub fn route(&self, request: &Request<'_>, spread_key: u64) -> Option<Routed> {
         self.router.route(request, spread_key)
+    }
+
+    /// Stages 3 and 4 without the evidence: the cluster and the canary split,
+    /// borrowed from the engine, with nothing allocated once `scores` (kept
+    /// by the caller between requests) has room. The same choice as
+    /// [`Engine::route`].
+    pub fn steer<'e>(
+        &'e self,
+        request: &Request<'_>,
+        spread_key: u64,
+        scores: &mut Vec<Scored>,
+    ) -> Option<Steered<'e>> {
+        self.router.steer(request, spread_key, scores)
     }
 
     /// The key that spreads a request across near-equal candidates: the hash of

@@ -94,6 +94,45 @@ proptest! {
         let second = Engine::new(&policy.clone(), &Feed::initial(&policy)).decide(&request, in_flight, key);
         prop_assert_eq!(first, second);
     }
+
+    /// The filter's allocation-free `steer` chooses exactly what `route`
+    /// (with its evidence) chooses, whatever the request, the weights, the
+    /// SLA scores and the scratch space left by the request before.
+    #[test]
+    fn steer_chooses_what_route_chooses(
+        path in "/v1/(alarms|commands|telemetry|heartbeat|other)[a-z/]{0,10}",
+        region in "(eu-west|us-east|ap-south|mars|)",
+        device_type in "(sensor|gateway|vehicle|toaster|)",
+        id in "[a-z0-9]{0,12}",
+        key in any::<u64>(),
+        weight in 0u32..=BUCKETS,
+        sla in proptest::collection::vec(0.0f64..=1.0, 8),
+        leftover in 0usize..6,
+    ) {
+        let policy = example();
+        let mut feed = Feed::initial(&policy);
+        for weight_bp in feed.canary_weights.values_mut() {
+            *weight_bp = weight;
+        }
+        for (score, new) in feed.sla_scores.values_mut().zip(&sla) {
+            *score = *new;
+        }
+        let engine = Engine::new(&policy, &feed);
+        let headers = vec![
+            ("x-region".to_string(), region),
+            ("x-device-type".to_string(), device_type),
+            ("x-device-id".to_string(), id),
+        ];
+        let request = Request { method: "POST", host: "", path: &path, headers: &headers };
+        let mut scores = vec![Default::default(); leftover];
+        let steered = engine.steer(&request, key, &mut scores);
+        let routed = engine.route(&request, key);
+        prop_assert_eq!(steered.map(|s| s.cluster), routed.as_ref().map(|r| r.cluster()));
+        prop_assert_eq!(
+            steered.and_then(|s| s.split),
+            routed.as_ref().and_then(|r| r.split.as_ref().map(|s| (s.canary_cluster.as_str(), s.variant)))
+        );
+    }
 }
 
 /// Over 100,000 random device ids the canary share is the weight, within a

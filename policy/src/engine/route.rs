@@ -114,7 +114,8 @@ pub(super) struct Router {
     headers: RoutingHeaders,
     weights: ScoreWeights,
     spread: f64,
-    rtt: HashMap<(String, String), f64>,
+    /// RTT by region, then by region: looked up with borrowed names.
+    rtt: HashMap<String, HashMap<String, f64>>,
     default_rtt_ms: Option<f64>,
     clusters: BTreeMap<String, ClusterFacts>,
     services: Vec<ServicePlan>,
@@ -122,11 +123,14 @@ pub(super) struct Router {
 
 impl Router {
     pub(super) fn new(policy: &Policy, feed: &Feed) -> Self {
-        let mut rtt = HashMap::new();
+        let mut rtt: HashMap<String, HashMap<String, f64>> = HashMap::new();
         for (from, row) in &policy.regions.rtt_ms {
             for (to, &ms) in row {
-                rtt.insert((from.clone(), to.clone()), ms);
-                rtt.entry((to.clone(), from.clone())).or_insert(ms);
+                rtt.entry(from.clone()).or_default().insert(to.clone(), ms);
+                rtt.entry(to.clone())
+                    .or_default()
+                    .entry(from.clone())
+                    .or_insert(ms);
             }
         }
         let clusters = policy
@@ -199,7 +203,8 @@ impl Router {
 
     fn rtt_ms(&self, from: &str, to: &str) -> Option<f64> {
         self.rtt
-            .get(&(from.to_owned(), to.to_owned()))
+            .get(from)
+            .and_then(|row| row.get(to))
             .copied()
             .or(if from == to { Some(0.0) } else { None })
             .or(self.default_rtt_ms)
@@ -214,7 +219,8 @@ impl Router {
         })
     }
 
-    fn score(&self, cluster: &str, region: Option<&str>, device_type: Option<&str>) -> Candidate {
+    /// The score of `cluster` for a client in `region` with `device_type`.
+    fn score(&self, cluster: &str, region: Option<&str>, device_type: Option<&str>) -> Scored {
         let facts = self.clusters.get(cluster);
         let rtt_ms = match (region, facts) {
             (Some(region), Some(facts)) => self.rtt_ms(region, &facts.region),
@@ -230,8 +236,7 @@ impl Router {
         let device = if serves { 1.0 } else { UNSERVED_DEVICE_SCORE };
         let sla = facts.map_or(1.0, |f| f.sla);
         let w = &self.weights;
-        Candidate {
-            cluster: cluster.to_owned(),
+        Scored {
             rtt_ms,
             geo,
             device,
@@ -240,7 +245,15 @@ impl Router {
         }
     }
 
-    pub(super) fn route(&self, request: &Request<'_>, spread_key: u64) -> Option<Routed> {
+    /// Scores the placements of the service the request matches into
+    /// `scores` (cleared first) and picks one: the core of routing, without
+    /// an allocation once `scores` has room (the filter's hot path).
+    fn choose<'p>(
+        &'p self,
+        request: &Request<'_>,
+        spread_key: u64,
+        scores: &mut Vec<Scored>,
+    ) -> Option<Choice<'p>> {
         let service = self.service(request)?;
         let region = request
             .header(&self.headers.region)
@@ -248,62 +261,151 @@ impl Router {
         let device_type = request
             .header(&self.headers.device_type)
             .filter(|t| !t.is_empty());
-        let candidates: Vec<Candidate> = service
-            .placements
-            .iter()
-            .map(|(cluster, _)| self.score(cluster, region, device_type))
-            .collect();
-        let best = candidates
+        scores.clear();
+        scores.extend(
+            service
+                .placements
+                .iter()
+                .map(|(cluster, _)| self.score(cluster, region, device_type)),
+        );
+        let best = scores
             .iter()
             .map(|c| c.score)
             .fold(f64::NEG_INFINITY, f64::max);
-        let mut near: Vec<usize> = (0..candidates.len())
-            .filter(|&i| {
-                candidates
-                    .get(i)
-                    .is_some_and(|c| c.score >= best - self.spread - 1e-12)
-            })
-            .collect();
-        // Spreading balances near-equal clusters; it never sends a device to a
-        // cluster that does not serve its type when a near-equal one does.
-        if near
+        let served_near = scores.iter().any(|c| self.near(c, best) && c.device >= 1.0);
+        let eligible = |c: &Scored| self.eligible(c, best, served_near);
+        let count = scores.iter().filter(|c| eligible(c)).count();
+        let pick = usize::try_from(spread_key % count.max(1) as u64).unwrap_or(0);
+        let chosen = scores
             .iter()
-            .any(|&i| candidates.get(i).is_some_and(|c| c.device >= 1.0))
-        {
-            near.retain(|&i| candidates.get(i).is_some_and(|c| c.device >= 1.0));
-        }
-        let pick = usize::try_from(spread_key % near.len().max(1) as u64).unwrap_or(0);
-        let chosen = near.get(pick).copied().unwrap_or(0);
+            .enumerate()
+            .filter(|(_, c)| eligible(c))
+            .nth(pick)
+            .map_or(0, |(i, _)| i);
         let (placement, canary) = service.placements.get(chosen)?;
         let split = canary.as_ref().map(|canary| {
             let (bucket, sticky) = match request.header(&canary.sticky_header) {
                 Some(id) if !id.is_empty() => (split::bucket(&canary.salt, id), true),
                 _ => ((spread_key % u64::from(BUCKETS)) as u32, false),
             };
-            Split {
-                canary_cluster: canary.cluster.clone(),
-                weight_bp: canary.weight_bp,
-                bucket,
-                sticky,
-                variant: if split::in_canary(bucket, canary.weight_bp) {
-                    Variant::Canary
-                } else {
-                    Variant::Stable
-                },
-            }
+            let variant = if split::in_canary(bucket, canary.weight_bp) {
+                Variant::Canary
+            } else {
+                Variant::Stable
+            };
+            (canary, bucket, sticky, variant)
+        });
+        Some(Choice {
+            service,
+            placement,
+            split,
+            best,
+            served_near,
+        })
+    }
+
+    /// Within `spread` of the best score.
+    fn near(&self, c: &Scored, best: f64) -> bool {
+        c.score >= best - self.spread - 1e-12
+    }
+
+    /// Whether a candidate shares the traffic: near the best, and — spreading
+    /// balances near-equal clusters, it never sends a device to a cluster that
+    /// does not serve its type when a near-equal one does — serving the
+    /// device type if any near one does.
+    fn eligible(&self, c: &Scored, best: f64, served_near: bool) -> bool {
+        self.near(c, best) && (!served_near || c.device >= 1.0)
+    }
+
+    /// The cluster for the request and its canary split, with nothing
+    /// allocated once `scores` has room: what the filter needs per request.
+    pub(super) fn steer<'p>(
+        &'p self,
+        request: &Request<'_>,
+        spread_key: u64,
+        scores: &mut Vec<Scored>,
+    ) -> Option<Steered<'p>> {
+        let choice = self.choose(request, spread_key, scores)?;
+        let split = choice
+            .split
+            .map(|(canary, _, _, variant)| (canary.cluster.as_str(), variant));
+        let cluster = match split {
+            Some((canary, Variant::Canary)) => canary,
+            _ => choice.placement.as_str(),
+        };
+        Some(Steered { cluster, split })
+    }
+
+    /// The route with its evidence: every candidate scored, the near-best,
+    /// the split (for `weir explain`, the simulator and tests).
+    pub(super) fn route(&self, request: &Request<'_>, spread_key: u64) -> Option<Routed> {
+        let mut scores = Vec::new();
+        let choice = self.choose(request, spread_key, &mut scores)?;
+        let candidates: Vec<Candidate> = choice
+            .service
+            .placements
+            .iter()
+            .zip(&scores)
+            .map(|((cluster, _), s)| Candidate {
+                cluster: cluster.clone(),
+                rtt_ms: s.rtt_ms,
+                geo: s.geo,
+                device: s.device,
+                sla: s.sla,
+                score: s.score,
+            })
+            .collect();
+        let near_best = candidates
+            .iter()
+            .zip(&scores)
+            .filter(|(_, s)| self.eligible(s, choice.best, choice.served_near))
+            .map(|(c, _)| c.cluster.clone())
+            .collect();
+        let split = choice.split.map(|(canary, bucket, sticky, variant)| Split {
+            canary_cluster: canary.cluster.clone(),
+            weight_bp: canary.weight_bp,
+            bucket,
+            sticky,
+            variant,
         });
         Some(Routed {
-            service: service.name.clone(),
-            near_best: near
-                .iter()
-                .filter_map(|&i| candidates.get(i))
-                .map(|c| c.cluster.clone())
-                .collect(),
+            service: choice.service.name.clone(),
+            near_best,
             candidates,
-            placement: placement.clone(),
+            placement: choice.placement.clone(),
             split,
         })
     }
+}
+
+/// A candidate's score and its parts, before names are attached.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scored {
+    rtt_ms: Option<f64>,
+    geo: f64,
+    device: f64,
+    sla: f64,
+    score: f64,
+}
+
+/// What [`Router::choose`] picked.
+struct Choice<'p> {
+    service: &'p ServicePlan,
+    placement: &'p String,
+    /// The canary plan, the request's bucket, whether it is sticky, the variant.
+    split: Option<(&'p CanaryPlan, u32, bool, Variant)>,
+    /// The best score, and whether a near-best candidate serves the device type.
+    best: f64,
+    served_near: bool,
+}
+
+/// The cluster a request goes to, borrowed from the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Steered<'p> {
+    /// The upstream cluster: the canary if the split chose it.
+    pub cluster: &'p str,
+    /// The canary cluster of the chosen placement and the variant, if it has a canary.
+    pub split: Option<(&'p str, Variant)>,
 }
 
 fn host_without_port(host: &str) -> &str {
