@@ -163,8 +163,14 @@ ensure_browser() {
     fi
     say "installing Debian's chromium and chromium-driver"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq chromium chromium-driver >/dev/null
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 \
+            || { say "installing chromium needs root (or sudo): run apt-get install chromium chromium-driver" >&2; exit 1; }
+        sudo="sudo"
+    fi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
     [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \
         || { say "chromium was installed but /usr/bin/chromium or /usr/bin/chromedriver is missing" >&2; exit 1; }
 }
