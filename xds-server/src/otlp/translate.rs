@@ -489,47 +489,57 @@ impl<'r> Run<'_, 'r> {
             Some(Data::Histogram(histogram)) => {
                 let temporality = Temporality::of(histogram.aggregation_temporality);
                 for point in &histogram.data_points {
-                    let stream = Stream::new(resource, &metric.name, &point.attributes);
-                    let outcome = match app_labels(resource, &point.attributes) {
-                        Err(why) => Point::Rejected(why),
-                        Ok((cluster, failed)) => {
-                            let target = Target {
-                                cluster,
-                                kind: SourceKind::Application,
-                                requests: true,
-                                failed,
-                            };
-                            let counted =
-                                self.explicit(stream, temporality, point, ms_per_unit, target);
-                            app_outcome(counted)
-                        }
-                    };
-                    self.tally(&metric.name, outcome);
+                    self.app_point(
+                        resource,
+                        metric,
+                        &point.attributes,
+                        |run, stream, target| {
+                            run.explicit(stream, temporality, point, ms_per_unit, target)
+                        },
+                    );
                 }
             }
             Some(Data::ExponentialHistogram(histogram)) => {
                 let temporality = Temporality::of(histogram.aggregation_temporality);
                 for point in &histogram.data_points {
-                    let stream = Stream::new(resource, &metric.name, &point.attributes);
-                    let outcome = match app_labels(resource, &point.attributes) {
-                        Err(why) => Point::Rejected(why),
-                        Ok((cluster, failed)) => {
-                            let target = Target {
-                                cluster,
-                                kind: SourceKind::Application,
-                                requests: true,
-                                failed,
-                            };
-                            let counted =
-                                self.exponential(stream, temporality, point, ms_per_unit, target);
-                            app_outcome(counted)
-                        }
-                    };
-                    self.tally(&metric.name, outcome);
+                    self.app_point(
+                        resource,
+                        metric,
+                        &point.attributes,
+                        |run, stream, target| {
+                            run.exponential(stream, temporality, point, ms_per_unit, target)
+                        },
+                    );
                 }
             }
             _ => self.reject_all(metric, "expected a histogram or an exponential histogram"),
         }
+    }
+
+    /// One data point of an application's duration histogram: its cluster
+    /// and outcome from its attributes, then `count` adds it (explicit or
+    /// exponential buckets), and the point is tallied.
+    fn app_point(
+        &mut self,
+        resource: &Resource<'r>,
+        metric: &'r Metric,
+        attributes: &'r [KeyValue],
+        count: impl FnOnce(&mut Self, Stream<'_>, Target<'r>) -> Result<Option<u64>, Option<String>>,
+    ) {
+        let stream = Stream::new(resource, &metric.name, attributes);
+        let outcome = match app_labels(resource, attributes) {
+            Err(why) => Point::Rejected(why),
+            Ok((cluster, failed)) => {
+                let target = Target {
+                    cluster,
+                    kind: SourceKind::Application,
+                    requests: true,
+                    failed,
+                };
+                app_outcome(count(self, stream, target))
+            }
+        };
+        self.tally(&metric.name, outcome);
     }
 
     /// Adds a histogram point's `count` observations (and requests, if
