@@ -16,6 +16,7 @@
 //!   `envoy/bootstrap.yaml` alone;
 //! - [`procfs`]: what the benchmarks read from `/proc` (CPU time, memory,
 //!   load average) and a description of the machine;
+//! - [`results`]: the benchmarks' sections of `bench/RESULTS.md`;
 //! - [`stats`]: percentiles of a sample of durations, medians of rates;
 //! - [`process`]: a supervised child process whose log is printed if the
 //!   test fails and which is killed however the test ends.
@@ -31,6 +32,7 @@ pub mod fleet;
 pub mod paths;
 pub mod process;
 pub mod procfs;
+pub mod results;
 pub mod served;
 pub mod static_mode;
 pub mod stats;

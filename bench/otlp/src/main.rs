@@ -160,7 +160,7 @@ fn main() -> anyhow::Result<()> {
     let markdown = report.markdown();
     println!("{markdown}");
     if let Some(out) = &args.out {
-        report::write_section(out, &markdown)?;
+        weir_testbed::results::write_section(out, "otlp", &markdown)?;
         eprintln!("weir-otlp-bench: wrote its section of {}", out.display());
     }
     Ok(())

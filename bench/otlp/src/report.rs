@@ -1,7 +1,6 @@
 //! The numbers as Markdown, and the section of `bench/RESULTS.md` they go in.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use weir_testbed::procfs::Machine;
@@ -10,9 +9,6 @@ use weir_testbed::stats::{Summary, median, ms};
 use crate::ingestion::{self, Measurement, Variant};
 use crate::payload::{CLASSES, ENVOY_BOUNDS_MS};
 use crate::reaction::{self, CONTROL_INTERVAL, RunResult, STATS_FLUSH};
-
-pub(crate) const BEGIN: &str = "<!-- otlp-bench:begin -->";
-pub(crate) const END: &str = "<!-- otlp-bench:end -->";
 
 /// The ingestion target (from the issue), in data points per second.
 const INGESTION_TARGET: f64 = 1_000_000.0;
@@ -556,66 +552,10 @@ fn write_reaction(out: &mut String, run: &reaction::Run) -> std::fmt::Result {
     Ok(())
 }
 
-/// Writes `section` into `path` between [`BEGIN`] and [`END`], keeping the
-/// rest of the file (the markers are added at the end if absent).
-pub(crate) fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
-    let existing = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(err) => return Err(err.into()),
-    };
-    let updated = splice(&existing, section);
-    let staged = path.with_extension("md.staged");
-    std::fs::write(&staged, updated)?;
-    std::fs::rename(&staged, path)?;
-    Ok(())
-}
-
-fn splice(existing: &str, section: &str) -> String {
-    let block = format!("{BEGIN}\n{}\n{END}", section.trim_end());
-    if let Some(begin) = existing.find(BEGIN)
-        && let Some(end) = existing[begin..].find(END).map(|i| begin + i)
-    {
-        return format!(
-            "{}{block}{}",
-            &existing[..begin],
-            &existing[end + END.len()..]
-        );
-    }
-    let mut text = existing.trim_end().to_owned();
-    if !text.is_empty() {
-        text.push_str("\n\n");
-    }
-    text.push_str(&block);
-    text.push('\n');
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::payload::POINTS_PER_CLUSTER;
-
-    #[test]
-    fn the_section_replaces_only_what_is_between_the_markers() {
-        let first = splice("", "one\n");
-        assert_eq!(first, format!("{BEGIN}\none\n{END}\n"));
-
-        let xds = "<!-- xds-bench:begin -->\nxds\n<!-- xds-bench:end -->";
-        let file = format!("# Results\n\n{xds}\n\n{BEGIN}\nold\n{END}\n\ntrailer\n");
-        let updated = splice(&file, "new");
-        assert_eq!(
-            updated,
-            format!("# Results\n\n{xds}\n\n{BEGIN}\nnew\n{END}\n\ntrailer\n")
-        );
-        assert_eq!(splice(&updated, "new"), updated);
-
-        let appended = splice(&format!("# Results\n\n{xds}\n"), "mine");
-        assert_eq!(
-            appended,
-            format!("# Results\n\n{xds}\n\n{BEGIN}\nmine\n{END}\n")
-        );
-    }
 
     #[test]
     fn points_per_cluster_match_the_classes() {

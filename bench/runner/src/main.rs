@@ -392,9 +392,8 @@ impl Measurement {
 }
 
 /// The sections other benchmarks keep in the results file, each between its
-/// own markers `<!-- NAME-bench:begin -->` and `<!-- NAME-bench:end -->`
-/// (`xds-bench`, `otlp-bench`, …), in the order they appear; this runner has
-/// none of its own. `None` if there is none.
+/// own markers (`weir_testbed::results::markers`: `xds-bench`, `otlp-bench`,
+/// …), in the order they appear; this runner has none of its own. `None` if there is none.
 fn other_sections(old: &str) -> Option<String> {
     const OPEN: &str = "<!-- ";
     const BEGIN_TAIL: &str = "-bench:begin -->";
@@ -410,7 +409,7 @@ fn other_sections(old: &str) -> Option<String> {
                 && name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            let end_marker = format!("<!-- {name}-bench:end -->");
+            let (_, end_marker) = weir_testbed::results::markers(name);
             let end = rest[after_begin..].find(&end_marker)? + after_begin + end_marker.len();
             valid.then_some((open, end))
         });

@@ -172,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     let markdown = report.markdown();
     println!("{markdown}");
     if let Some(out) = &args.out {
-        report::write_section(out, &markdown)?;
+        weir_testbed::results::write_section(out, "xds", &markdown)?;
         eprintln!("weir-xds-bench: wrote its section of {}", out.display());
     }
     Ok(())

@@ -1,7 +1,6 @@
 //! The numbers as Markdown, and the section of `bench/RESULTS.md` they go in.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use weir_testbed::procfs::Machine;
@@ -10,9 +9,6 @@ use weir_testbed::stats::{Summary, ms};
 use crate::convergence::{self, ENVOY_WORKERS};
 use crate::edits::Kind;
 use crate::scale::{self, Protocol};
-
-pub(crate) const BEGIN: &str = "<!-- xds-bench:begin -->";
-pub(crate) const END: &str = "<!-- xds-bench:end -->";
 
 /// Targets of the benchmark (from the issue).
 const CONVERGENCE_P99_TARGET: Duration = Duration::from_millis(200);
@@ -342,64 +338,4 @@ fn write_scale(out: &mut String, runs: &[scale::Run]) -> std::fmt::Result {
         }
     }
     writeln!(out)
-}
-
-/// Puts `section` between the markers in the file at `path` (created if
-/// missing; markers appended at its end if absent), keeping the rest.
-pub(crate) fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
-    let existing = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(err) => return Err(err.into()),
-    };
-    let updated = splice(&existing, section);
-    let staged = path.with_extension("md.staged");
-    std::fs::write(&staged, updated)?;
-    std::fs::rename(&staged, path)?;
-    Ok(())
-}
-
-fn splice(existing: &str, section: &str) -> String {
-    let block = format!("{BEGIN}\n{}\n{END}", section.trim_end());
-    if let Some(begin) = existing.find(BEGIN)
-        && let Some(end) = existing[begin..].find(END).map(|i| begin + i)
-    {
-        return format!(
-            "{}{block}{}",
-            &existing[..begin],
-            &existing[end + END.len()..]
-        );
-    }
-    let mut text = existing.trim_end().to_owned();
-    if !text.is_empty() {
-        text.push_str("\n\n");
-    }
-    text.push_str(&block);
-    text.push('\n');
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_section_replaces_only_what_is_between_the_markers() {
-        let first = splice("", "one\n");
-        assert_eq!(first, format!("{BEGIN}\none\n{END}\n"));
-
-        let file = format!("# Results\n\nother numbers\n\n{BEGIN}\nold\n{END}\n\ntrailer\n");
-        let updated = splice(&file, "new");
-        assert_eq!(
-            updated,
-            format!("# Results\n\nother numbers\n\n{BEGIN}\nnew\n{END}\n\ntrailer\n")
-        );
-        assert_eq!(splice(&updated, "new"), updated);
-
-        let appended = splice("# Results\n\nother\n", "mine");
-        assert_eq!(
-            appended,
-            format!("# Results\n\nother\n\n{BEGIN}\nmine\n{END}\n")
-        );
-    }
 }
