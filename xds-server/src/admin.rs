@@ -373,7 +373,7 @@ async fn clusters(State(state): State<AdminState>) -> Response {
     let Ok(control) = state.control.lock() else {
         return busy();
     };
-    let served = control.feed().sla_scores;
+    let served = control.feed();
     let mut clusters: BTreeMap<String, Value> = control
         .controller()
         .sla()
@@ -384,14 +384,14 @@ async fn clusters(State(state): State<AdminState>) -> Response {
             if let Value::Object(map) = &mut view {
                 map.insert(
                     "score".into(),
-                    json!(served.get(&name).copied().unwrap_or(1.0)),
+                    json!(served.sla_scores.get(&name).copied().unwrap_or(1.0)),
                 );
             }
             (name, view)
         })
         .collect();
     // A score pinned for a cluster the controller does not score.
-    for (name, score) in &served {
+    for (name, score) in &served.sla_scores {
         clusters
             .entry(name.clone())
             .or_insert_with(|| json!({"cluster": name, "score": score}));
@@ -400,7 +400,7 @@ async fn clusters(State(state): State<AdminState>) -> Response {
     // The limit admission runs under, beside the controller's view of it.
     let mut limit = serde_json::to_value(control.controller().limit()).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut limit {
-        map.insert("served".into(), json!(control.feed().concurrency_limit));
+        map.insert("served".into(), json!(served.concurrency_limit));
     }
     Json(json!({"clusters": clusters, "limit": limit})).into_response()
 }
