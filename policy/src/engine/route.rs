@@ -226,9 +226,7 @@ impl Router {
             (Some(region), Some(facts)) => self.rtt_ms(region, &facts.region),
             _ => None,
         };
-        let geo = rtt_ms.map_or(UNKNOWN_GEO_SCORE, |rtt| {
-            1.0 - (rtt / FAR_RTT_MS).clamp(0.0, 1.0)
-        });
+        let geo = rtt_ms.map_or(UNKNOWN_GEO_SCORE, geo_score);
         let serves = match (device_type, facts.and_then(|f| f.device_types.as_ref())) {
             (Some(device_type), Some(types)) => types.contains(device_type),
             _ => true,
