@@ -17,6 +17,7 @@
 //! - [`procfs`]: what the benchmarks read from `/proc` (CPU time, memory,
 //!   load average) and a description of the machine;
 //! - [`results`]: the benchmarks' sections of `bench/RESULTS.md`;
+//! - [`load`]: steady request load, counted, while a test reconfigures;
 //! - [`stats`]: percentiles of a sample of durations, medians of rates;
 //! - [`process`]: a supervised child process whose log is printed if the
 //!   test fails and which is killed however the test ends.
@@ -29,6 +30,7 @@ pub mod browser;
 pub mod canary;
 pub mod envoy;
 pub mod fleet;
+pub mod load;
 pub mod paths;
 pub mod process;
 pub mod procfs;

@@ -2,16 +2,15 @@
 //! alone: everything else arrives over ADS, state-of-the-world or delta.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use weir_policy::{Feed, Policy};
 use weir_testbed::backend::Echo;
 use weir_testbed::fleet::{Fleet, PolicyFile, example_policy};
+use weir_testbed::load::{SteadyLoad, failures};
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap, with_xds_token};
-use weir_testbed::{Envoy, http_client};
+use weir_testbed::Envoy;
 
 const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -200,28 +199,15 @@ async fn an_invalid_edit_changes_nothing_and_no_request_fails_under_load() {
     const MAX_PER_LOOP: usize = 3_000;
     let w = world(false, WasmDelivery::Local, |_| {}).await;
     let before = w.weir.snapshot_version().await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = tokio::task::JoinSet::new();
-    for worker in 0..LOOPS {
-        let (stop, url) = (Arc::clone(&stop), w.envoy.url("/v1/telemetry"));
-        load.spawn(async move {
-            let client = http_client();
-            let mut statuses = Vec::new();
-            for i in 0..MAX_PER_LOOP {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let sent = client
-                    .post(&url)
-                    .header("x-region", "us-east")
-                    .header("x-device-id", format!("{worker}-{i}"))
-                    .send()
-                    .await;
-                statuses.push(sent.map(|r| r.status().as_u16()).unwrap_or(0));
-            }
-            statuses
-        });
-    }
+    // Requests that must complete around each edit, so both land under load.
+    const REQUESTS_AROUND_EACH_EDIT: usize = 40;
+    let load = SteadyLoad::start(
+        w.envoy.url("/v1/telemetry"),
+        &[("x-region", "us-east")],
+        LOOPS,
+        MAX_PER_LOOP,
+    );
+    load.more(REQUESTS_AROUND_EACH_EDIT).await.unwrap();
     let good = std::fs::read_to_string(&w.policy_path).unwrap();
     let bad = good.replacen(
         "\"cluster\": \"ingest-us\"",
@@ -253,7 +239,8 @@ async fn an_invalid_edit_changes_nothing_and_no_request_fails_under_load() {
         before,
         "an invalid edit changed the snapshot"
     );
-    // Keep the load going a little past the rejection, then fix the file again.
+    // Keep the load going past the rejection, then fix the file again.
+    load.more(REQUESTS_AROUND_EACH_EDIT).await.unwrap();
     std::fs::write(&w.policy_path, &good).unwrap();
     eventually(
         "weir to clear the error",
@@ -265,16 +252,13 @@ async fn an_invalid_edit_changes_nothing_and_no_request_fails_under_load() {
     )
     .await
     .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let mut statuses = Vec::new();
-    while let Some(done) = load.join_next().await {
-        statuses.extend(done.unwrap());
-    }
-    assert!(statuses.len() >= LOOPS, "the load ran");
-    assert!(
-        statuses.iter().all(|&s| s == 200),
+    load.more(REQUESTS_AROUND_EACH_EDIT).await.unwrap();
+    let statuses = load.finish().await;
+    assert_eq!(
+        failures(&statuses),
+        0,
         "{} of {} failed",
-        statuses.iter().filter(|&&s| s != 200).count(),
+        failures(&statuses),
         statuses.len()
     );
 }

@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use weir_policy::Feed;
 
-use std::time::Duration;
 use weir_testbed::backend::Echo;
 use weir_testbed::fleet::{Fleet, example_policy};
-use weir_testbed::wait::eventually;
+use weir_testbed::load::{SteadyLoad, failures};
 use weir_testbed::{Envoy, http_client};
 
 /// Sends one request; returns the status and what the backend saw.
@@ -280,8 +279,6 @@ async fn a_configuration_with_an_invalid_policy_is_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_configurations_take_effect_without_failing_requests_in_flight() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     const LOOPS: usize = 8;
     const MAX_REQUESTS_PER_LOOP: usize = 5_000;
     // Requests that must complete before, between and after the pushes, so that
@@ -297,60 +294,22 @@ async fn new_configurations_take_effect_without_failing_requests_in_flight() {
             ..Default::default()
         });
     let envoy = fleet.envoy(None).start().await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let completed = Arc::new(AtomicUsize::new(0));
-    let mut load = tokio::task::JoinSet::new();
-    for worker in 0..LOOPS {
-        let (stop, completed, url) = (
-            Arc::clone(&stop),
-            Arc::clone(&completed),
-            envoy.url("/v1/telemetry"),
-        );
-        load.spawn(async move {
-            let client = http_client();
-            let mut statuses = Vec::new();
-            for i in 0..MAX_REQUESTS_PER_LOOP {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let response = client
-                    .post(&url)
-                    .header("x-region", "eu-west")
-                    .header("x-device-id", format!("d-{worker}-{i}"))
-                    .send()
-                    .await;
-                statuses.push(response.map(|r| r.status().as_u16()).unwrap_or(0));
-                completed.fetch_add(1, Ordering::Relaxed);
-            }
-            statuses
-        });
-    }
-    let more_requests = |n: usize| {
-        let completed = Arc::clone(&completed);
-        let target = completed.load(Ordering::Relaxed) + n;
-        eventually(
-            "more requests through Envoy",
-            Duration::from_secs(20),
-            move || {
-                let done = completed.load(Ordering::Relaxed) >= target;
-                async move { done.then_some(()) }
-            },
-        )
-    };
+    let load = SteadyLoad::start(
+        envoy.url("/v1/telemetry"),
+        &[("x-region", "eu-west")],
+        LOOPS,
+        MAX_REQUESTS_PER_LOOP,
+    );
     for weight in [500u32, 1_000, 2_500, 5_000, 10_000] {
-        more_requests(REQUESTS_AROUND_EACH_PUSH).await.unwrap();
+        load.more(REQUESTS_AROUND_EACH_PUSH).await.unwrap();
         let mut feed = Feed::initial(&policy);
         feed.canary_weights
             .insert("ingest-eu-canary".into(), weight);
         fleet.push_feed(&envoy, feed).await.unwrap();
     }
-    more_requests(REQUESTS_AROUND_EACH_PUSH).await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let mut statuses = Vec::new();
-    while let Some(done) = load.join_next().await {
-        statuses.extend(done.unwrap());
-    }
-    let failed = statuses.iter().filter(|&&s| s != 200).count();
+    load.more(REQUESTS_AROUND_EACH_PUSH).await.unwrap();
+    let statuses = load.finish().await;
+    let failed = failures(&statuses);
     assert_eq!(
         failed,
         0,
