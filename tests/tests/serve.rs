@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weir_policy::{Feed, Policy};
+use weir_testbed::Envoy;
 use weir_testbed::backend::Echo;
 use weir_testbed::fleet::{Fleet, PolicyFile, example_policy};
 use weir_testbed::load::{SteadyLoad, failures};
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap, with_xds_token};
-use weir_testbed::Envoy;
 
 const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
