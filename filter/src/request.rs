@@ -154,7 +154,10 @@ impl HttpContext for WeirRequest {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.set_http_response_header(headers::FILTER_VERSION, Some(crate::VERSION));
+        let stamp = self.state.try_borrow().is_ok_and(|s| s.version_header);
+        if stamp {
+            self.set_http_response_header(headers::FILTER_VERSION, Some(crate::VERSION));
+        }
         Action::Continue
     }
 

@@ -51,7 +51,7 @@ impl RootContext for WeirRoot {
             log::error!("weir filter: configuration arrived while busy; keeping the previous one");
             return false;
         };
-        state.configure(engine, metrics);
+        state.configure(engine, metrics, config.version_header);
         log::info!(
             "weir filter {} configured with version {:?}{}",
             crate::VERSION,

@@ -35,6 +35,8 @@ pub(crate) struct State {
     /// Routing's scratch space, kept between requests so that routing
     /// allocates nothing per request.
     pub(crate) scores: Vec<Scored>,
+    /// Whether responses carry `x-weir-filter` (the configuration's `version_header`).
+    pub(crate) version_header: bool,
     ticking: bool,
 }
 
@@ -47,11 +49,17 @@ impl State {
             counted: HashSet::new(),
             request_counter: 0,
             scores: Vec::new(),
+            version_header: false,
             ticking: false,
         }
     }
 
-    pub(crate) fn configure(&mut self, engine: Option<Engine>, metrics: Metrics) {
+    pub(crate) fn configure(
+        &mut self,
+        engine: Option<Engine>,
+        metrics: Metrics,
+        version_header: bool,
+    ) {
         let limit = engine.as_ref().map_or(0, |e| {
             usize::try_from(e.admitter().limit()).unwrap_or(usize::MAX)
         });
@@ -59,6 +67,7 @@ impl State {
         self.queue.set_capacity(capacity);
         self.engine = engine.map(Rc::new);
         self.metrics = Rc::new(metrics);
+        self.version_header = version_header;
     }
 
     /// Takes one unit of the shared in-flight gauge for `id` if that leaves

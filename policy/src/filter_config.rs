@@ -25,6 +25,15 @@ pub struct FilterConfig {
     /// The live feed; the policy's initial feed when missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<Feed>,
+    /// Stamp every response with `x-weir-filter: <filter version>`. Off by
+    /// default: it tells clients what runs in front of them, and the extra
+    /// response-header write is a measurable share of the filter's cost.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub version_header: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl FilterConfig {
@@ -134,6 +143,21 @@ mod tests {
         let config = FilterConfig::from_json(br#"{"version": "v42"}"#).unwrap();
         assert_eq!(config.version, "v42");
         assert!(config.engine().is_none(), "no policy, no engine");
+    }
+
+    #[test]
+    fn the_version_header_is_off_unless_asked_for() {
+        let plain = FilterConfig::from_json(br#"{"version": "v1"}"#).unwrap();
+        assert!(!plain.version_header);
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("version_header")
+        );
+        let stamped =
+            FilterConfig::from_json(br#"{"version": "v1", "version_header": true}"#).unwrap();
+        assert!(stamped.version_header);
+        assert!(FilterConfig::from_json(br#"{"version": "v1", "version_header": "yes"}"#).is_err());
     }
 
     #[test]

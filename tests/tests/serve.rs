@@ -391,6 +391,35 @@ async fn the_filter_module_can_be_fetched_from_weir_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_name_the_filter_version_only_when_weir_is_told_to() {
+    let fleet = Fleet::start(example_policy()).unwrap();
+    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
+    for (env, stamped) in [
+        (&[][..], false),
+        (&[("WEIR_VERSION_HEADER", "true")][..], true),
+    ] {
+        let weir = Weir::start_with_env(policy_file.path(), WasmDelivery::Local, env)
+            .await
+            .unwrap();
+        let bootstrap = ads_bootstrap(weir.xds_addr(), "version-envoy", false).unwrap();
+        let envoy = Envoy::start(&bootstrap, 1).await.unwrap();
+        let response = weir_testbed::http_client()
+            .post(envoy.url("/v1/telemetry"))
+            .header("x-region", "us-east")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let version = response
+            .headers()
+            .get("x-weir-filter")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let expected = stamped.then(|| env!("CARGO_PKG_VERSION").to_owned());
+        assert_eq!(version, expected, "with {env:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envoy_carrying_the_xds_token_is_served_and_reports() {
     const TOKEN: &str = "only-our-envoys-know-this";
     let fleet = Fleet::start(example_policy()).unwrap();

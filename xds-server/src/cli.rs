@@ -36,6 +36,9 @@ enum Command {
         /// One line instead of indented JSON.
         #[arg(long)]
         compact: bool,
+        /// Have the filter stamp every response with `x-weir-filter: <version>`.
+        #[arg(long)]
+        version_header: bool,
     },
     /// Show what the filter would decide for a request, stage by stage.
     Explain(explain::ExplainArgs),
@@ -60,7 +63,11 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let ok = match self.command {
             Command::Validate { files } => policy_file::validate_all(&files),
-            Command::Compile { file, compact } => policy_file::compile(&file, compact),
+            Command::Compile {
+                file,
+                compact,
+                version_header,
+            } => policy_file::compile(&file, compact, version_header),
             Command::Explain(args) => explain::run(&args),
             Command::Schema => print_json(&weir_policy::schema(), false),
             Command::Serve(args) => serve(*args),

@@ -66,6 +66,8 @@ pub struct Options {
     pub listener: SocketAddr,
     /// How Envoy gets the filter module.
     pub wasm: WasmSource,
+    /// Whether the filter stamps responses with `x-weir-filter: <version>`.
+    pub version_header: bool,
 }
 
 impl Options {
@@ -74,6 +76,7 @@ impl Options {
         Self {
             listener: DEFAULT_LISTENER,
             wasm,
+            version_header: false,
         }
     }
 }
@@ -115,7 +118,7 @@ pub fn build(policy: &Policy, feed: &Feed, options: &Options) -> Result<Snapshot
     }
     built.listeners.push(listener::listener(options.listener));
     built.routes.push(routes::route_configuration());
-    match filter::extension_config(policy, feed, &options.wasm) {
+    match filter::extension_config(policy, feed, options) {
         Ok(extension) => built.extensions.push(extension),
         Err(why) => problems.extend(why),
     }

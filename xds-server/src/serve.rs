@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// (default: `--admin-address`).
     #[arg(long, env = "WEIR_WASM_SERVER")]
     pub wasm_server: Option<SocketAddr>,
+    /// Have the filter stamp every response with `x-weir-filter: <filter
+    /// version>` (off by default: clients need not learn what runs).
+    #[arg(long, env = "WEIR_VERSION_HEADER")]
+    pub version_header: bool,
     /// Write the bound addresses here as JSON once serving (for supervisors and tests).
     #[arg(long, env = "WEIR_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -333,6 +337,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = Options {
         listener: args.listener_address,
         wasm,
+        version_header: args.version_header,
     };
     let state = StateStore::open(&args.state)?;
     let saved = state.load()?;

@@ -118,6 +118,20 @@ fn compile_prints_a_configuration_the_filter_accepts() {
     assert_eq!(feed.concurrency_limit, Some(200));
     let policy = config.policy.expect("the policy");
     assert_eq!(policy.routing.weights.geo, 0.4);
+    assert!(
+        !config.version_header,
+        "responses are not stamped by default"
+    );
+    let stamped = weir(&[
+        "compile".as_ref(),
+        "--version-header".as_ref(),
+        example().as_os_str(),
+    ]);
+    assert!(
+        weir_policy::FilterConfig::from_json(&stamped.stdout)
+            .unwrap()
+            .version_header
+    );
 
     // The version is derived from the content: same content, same version.
     let again = weir(&[

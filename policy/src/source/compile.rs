@@ -27,5 +27,6 @@ pub fn with_feed(policy: &Policy, feed: Feed) -> FilterConfig {
         version: format!("p-{version}"),
         policy: Some(policy.clone()),
         feed: Some(feed),
+        version_header: false,
     }
 }

@@ -45,9 +45,13 @@ pub(super) fn validate_all(files: &[impl AsRef<Path>]) -> bool {
     all_valid
 }
 
-pub(super) fn compile(file: &Path, compact: bool) -> bool {
+pub(super) fn compile(file: &Path, compact: bool, version_header: bool) -> bool {
     match load(file) {
-        Some(policy) => super::print_json(&source::compile(&policy), compact),
+        Some(policy) => {
+            let mut config = source::compile(&policy);
+            config.version_header = version_header;
+            super::print_json(&config, compact)
+        }
         None => false,
     }
 }

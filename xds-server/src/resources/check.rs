@@ -337,7 +337,7 @@ mod tests {
         built.routes.push(resources::routes::route_configuration());
         built
             .extensions
-            .push(filter::extension_config(&policy, &feed, &options.wasm).unwrap());
+            .push(filter::extension_config(&policy, &feed, options).unwrap());
         (policy, built)
     }
 

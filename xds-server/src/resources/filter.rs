@@ -16,7 +16,7 @@ use envoy_types::pb::google::protobuf::{StringValue, UInt32Value};
 use envoy_types::util::pack_any;
 use weir_policy::{Feed, Policy};
 
-use super::{FILTER_NAME, WASM_CLUSTER, WasmSource, millis};
+use super::{FILTER_NAME, Options, WASM_CLUSTER, WasmSource, millis};
 
 /// The plugin's name, its root context's id and its VM's id.
 const PLUGIN: &str = "weir";
@@ -33,10 +33,10 @@ const FETCH_BACKOFF_MAX_MS: u32 = 4_000;
 pub(super) fn extension_config(
     policy: &Policy,
     feed: &Feed,
-    wasm: &WasmSource,
+    options: &Options,
 ) -> Result<TypedExtensionConfig, Vec<String>> {
-    let code = code(wasm);
-    let document = document(policy, feed);
+    let code = code(&options.wasm);
+    let document = document(policy, feed, options.version_header);
     let (code, document) = match (code, document) {
         (Ok(code), Ok(document)) => (code, document),
         (code, document) => {
@@ -64,8 +64,13 @@ pub(super) fn extension_config(
 }
 
 /// The filter's configuration document, as `weir compile` prints it.
-pub(super) fn document(policy: &Policy, feed: &Feed) -> Result<String, String> {
-    let config = weir_policy::source::with_feed(policy, feed.clone());
+pub(super) fn document(
+    policy: &Policy,
+    feed: &Feed,
+    version_header: bool,
+) -> Result<String, String> {
+    let mut config = weir_policy::source::with_feed(policy, feed.clone());
+    config.version_header = version_header;
     serde_json::to_string(&config)
         .map_err(|err| format!("the filter's configuration cannot be written: {err}"))
 }
@@ -199,6 +204,22 @@ mod tests {
     }
 
     #[test]
+    fn the_version_header_is_stamped_only_when_asked_for() {
+        let policy = fleet();
+        let feed = Feed::initial(&policy);
+        let stamps = |options: &Options| {
+            let json = configuration(&served(&policy, &feed, options).0);
+            FilterConfig::from_json(json.as_bytes())
+                .unwrap()
+                .version_header
+        };
+        assert!(!stamps(&local_options()));
+        let mut options = local_options();
+        options.version_header = true;
+        assert!(stamps(&options));
+    }
+
+    #[test]
     fn a_local_module_is_read_from_its_file() {
         let policy = fleet();
         let (_, vm) = served(&policy, &Feed::initial(&policy), &local_options());
@@ -265,14 +286,15 @@ mod tests {
                 "64 lower-case hex digits",
             ),
         ] {
-            let err = extension_config(&policy, &feed, &wasm).unwrap_err();
+            let err = extension_config(&policy, &feed, &Options::new(wasm)).unwrap_err();
             assert!(err.iter().any(|e| e.contains(expected)), "{err:?}");
         }
         #[cfg(unix)]
         {
             use std::os::unix::ffi::OsStrExt;
             let path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/opt/\xff.wasm"));
-            let err = extension_config(&policy, &feed, &WasmSource::Local(path)).unwrap_err();
+            let options = Options::new(WasmSource::Local(path));
+            let err = extension_config(&policy, &feed, &options).unwrap_err();
             assert!(err[0].contains("not UTF-8"), "{err:?}");
         }
     }
