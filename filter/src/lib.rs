@@ -18,7 +18,8 @@ mod request;
 mod root;
 mod state;
 
-/// The filter's build version, stamped on every response it handles.
+/// The filter's build version: logged when configured, and stamped on
+/// responses as `x-weir-filter` when the configuration asks for it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The module's entry point, which Envoy calls once per VM.
