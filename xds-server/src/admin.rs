@@ -465,7 +465,7 @@ async fn prometheus(State(state): State<AdminState>) -> Response {
         otlp: state.ingest.status(),
         ..Scrape::default()
     };
-    {
+    let text = {
         let Ok(control) = state.control.lock() else {
             return busy();
         };
@@ -479,15 +479,18 @@ async fn prometheus(State(state): State<AdminState>) -> Response {
         scrape.sla = controller.sla();
         scrape.feed = Some(control.feed());
         scrape.policy_error = control.last_error.is_some();
-    }
-    scrape.admission = Some(
-        state
-            .metrics
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .admission(),
-    );
-    let text = telemetry::render(&state.telemetry, &scrape);
+        scrape.admission = Some(
+            state
+                .metrics
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admission(),
+        );
+        // Rendered under the lock: the counters the control loop moves
+        // (policy reloads and rejections, decisions) then agree with the
+        // state read above, as one scrape should.
+        telemetry::render(&state.telemetry, &scrape)
+    };
     ([(header::CONTENT_TYPE, telemetry::CONTENT_TYPE)], text).into_response()
 }
 

@@ -728,7 +728,10 @@ async fn metrics_parse_and_move_with_xds_otlp_decisions_and_policy_edits() {
         .call(reqwest::Method::POST, "/v1/rollouts/app-canary/pause")
         .await;
     assert_eq!(status, StatusCode::OK);
-    std::fs::write(server.dir.path().join("policy.yaml"), "clusters: [").unwrap();
+    // Written whole (renamed into place): one edit, one rejection.
+    let staged = server.dir.path().join("policy.staged");
+    std::fs::write(&staged, "clusters: [").unwrap();
+    std::fs::rename(&staged, server.dir.path().join("policy.yaml")).unwrap();
 
     let after = eventually("the policy rejection counted", || async {
         let metrics = server.metrics().await;
