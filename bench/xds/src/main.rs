@@ -37,8 +37,9 @@ pub(crate) const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExt
 pub(crate) const TYPES: [&str; 5] = [CDS, EDS, LDS, RDS, ECDS];
 
 /// How often `weir serve` looks at the policy file
-/// (`xds-server/src/policy_source.rs`, `POLL_INTERVAL`).
-pub(crate) const WEIR_FILE_POLL: Duration = Duration::from_millis(25);
+/// (`xds-server/src/policy_source.rs`, `POLL_INTERVAL`); it reads a change
+/// once the file has held still for one more look.
+pub(crate) const WEIR_FILE_POLL: Duration = Duration::from_millis(10);
 
 /// The short name of a type URL (CDS, EDS, LDS, RDS, ECDS).
 pub(crate) fn short_type(type_url: &str) -> &'static str {

@@ -144,12 +144,13 @@ fn write_convergence(out: &mut String, run: &convergence::Run) -> std::fmt::Resu
          backends), one Envoy (`--concurrency {ENVOY_WORKERS}`) started from \
          `envoy/bootstrap.yaml` alone, state-of-the-world ADS. {} edits, cycling through the four \
          kinds below; each is written atomically (a new file renamed over the policy) after a \
-         pause spread evenly over 0–25 ms, so that writes fall at every phase of weir's file \
+         pause spread evenly over 0–{} ms, so that writes fall at every phase of weir's file \
          poll. The clock starts just before the rename and stops when `GET /v1/status`, polled \
          every {} ms, shows Envoy (node `{}`) has ACKed the version weir serves of every type \
          whose version changed. A status request takes {} ms (median), so each figure is late by \
          up to about {} ms. *published* is when the status first showed the new snapshot.\n",
         run.edits.len(),
+        crate::WEIR_FILE_POLL.as_millis(),
         run.poll.as_millis(),
         convergence::NODE,
         ms(run.status_rtt),
@@ -238,12 +239,14 @@ fn write_convergence(out: &mut String, run: &convergence::Run) -> std::fmt::Resu
     writeln!(
         out,
         "p99 is by nearest rank: with {} samples it is the largest. weir looks at the policy file \
-         every {} ms (`POLL_INTERVAL` in `xds-server/src/policy_source.rs`), so up to {} ms \
-         (about half of it on average) of *write → published* is waiting for that poll. NACKs \
-         from Envoy during the run: {}. weir's VmRSS at the end: {} MB.\n",
+         every {} ms (`POLL_INTERVAL` in `xds-server/src/policy_source.rs`) and reads a change \
+         once the file has held still for one more look, so {}–{} ms of *write → published* is \
+         waiting for the poll. NACKs from Envoy during the run: {}. weir's VmRSS at the end: {} \
+         MB.\n",
         run.edits.len(),
         crate::WEIR_FILE_POLL.as_millis(),
         crate::WEIR_FILE_POLL.as_millis(),
+        2 * crate::WEIR_FILE_POLL.as_millis(),
         run.nacks,
         mb(run.weir_rss_kb)
     )
