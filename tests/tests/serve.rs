@@ -391,6 +391,45 @@ async fn the_filter_module_can_be_fetched_from_weir_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_server_can_be_named_by_dns() {
+    // `--wasm-server localhost:PORT`: Envoy resolves the name itself. The
+    // module is served by another weir's admin API (the same file), so the
+    // only way Envoy gets it is through that name.
+    let fleet = Fleet::start(example_policy()).unwrap();
+    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
+    let module_server = Weir::start(policy_file.path(), WasmDelivery::Local)
+        .await
+        .unwrap();
+    let named = format!("localhost:{}", module_server.admin_addr().port());
+    let weir = Weir::start_with_env(
+        policy_file.path(),
+        WasmDelivery::Http,
+        &[("WEIR_WASM_SERVER", named.as_str())],
+    )
+    .await
+    .unwrap();
+    let bootstrap = ads_bootstrap(weir.xds_addr(), "dns-envoy", false).unwrap();
+    let envoy = Envoy::start(&bootstrap, 1).await.unwrap();
+    assert_eq!(
+        cluster_for(&envoy, "/v1/telemetry", &[("x-region", "us-east")]).await,
+        "ingest-us"
+    );
+    let dump = envoy
+        .admin_text("/config_dump?resource=ecds_filters")
+        .await
+        .unwrap();
+    assert!(
+        dump.contains(&format!("http://{named}/v1/wasm/weir_filter.wasm")),
+        "{dump}"
+    );
+    let clusters = envoy.admin_text("/clusters").await.unwrap();
+    assert!(
+        clusters.contains("weir_wasm::") && clusters.contains("hostname::localhost"),
+        "{clusters}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_name_the_filter_version_only_when_weir_is_told_to() {
     let fleet = Fleet::start(example_policy()).unwrap();
     let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();

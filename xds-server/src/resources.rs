@@ -26,6 +26,8 @@ mod routes;
 #[cfg(test)]
 mod testing;
 
+pub use clusters::HostPort;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
@@ -87,14 +89,14 @@ pub enum WasmSource {
     /// A file on Envoy's host.
     Local(PathBuf),
     /// Fetched by Envoy over HTTP from `uri` (served by weir), checked against `sha256` (hex).
-    /// `server` is the host:port of that HTTP server, for the cluster Envoy fetches it through.
+    /// `server` is that HTTP server, for the cluster Envoy fetches it through.
     Remote {
         /// The module's URL, `http://…`.
         uri: String,
         /// SHA-256 of the module, 64 lower-case hex digits.
         sha256: String,
-        /// The address `uri` is served on.
-        server: SocketAddr,
+        /// Where `uri` is served, as Envoys reach it: an address or a DNS name.
+        server: HostPort,
     },
 }
 
@@ -114,7 +116,7 @@ pub fn build(policy: &Policy, feed: &Feed, options: &Options) -> Result<Snapshot
         }
     }
     if let WasmSource::Remote { server, .. } = &options.wasm {
-        built.clusters.push(clusters::wasm_cluster(*server));
+        built.clusters.push(clusters::wasm_cluster(server));
     }
     built.listeners.push(listener::listener(options.listener));
     built.routes.push(routes::route_configuration());

@@ -15,7 +15,7 @@ use crate::controller::{Command, Controller, Decision};
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
 use crate::policy_source::{self, InvalidPolicy, Watcher};
-use crate::resources::{self, Options, WasmSource};
+use crate::resources::{self, HostPort, Options, WasmSource};
 use crate::snapshot::Snapshot;
 use crate::state_store::StateStore;
 use crate::telemetry::{Origin, Telemetry};
@@ -50,10 +50,10 @@ pub struct ServeArgs {
     /// (fetched from this server's admin API, checked by its sha256).
     #[arg(long, env = "WEIR_WASM_DELIVERY", value_enum, default_value_t = WasmDelivery::Local)]
     pub wasm_delivery: WasmDelivery,
-    /// For `--wasm-delivery http`: the admin API's address as Envoys reach it
-    /// (default: `--admin-address`).
+    /// For `--wasm-delivery http`: the admin API as Envoys reach it, `host:port`
+    /// with an IP address or a DNS name (default: `--admin-address`).
     #[arg(long, env = "WEIR_WASM_SERVER")]
-    pub wasm_server: Option<SocketAddr>,
+    pub wasm_server: Option<HostPort>,
     /// Have the filter stamp every response with `x-weir-filter: <filter
     /// version>` (off by default: clients need not learn what runs).
     #[arg(long, env = "WEIR_VERSION_HEADER")]
@@ -326,7 +326,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let wasm = match args.wasm_delivery {
         WasmDelivery::Local => WasmSource::Local(std::fs::canonicalize(&args.wasm)?),
         WasmDelivery::Http => {
-            let server = args.wasm_server.unwrap_or(admin_addr);
+            let server = args.wasm_server.unwrap_or_else(|| admin_addr.into());
             WasmSource::Remote {
                 uri: format!("http://{server}{}", admin::WASM_PATH),
                 sha256: admin::sha256_hex(&wasm_bytes),

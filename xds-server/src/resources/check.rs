@@ -329,7 +329,7 @@ mod tests {
             built.assignments.extend(assignment);
         }
         if let resources::WasmSource::Remote { server, .. } = &options.wasm {
-            built.clusters.push(clusters::wasm_cluster(*server));
+            built.clusters.push(clusters::wasm_cluster(server));
         }
         built
             .listeners

@@ -66,34 +66,41 @@ pub(super) fn policy_cluster(
         };
         (eds, Some(assignment))
     } else {
-        let dns = Cluster {
-            cluster_discovery_type: Some(ClusterDiscoveryType::Type(
-                DiscoveryType::StrictDns as i32,
-            )),
-            // Backends on one host often listen on IPv4 only; a name with
-            // both kinds of address must not be sent to the IPv6 one first.
-            dns_lookup_family: DnsLookupFamily::V4Preferred as i32,
-            load_assignment: Some(assignment),
-            ..base(&cluster.name)
-        };
-        (dns, None)
+        (dns_cluster(&cluster.name, assignment), None)
     })
 }
 
-/// The cluster Envoy fetches a remote filter module through: `server`, the
-/// address of weir's HTTP server.
-pub(super) fn wasm_cluster(server: SocketAddr) -> Cluster {
-    Cluster {
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: WASM_CLUSTER.to_owned(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![endpoint_at(ip_address(server.ip(), server.port()))],
-                ..Default::default()
-            }],
+/// The cluster Envoy fetches a remote filter module through: `server`, weir's
+/// HTTP server as Envoys reach it — `STATIC` on an address, `STRICT_DNS` on a
+/// name (a Kubernetes Service, say).
+pub(super) fn wasm_cluster(server: &HostPort) -> Cluster {
+    let assignment = ClusterLoadAssignment {
+        cluster_name: WASM_CLUSTER.to_owned(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: vec![lb_endpoint(server.clone())],
             ..Default::default()
-        }),
-        ..base(WASM_CLUSTER)
+        }],
+        ..Default::default()
+    };
+    match server.host {
+        Host::Ip(_) => Cluster {
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+            load_assignment: Some(assignment),
+            ..base(WASM_CLUSTER)
+        },
+        Host::Name(_) => dns_cluster(WASM_CLUSTER, assignment),
+    }
+}
+
+/// A cluster whose endpoints Envoy resolves itself.
+fn dns_cluster(name: &str, assignment: ClusterLoadAssignment) -> Cluster {
+    Cluster {
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32)),
+        // Backends on one host often listen on IPv4 only; a name with
+        // both kinds of address must not be sent to the IPv6 one first.
+        dns_lookup_family: DnsLookupFamily::V4Preferred as i32,
+        load_assignment: Some(assignment),
+        ..base(name)
     }
 }
 
@@ -114,22 +121,50 @@ enum Host {
     Name(String),
 }
 
-/// An endpoint of the policy, parsed.
+/// A `host:port` Envoy can connect to: an IP address or a DNS name, and a
+/// port from 1 to 65535. Policy endpoints and `--wasm-server` are parsed
+/// into it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct ParsedEndpoint {
+pub struct HostPort {
     host: Host,
     port: u16,
 }
 
+impl std::str::FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_endpoint(text)
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            Host::Ip(ip) => SocketAddr::new(*ip, self.port).fmt(f),
+            Host::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
+    }
+}
+
 /// Parses `host:port`, `[v6]:port` or `name:port`. The policy's validation
 /// has checked them already; this only refuses what Envoy could not use.
-fn parse_endpoint(endpoint: &str) -> Result<ParsedEndpoint, String> {
+fn parse_endpoint(endpoint: &str) -> Result<HostPort, String> {
     let bad = |why: &str| format!("`{endpoint}` is not a usable endpoint: {why}");
     if let Ok(addr) = endpoint.parse::<SocketAddr>() {
         if addr.port() == 0 {
             return Err(bad("port 0"));
         }
-        return Ok(ParsedEndpoint {
+        return Ok(HostPort {
             host: Host::Ip(addr.ip()),
             port: addr.port(),
         });
@@ -151,13 +186,13 @@ fn parse_endpoint(endpoint: &str) -> Result<ParsedEndpoint, String> {
     if !is_name {
         return Err(bad("the host must be an IP address or a DNS name"));
     }
-    Ok(ParsedEndpoint {
+    Ok(HostPort {
         host: Host::Name(host.to_owned()),
         port,
     })
 }
 
-fn lb_endpoint(endpoint: ParsedEndpoint) -> LbEndpoint {
+fn lb_endpoint(endpoint: HostPort) -> LbEndpoint {
     let address = match endpoint.host {
         Host::Ip(ip) => ip_address(ip, endpoint.port),
         Host::Name(name) => socket_address(name, endpoint.port),
@@ -311,8 +346,28 @@ mod tests {
     }
 
     #[test]
+    fn the_wasm_cluster_resolves_a_named_server() {
+        let server: HostPort = "weir.weir-system.svc:18001".parse().unwrap();
+        assert_eq!(server.to_string(), "weir.weir-system.svc:18001");
+        let c = wasm_cluster(&server);
+        assert_eq!(
+            c.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32))
+        );
+        assert_eq!(
+            hosts(&c.load_assignment.unwrap()),
+            [("weir.weir-system.svc".to_owned(), 18001)]
+        );
+        for bad in ["weir", "weir:0", "weir:http", "we ir:80", ":80"] {
+            assert!(bad.parse::<HostPort>().is_err(), "{bad}");
+        }
+        let v6: HostPort = "[::1]:18001".parse().unwrap();
+        assert_eq!(v6.to_string(), "[::1]:18001");
+    }
+
+    #[test]
     fn the_wasm_cluster_is_static_on_the_server() {
-        let c = wasm_cluster("127.0.0.1:9901".parse().unwrap());
+        let c = wasm_cluster(&"127.0.0.1:9901".parse().unwrap());
         assert_eq!(c.name, WASM_CLUSTER);
         assert_eq!(
             c.cluster_discovery_type,
