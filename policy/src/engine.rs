@@ -19,8 +19,8 @@ pub use route::{Candidate, Routed, Scored, Split, Steered, geo_score};
 use crate::feed::Feed;
 use crate::model::Policy;
 
-/// What the engine needs of a request.
-#[derive(Clone, Copy, Debug)]
+/// What the engine needs of a request (and what `weir explain --json` shows of it).
+#[derive(Clone, Copy, Debug, Serialize)]
 pub struct Request<'a> {
     /// The method, e.g. `POST`.
     pub method: &'a str,

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::engine::Verdict;
 use crate::model::Variant;
-use crate::{Decision, Engine};
+use crate::{Decision, Engine, Request};
 
 /// One stage of the decision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -30,22 +30,10 @@ impl Stage {
     }
 }
 
-/// The request as shown.
-#[derive(Clone, Copy, Debug)]
-pub struct Shown<'a> {
-    /// The method.
-    pub method: &'a str,
-    /// The host (`:authority`); empty for any.
-    pub host: &'a str,
-    /// The path.
-    pub path: &'a str,
-    /// The headers, names lower-case.
-    pub headers: &'a [(String, String)],
-}
-
 /// The stages of `decision` for `request`: request, classify, admit, route,
 /// and split and cluster when the request is steered.
-pub fn stages(request: &Shown<'_>, engine: &Engine, decision: &Decision) -> Vec<Stage> {
+/// An empty `request.host` is shown as "(any)".
+pub fn stages(request: &Request<'_>, engine: &Engine, decision: &Decision) -> Vec<Stage> {
     let mut stages = Vec::new();
     let headers: Vec<String> = request
         .headers

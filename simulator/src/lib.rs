@@ -221,25 +221,20 @@ pub fn simulate(policy_text: &str, request: &SimRequest, feed: Option<&Feed>) ->
         }
     };
     let engine = Engine::new(&policy, &feed);
-    let shown = weir_policy::explain::Shown {
+    let steered = Request {
         method: &request.method,
         host: &request.host,
         path: &request.path,
         headers: &headers,
     };
     let decision = engine.decide(
-        &Request {
-            method: &request.method,
-            host: &request.host,
-            path: &request.path,
-            headers: &headers,
-        },
+        &steered,
         request.in_flight,
         // Requests without a device id are spread by a counter in the
         // filter; 0 here, as in `weir explain`.
         0,
     );
-    let explained = weir_policy::explain::stages(&shown, &engine, &decision);
+    let explained = weir_policy::explain::stages(&steered, &engine, &decision);
     let explain = weir_policy::explain::text(&explained);
     let mut all = vec![policy_stage];
     all.extend(explained);

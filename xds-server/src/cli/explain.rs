@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
-use weir_policy::explain::{self, Shown};
+use weir_policy::explain;
 use weir_policy::{Decision, Engine, Feed, Request};
 
 #[derive(Debug, Args)]
@@ -43,17 +43,9 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
 
 #[derive(Serialize)]
 struct Explained<'a> {
-    request: RequestShown<'a>,
+    request: &'a Request<'a>,
     #[serde(flatten)]
     decision: &'a Decision,
-}
-
-#[derive(Serialize)]
-struct RequestShown<'a> {
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    headers: &'a [(String, String)],
 }
 
 pub(super) fn run(args: &ExplainArgs) -> bool {
@@ -71,25 +63,12 @@ pub(super) fn run(args: &ExplainArgs) -> bool {
     let decision = engine.decide(&request, args.in_flight, 0);
     if args.json {
         let explained = Explained {
-            request: RequestShown {
-                method: &args.method,
-                host: &args.host,
-                path: &args.path,
-                headers: &args.headers,
-            },
+            request: &request,
             decision: &decision,
         };
         return super::print_json(&explained, false);
     }
-    super::emit(&render(args, &engine, &decision))
-}
-
-fn render(args: &ExplainArgs, engine: &Engine, decision: &Decision) -> String {
-    let shown = Shown {
-        method: &args.method,
-        host: &args.host,
-        path: &args.path,
-        headers: &args.headers,
-    };
-    explain::text(&explain::stages(&shown, engine, decision))
+    super::emit(&explain::text(&explain::stages(
+        &request, &engine, &decision,
+    )))
 }
