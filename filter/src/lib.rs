@@ -7,12 +7,15 @@
 //! with `envoy.filters.http.wasm`; see `envoy/static.yaml`.
 //!
 //! Per request: strip client `x-weir-*` headers → classify → route and split
-//! → admit, queue or shed (`request.rs`); the worker's queue is drained on
-//! the root context's tick (`root.rs`).
+//! → admit, queue or shed (`request.rs`), by the shared crate's admission
+//! gate, which `admission.rs` connects to Envoy's gauge and streams; a
+//! finished stream's slot goes to the best held request at once, and the
+//! root context's tick (`root.rs`) picks up slots other workers gave back.
 //!
 //! It never panics on its own account: a panic traps the wasm VM, after which
 //! Envoy fails every request that reaches the filter.
 
+mod admission;
 mod metrics;
 mod request;
 mod root;

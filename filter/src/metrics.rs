@@ -18,6 +18,8 @@ pub(crate) struct Metrics {
     unrouted: Option<u32>,
     /// By class rank, then outcome.
     outcomes: Vec<[Option<u32>; 4]>,
+    /// By class rank: requests held, all workers together.
+    pub(crate) waiting: Vec<Option<u32>>,
     /// By canary cluster: the ids for `[stable, canary]`.
     variants: HashMap<String, [Option<u32>; 2]>,
 }
@@ -53,6 +55,11 @@ impl Metrics {
             .map(|class| {
                 Outcome::ALL.map(|o| define(MetricType::Counter, &metrics::class_outcome(class, o)))
             })
+            .collect();
+        m.waiting = engine
+            .classes()
+            .iter()
+            .map(|class| define(MetricType::Gauge, &metrics::class_waiting(class)))
             .collect();
         let canaries = policy
             .services

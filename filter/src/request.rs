@@ -2,14 +2,14 @@
 
 use std::rc::Rc;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use weir_policy::admission::Arrival;
 use weir_policy::metrics::Outcome;
 use weir_policy::{Engine, Request, headers};
 
-use crate::metrics;
-use crate::state::{SharedState, now_ms};
+use crate::admission::shed;
+use crate::state::{SharedState, now_ms, settle};
 
 pub(crate) struct WeirRequest {
     id: u32,
@@ -74,71 +74,28 @@ impl WeirRequest {
             None => metrics.unrouted(),
         }
 
-        let admitter = engine.admitter();
-        let threshold = admitter.threshold(class.rank);
-        // Requests already held on this worker at this class or above go first.
-        // (The clock is read only when there is a queue to look at.)
-        let overtakes =
-            !state.queue.is_empty() && state.queue.holds_at_or_above(class.rank, now_ms());
-        if !overtakes && state.try_take_slot(self.id, threshold) {
-            metrics.outcome(class.rank, Outcome::Admitted);
-            return Action::Continue;
-        }
-        let now = now_ms();
-        let max_wait_ms = admitter.max_wait_ms(class.rank);
-        let held = match max_wait_ms {
-            0 => None,
-            _ => state.queue.push(self.id, class.rank, now, max_wait_ms).ok(),
-        };
-        let retry_after = admitter.retry_after_s();
-        match held {
-            Some(displaced) => {
-                metrics.outcome(class.rank, Outcome::Queued);
-                state.set_ticking(true);
-                if displaced.is_none() {
-                    metrics::bump(metrics.queue_depth, 1);
-                }
-                drop(state);
-                if let Some(displaced) = displaced {
-                    // A lower class made room: it is shed now, in its own stream.
-                    metrics.outcome(displaced.rank, Outcome::Shed);
-                    if hostcalls::set_effective_context(displaced.id).is_ok() {
-                        shed(
-                            engine
-                                .classes()
-                                .get(displaced.rank)
-                                .map_or("", String::as_str),
-                            retry_after,
-                        );
-                    }
-                    let _ = hostcalls::set_effective_context(self.id);
-                }
+        let (id, rank) = (self.id, class.rank);
+        let verdict = state.with_gate(|gate, slots, fx| gate.arrive(id, rank, now_ms, slots, fx));
+        let effects = state.take_effects();
+        drop(state);
+        // Requests this one displaced are answered first, in their own streams.
+        settle(&self.state, effects, Some(self.id));
+        match verdict {
+            Arrival::Admit => {
+                metrics.outcome(rank, Outcome::Admitted);
+                Action::Continue
+            }
+            Arrival::Queue { .. } => {
+                metrics.outcome(rank, Outcome::Queued);
                 Action::Pause
             }
-            None => {
-                // The class may not wait, or this worker's queue is full of higher classes.
-                drop(state);
-                metrics.outcome(class.rank, Outcome::Shed);
-                shed(&class.name, retry_after);
+            Arrival::Shed { retry_after_s, .. } => {
+                metrics.outcome(rank, Outcome::Shed);
+                shed(&class.name, retry_after_s);
                 Action::Pause
             }
         }
     }
-}
-
-/// Answers the current stream 503 with `retry-after`, naming the class shed.
-pub(crate) fn shed(class: &str, retry_after_s: u64) {
-    let retry_after = retry_after_s.to_string();
-    let headers = vec![
-        ("retry-after", retry_after.as_str()),
-        (headers::SHED, class),
-        ("content-type", "text/plain"),
-    ];
-    let _ = hostcalls::send_http_response(
-        503,
-        headers,
-        Some(b"overloaded: request shed by priority\n"),
-    );
 }
 
 impl Context for WeirRequest {}
@@ -162,12 +119,16 @@ impl HttpContext for WeirRequest {
     }
 
     fn on_log(&mut self) {
-        // The stream is over, however it ended: free its slot, or its place in the queue.
-        if let Ok(mut state) = self.state.try_borrow_mut() {
-            state.release_slot(self.id);
-            if state.queue.remove(self.id) {
-                metrics::bump(state.metrics.queue_depth, -1);
+        // The stream is over, however it ended: its slot goes to the best
+        // request held, or its place in the queue is given up.
+        let id = self.id;
+        let effects = match self.state.try_borrow_mut() {
+            Ok(mut state) => {
+                state.with_gate(|gate, slots, fx| gate.finish(id, now_ms, slots, fx));
+                state.take_effects()
             }
-        }
+            Err(_) => return,
+        };
+        settle(&self.state, effects, Some(id));
     }
 }

@@ -1,25 +1,26 @@
 //! State one worker's VM shares between its root context and its requests.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use weir_policy::Engine;
+use weir_policy::admission::{Effect, Gate, Settings, Slots};
 use weir_policy::engine::Scored;
-use weir_policy::queue::AdmissionQueue;
 
-use crate::metrics::{self, Metrics};
+use crate::admission::{GaugeSlots, Pending};
+use crate::metrics::Metrics;
 
-/// How often a worker with held requests looks for capacity and deadlines.
+/// How often a worker with held requests looks for capacity other workers
+/// gave back, and for deadlines. (Slots its own streams give back are handed
+/// on at once.)
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
-/// Held requests per worker: a multiple of the concurrency limit, and at
-/// least a floor. Beyond it the lowest class is shed at once, so memory stays
-/// bounded under any flood.
-const QUEUE_PER_LIMIT: usize = 4;
-const QUEUE_FLOOR: usize = 256;
+/// Rounds of giving back the slots of released streams that had gone, each
+/// of which may release others: a bound, so a storm of vanished streams
+/// cannot keep one callback busy.
+const SETTLE_ROUNDS: usize = 16;
 
 pub(crate) type SharedState = Rc<RefCell<State>>;
 
@@ -27,9 +28,10 @@ pub(crate) struct State {
     /// The decision engine; `None` without a policy (headers are still guarded).
     pub(crate) engine: Option<Rc<Engine>>,
     pub(crate) metrics: Rc<Metrics>,
-    pub(crate) queue: AdmissionQueue,
-    /// Streams that hold one unit of the shared in-flight gauge.
-    pub(crate) counted: HashSet<u32>,
+    /// This worker's admission: its held requests, its streams' slots.
+    gate: Gate,
+    /// What the last gate call decided for other streams.
+    effects: Vec<Effect>,
     /// Spreads requests that carry no device id.
     pub(crate) request_counter: u64,
     /// Routing's scratch space, kept between requests so that routing
@@ -40,13 +42,19 @@ pub(crate) struct State {
     ticking: bool,
 }
 
+/// Settings without a policy: nothing is held, and anything still held from
+/// an earlier configuration is released at the next tick.
+fn unlimited() -> Settings {
+    Settings::from_parts(u64::MAX, 1_000, Vec::new())
+}
+
 impl State {
     pub(crate) fn new() -> Self {
         Self {
             engine: None,
             metrics: Rc::new(Metrics::gauges()),
-            queue: AdmissionQueue::new(0),
-            counted: HashSet::new(),
+            gate: Gate::new(unlimited()),
+            effects: Vec::new(),
             request_counter: 0,
             scores: Vec::new(),
             version_header: false,
@@ -60,39 +68,48 @@ impl State {
         metrics: Metrics,
         version_header: bool,
     ) {
-        let limit = engine.as_ref().map_or(0, |e| {
-            usize::try_from(e.admitter().limit()).unwrap_or(usize::MAX)
-        });
-        let capacity = limit.saturating_mul(QUEUE_PER_LIMIT).max(QUEUE_FLOOR);
-        self.queue.set_capacity(capacity);
+        let settings = engine
+            .as_ref()
+            .map_or_else(unlimited, |e| e.admission().clone());
+        self.gate.reconfigure(settings);
+        // What this worker holds moves from the old gauges to the new ones
+        // (the classes may have changed).
+        let (mut old, mut new) = (GaugeSlots(&self.metrics), GaugeSlots(&metrics));
+        for rank in 0..self.metrics.waiting.len().max(metrics.waiting.len()) {
+            let held = i64::try_from(self.gate.held_in(rank)).unwrap_or(i64::MAX);
+            if held > 0 {
+                old.add_waiting(rank, -held);
+                new.add_waiting(rank, held);
+            }
+        }
         self.engine = engine.map(Rc::new);
         self.metrics = Rc::new(metrics);
         self.version_header = version_header;
+        // A raised limit releases held requests at the next tick.
+        let held = self.gate.held() > 0;
+        self.set_ticking(held);
     }
 
-    /// Takes one unit of the shared in-flight gauge for `id` if that leaves
-    /// it within `threshold`. Increment first, then read: two workers racing
-    /// may both back off, but never both overshoot.
-    pub(crate) fn try_take_slot(&mut self, id: u32, threshold: u64) -> bool {
-        let gauge = self.metrics.in_flight;
-        metrics::bump(gauge, 1);
-        if gauge.is_some() && metrics::read(gauge) > threshold {
-            metrics::bump(gauge, -1);
-            return false;
-        }
-        self.counted.insert(id);
-        true
+    /// Runs one gate call with the shared gauges as its slots, keeping the
+    /// tick in step with what it holds.
+    pub(crate) fn with_gate<R>(
+        &mut self,
+        call: impl FnOnce(&mut Gate, &mut GaugeSlots<'_>, &mut Vec<Effect>) -> R,
+    ) -> R {
+        let mut slots = GaugeSlots(&self.metrics);
+        let result = call(&mut self.gate, &mut slots, &mut self.effects);
+        let held = self.gate.held() > 0;
+        self.set_ticking(held);
+        result
     }
 
-    /// Gives back `id`'s unit of the in-flight gauge, if it holds one.
-    pub(crate) fn release_slot(&mut self, id: u32) {
-        if self.counted.remove(&id) {
-            metrics::bump(self.metrics.in_flight, -1);
-        }
+    /// Takes what the last gate calls decided for other streams.
+    pub(crate) fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
     }
 
     /// Ticks while this worker holds requests, and only then.
-    pub(crate) fn set_ticking(&mut self, on: bool) {
+    fn set_ticking(&mut self, on: bool) {
         if self.ticking != on {
             self.ticking = on;
             let period = if on { TICK } else { Duration::ZERO };
@@ -100,6 +117,42 @@ impl State {
                 log::warn!("weir filter cannot set its tick period: {status:?}");
             }
         }
+    }
+}
+
+/// Carries out a gate call's effects once the state is no longer borrowed.
+/// A released stream that is gone gives its slot back, which may release
+/// another, and so on, for a bounded number of rounds (the rest wait for the
+/// next tick). `current` is the stream whose callback this is, if any.
+pub(crate) fn settle(shared: &SharedState, mut effects: Vec<Effect>, current: Option<u32>) {
+    for _ in 0..SETTLE_ROUNDS {
+        if effects.is_empty() {
+            return;
+        }
+        let Ok(state) = shared.try_borrow() else {
+            return;
+        };
+        let metrics = Rc::clone(&state.metrics);
+        let engine = state.engine.clone();
+        let retry_after_s = state.gate.settings().retry_after_s();
+        drop(state);
+        let gone = Pending {
+            effects: &effects,
+            metrics: &metrics,
+            classes: engine.as_deref().map_or(&[], Engine::classes),
+            retry_after_s,
+        }
+        .carry_out(current);
+        if gone.is_empty() {
+            return;
+        }
+        let Ok(mut state) = shared.try_borrow_mut() else {
+            return;
+        };
+        for id in gone {
+            state.with_gate(|gate, slots, fx| gate.finish(id, now_ms, slots, fx));
+        }
+        effects = state.take_effects();
     }
 }
 

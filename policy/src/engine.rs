@@ -3,19 +3,20 @@
 //!
 //! [`Engine::new`] prepares a validated policy once (per `on_configure` in the
 //! filter); each stage is then a cheap lookup. The filter calls the stages one
-//! by one, because admission needs Envoy's shared in-flight counter between
-//! them; [`Engine::decide`] runs them all, for `weir explain` and for tests.
+//! by one, and drives admission's state machine ([`crate::admission::Gate`])
+//! itself, because admission depends on the requests around this one;
+//! [`Engine::decide`] runs them all for one request, for `weir explain` and
+//! for tests.
 
-mod admit;
 mod classify;
 mod route;
 
 use serde::Serialize;
 
-pub use admit::{Admission, Verdict};
 pub use classify::Classified;
 pub use route::{Candidate, Routed, Scored, Split, Steered, geo_score};
 
+use crate::admission::{self, Arrival, Gate, LocalSlots};
 use crate::feed::Feed;
 use crate::model::Policy;
 
@@ -42,6 +43,19 @@ impl<'a> Request<'a> {
     }
 }
 
+/// An admission decision with its evidence, for one request arriving when
+/// `in_flight` slots are taken and nothing is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Admission {
+    /// The decision.
+    #[serde(flatten)]
+    pub verdict: Arrival,
+    /// Requests in flight when it was taken.
+    pub in_flight: u64,
+    /// The concurrency limit in force.
+    pub limit: u64,
+}
+
 /// Everything the engine decided about one request.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Decision {
@@ -59,7 +73,7 @@ pub struct Decision {
 #[derive(Clone, Debug)]
 pub struct Engine {
     classifier: classify::Classifier,
-    admitter: admit::Admitter,
+    admission: admission::Settings,
     router: route::Router,
 }
 
@@ -68,7 +82,7 @@ impl Engine {
     pub fn new(policy: &Policy, feed: &Feed) -> Self {
         Self {
             classifier: classify::Classifier::new(&policy.priority),
-            admitter: admit::Admitter::new(policy, feed),
+            admission: admission::Settings::new(policy, feed),
             router: route::Router::new(policy, feed),
         }
     }
@@ -78,10 +92,18 @@ impl Engine {
         self.classifier.classify(request)
     }
 
-    /// Stage 2: whether a request of `class` is admitted with `in_flight`
-    /// requests already in flight.
+    /// Stage 2: what becomes of a request of `class` arriving with
+    /// `in_flight` requests already in flight and none held — the answer of
+    /// the filter's own state machine in that state.
     pub fn admit(&self, class: &Classified, in_flight: u64) -> Admission {
-        self.admitter.admit(class.rank, in_flight)
+        let mut gate = Gate::new(self.admission.clone());
+        let mut slots = LocalSlots::taken(in_flight);
+        let verdict = gate.arrive(0, class.rank, || 0, &mut slots, &mut Vec::new());
+        Admission {
+            verdict,
+            in_flight,
+            limit: self.admission.limit(),
+        }
     }
 
     /// The class names, highest first.
@@ -89,9 +111,9 @@ impl Engine {
         self.classifier.classes()
     }
 
-    /// The admission settings, for the filter's queue.
-    pub fn admitter(&self) -> &admit::Admitter {
-        &self.admitter
+    /// The admission settings, for the filter's gate.
+    pub fn admission(&self) -> &admission::Settings {
+        &self.admission
     }
 
     /// Stages 3 and 4: the best cluster for the request and, if it has a canary,

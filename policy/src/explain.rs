@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::engine::Verdict;
+use crate::admission::Arrival;
 use crate::model::Variant;
 use crate::{Decision, Engine, Request};
 
@@ -74,32 +74,29 @@ pub fn stages(request: &Request<'_>, engine: &Engine, decision: &Decision) -> Ve
 
     let a = &decision.admission;
     let (outcome, verdict) = match a.verdict {
-        Verdict::Admit => (
+        Arrival::Admit => (
             "admit",
-            format!(
-                "admit: {} in flight < threshold {}",
-                a.in_flight, a.threshold
-            ),
+            format!("admit: {} in flight < limit {}", a.in_flight, a.limit),
         ),
-        Verdict::Queue { max_wait_ms } => (
+        Arrival::Queue { max_wait_ms } => (
             "queue",
             format!(
-                "queue: {} in flight ≥ threshold {}; waits at most {max_wait_ms} ms, then shed",
-                a.in_flight, a.threshold
+                "queue: {} in flight, the limit is {}; waits at most {max_wait_ms} ms for the next free slot (highest class first), then shed",
+                a.in_flight, a.limit
             ),
         ),
-        Verdict::Shed { retry_after_s } => (
+        Arrival::Shed { retry_after_s, .. } => (
             "shed",
             format!(
-                "shed: {} in flight ≥ threshold {} and the class may not wait; 503, retry-after {retry_after_s}",
-                a.in_flight, a.threshold
+                "shed: {} in flight, the limit is {}, and the class may not wait; 503, retry-after {retry_after_s}",
+                a.in_flight, a.limit
             ),
         ),
     };
     stages.push(Stage::new(
         "admit",
         outcome,
-        vec![format!("admit      {verdict} (limit {})", a.limit)],
+        vec![format!("admit      {verdict}")],
     ));
 
     let Some(route) = &decision.route else {

@@ -9,8 +9,10 @@
 //! - [`validate()`]: every check the document's shape cannot express;
 //! - [`source`] (feature `source`): reading YAML with file, line and column in errors;
 //! - [`engine`]: classify → admit → route → split;
+//! - [`admission`]: the work-conserving priority gate the filter drives;
 //! - [`filter_config`]: the JSON document the filter is configured with.
 
+pub mod admission;
 pub mod duration;
 pub mod engine;
 pub mod explain;
@@ -20,7 +22,6 @@ pub mod headers;
 pub mod metrics;
 pub mod model;
 pub mod names;
-pub mod queue;
 #[cfg(feature = "source")]
 pub mod source;
 pub mod split;

@@ -43,6 +43,12 @@ pub fn class_outcome(class: &str, outcome: Outcome) -> String {
     format!("weir.class.{class}.{}", outcome.name())
 }
 
+/// Gauge: requests of `class` held in the admission queues, all workers
+/// together; a worker leaves a free slot to a higher class waiting on another.
+pub fn class_waiting(class: &str) -> String {
+    format!("weir.queue.waiting.{class}")
+}
+
 /// Counter: requests of the rollout of `canary_cluster` that went to `variant` (`canary` or `stable`).
 pub fn canary_variant(canary_cluster: &str, variant: crate::model::Variant) -> String {
     let variant = match variant {

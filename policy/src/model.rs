@@ -25,7 +25,7 @@ pub struct Policy {
     pub services: Vec<Service>,
     /// Priority classes and the rules that assign them.
     pub priority: Priority,
-    /// Admission under overload: limits, shares, queueing and shedding.
+    /// Admission under overload: the concurrency limit, queueing and shedding.
     pub admission: Admission,
     /// Header names and score weights for routing.
     #[serde(default)]
@@ -253,7 +253,7 @@ pub struct Admission {
     pub adaptive_limit: Option<AdaptiveLimit>,
     /// The `retry-after` a shed request is answered with.
     pub retry_after: Duration,
-    /// Per class: its share of the limit and how long it may queue.
+    /// Per class: how long it may wait for a slot.
     pub classes: BTreeMap<String, ClassAdmission>,
 }
 
@@ -271,9 +271,12 @@ pub struct AdaptiveLimit {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClassAdmission {
-    /// Percent of the concurrency limit up to which the class is admitted at
-    /// once; beyond it, the class queues. The highest class has 100.
-    pub share: f64,
+    /// Removed: admission is work-conserving, so every class may use every
+    /// free slot. Kept in the model only so that a policy which still sets it
+    /// is refused with a message saying so, rather than "unknown field".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub share: Option<f64>,
     /// Longest time a request of the class waits in the queue before it is shed.
     pub max_wait: Duration,
 }

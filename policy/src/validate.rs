@@ -577,8 +577,7 @@ impl Check {
                 );
             }
         }
-        let mut higher: Option<(&str, f64)> = None;
-        for (rank, class) in priority.classes.iter().enumerate() {
+        for class in &priority.classes {
             let Some(settings) = admission.classes.get(class) else {
                 self.fail(
                     classes_path,
@@ -587,24 +586,11 @@ impl Check {
                 continue;
             };
             let path = at(classes_path, class);
-            let share_path = at(&path, "share");
-            let share = settings.share;
-            if !share.is_finite() || share <= 0.0 || share > 100.0 {
+            if settings.share.is_some() {
                 self.fail(
-                    &share_path,
-                    format!("a share must be above 0 and at most 100 percent, not {share}"),
+                    at(&path, "share"),
+                    "`share` was removed: admission is work-conserving, every class may use any free slot and classes are protected by their order (a freed slot goes to the highest class waiting, the lowest is shed first); delete it",
                 );
-            } else if rank == 0 && share != 100.0 {
-                self.fail(&share_path, format!("the highest class, `{class}`, must be admitted up to the limit: share 100, not {share}"));
-            } else if let Some((above, above_share)) = higher.filter(|&(_, s)| share > s) {
-                self.fail(
-                    &share_path,
-                    format!("`{class}` would be admitted beyond `{above}` ({share} > {above_share}); a lower class's share cannot exceed a higher one's"),
-                );
-            }
-            if share.is_finite() && share > 0.0 && share <= 100.0 {
-                // An out-of-range share is one error, not also a wrong order.
-                higher = Some((class, share));
             }
             self.duration(&at(&path, "max_wait"), &settings.max_wait, true);
         }

@@ -8,7 +8,8 @@
     clippy::indexing_slicing
 )]
 
-use weir_policy::engine::{Routed, Verdict};
+use weir_policy::admission::{Arrival, ShedReason};
+use weir_policy::engine::Routed;
 use weir_policy::model::Variant;
 use weir_policy::{Engine, Feed, Policy, Request};
 
@@ -129,7 +130,7 @@ fn header_conditions_prefix_and_presence() {
 }
 
 #[test]
-fn admission_thresholds_follow_each_class_share() {
+fn every_class_is_admitted_up_to_the_whole_limit() {
     let policy = example();
     let engine = Engine::new(&policy, &Feed::initial(&policy));
     let admit = |path: &str, in_flight: u64| {
@@ -137,22 +138,23 @@ fn admission_thresholds_follow_each_class_share() {
         let req = request("GET", path, &h);
         engine.admit(&engine.classify(&req), in_flight)
     };
-    // Limit 200: alarm 100 % → 200, heartbeat 40 % → 80 with 100 ms of queueing.
-    assert_eq!(admit("/v1/alarms", 199).verdict, Verdict::Admit);
+    // Limit 200, for heartbeats as for alarms: a free slot is always used.
+    for path in ["/v1/alarms", "/v1/heartbeat"] {
+        assert_eq!(admit(path, 0).verdict, Arrival::Admit, "{path}");
+        assert_eq!(admit(path, 199).verdict, Arrival::Admit, "{path}");
+    }
     assert_eq!(
         admit("/v1/alarms", 200).verdict,
-        Verdict::Queue { max_wait_ms: 2_000 }
+        Arrival::Queue { max_wait_ms: 2_000 }
     );
-    assert_eq!(admit("/v1/heartbeat", 79).verdict, Verdict::Admit);
-    let queued = admit("/v1/heartbeat", 80);
+    let queued = admit("/v1/heartbeat", 200);
     assert_eq!(
-        (queued.verdict, queued.threshold),
-        (Verdict::Queue { max_wait_ms: 100 }, 80)
+        (queued.verdict, queued.limit),
+        (Arrival::Queue { max_wait_ms: 100 }, 200)
     );
-    // While heartbeats queue, alarms are still admitted.
-    assert_eq!(admit("/v1/alarms", 150).verdict, Verdict::Admit);
 
-    // A class that may not wait is shed, with the policy's retry-after.
+    // A class that may not wait is shed once no slot is free, with the
+    // policy's retry-after — and not before.
     let mut policy = example();
     policy
         .admission
@@ -164,8 +166,15 @@ fn admission_thresholds_follow_each_class_share() {
     let h = headers(&[]);
     let req = request("GET", "/v1/heartbeat", &h);
     assert_eq!(
-        engine.admit(&engine.classify(&req), 80).verdict,
-        Verdict::Shed { retry_after_s: 2 }
+        engine.admit(&engine.classify(&req), 199).verdict,
+        Arrival::Admit
+    );
+    assert_eq!(
+        engine.admit(&engine.classify(&req), 200).verdict,
+        Arrival::Shed {
+            retry_after_s: 2,
+            reason: ShedReason::MayNotWait
+        }
     );
 }
 
@@ -179,9 +188,13 @@ fn the_feed_limit_overrides_the_policy_limit() {
     let engine = Engine::new(&policy, &feed);
     let h = headers(&[]);
     let req = request("GET", "/v1/heartbeat", &h);
-    let admission = engine.admit(&engine.classify(&req), 8);
-    assert_eq!((admission.limit, admission.threshold), (20, 8));
-    assert_eq!(admission.verdict, Verdict::Queue { max_wait_ms: 100 });
+    assert_eq!(
+        engine.admit(&engine.classify(&req), 19).verdict,
+        Arrival::Admit
+    );
+    let admission = engine.admit(&engine.classify(&req), 20);
+    assert_eq!(admission.limit, 20);
+    assert_eq!(admission.verdict, Arrival::Queue { max_wait_ms: 100 });
 }
 
 #[test]

@@ -139,7 +139,7 @@ const LINES: &[&str] = &[
     "admission:",
     "concurrency_limit: 1",
     "retry_after: 1s",
-    "high: { share: 100, max_wait: 0ms }",
+    "high: { max_wait: 0ms }",
     "routing: {}",
 ];
 
@@ -590,7 +590,7 @@ fn apply_change(policy: &mut Policy, c: &Change) {
                 && let Some(class) = classes.get_mut(&name)
             {
                 if c.count.is_multiple_of(2) {
-                    class.share = x;
+                    class.share = Some(x);
                 } else {
                     class.max_wait = Duration(s);
                 }

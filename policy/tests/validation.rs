@@ -37,7 +37,7 @@ admission:
   concurrency_limit: 10
   retry_after: 1s
   classes:
-    only: { share: 100, max_wait: 0ms }
+    only: { max_wait: 0ms }
 ";
 
 /// Marks the character a diagnostic points at, inside a marker.
@@ -182,7 +182,10 @@ fn every_semantic_error_is_reported_at_once() {
             "steps: [1, 5, 10, 10, 50, 100]",
         ),
         ("method: PUT", "method: put"),
-        ("telemetry: { share: 70,", "telemetry: { share: 95,"),
+        (
+            "telemetry: { max_wait: 500ms }",
+            "telemetry: { share: 70, max_wait: 500ms }",
+        ),
         ("spread: 0.05", "spread: 1.5"),
     ]);
     assert_diagnostics(
@@ -210,8 +213,8 @@ fn every_semantic_error_is_reported_at_once() {
             ),
             (
                 "admission.classes.telemetry.share",
-                "telemetry: { share: »95,",
-                "`telemetry` would be admitted beyond `command` (95 > 90)",
+                "telemetry: { share: »70,",
+                "`share` was removed: admission is work-conserving",
             ),
             (
                 "routing.spread",
@@ -1182,7 +1185,7 @@ fn priority_classes_empty() {
         &[
             ("classes: [only]", "classes: []"),
             (
-                "  classes:\n    only: { share: 100, max_wait: 0ms }\n",
+                "  classes:\n    only: { max_wait: 0ms }\n",
                 "  classes: {}\n",
             ),
         ],
@@ -1213,7 +1216,7 @@ fn priority_class_name_invalid() {
         ),
         (
             "  # shed first\n",
-            "  # shed first\n    Bulk:      { share: 10,  max_wait: 0ms }\n",
+            "  # shed first\n    Bulk:      { max_wait: 0ms }\n",
         ),
     ]);
     assert_one(
@@ -1380,7 +1383,7 @@ fn admission_retry_after_zero() {
 fn admission_class_unknown() {
     let text = example_with(&[(
         "  # shed first\n",
-        "  # shed first\n    bulk:      { share: 10,  max_wait: 0ms }\n",
+        "  # shed first\n    bulk:      { max_wait: 0ms }\n",
     )]);
     assert_one(
         &text,
@@ -1392,10 +1395,7 @@ fn admission_class_unknown() {
 
 #[test]
 fn admission_class_missing() {
-    let text = example_with(&[(
-        "    heartbeat: { share: 40,  max_wait: 100ms }  # shed first\n",
-        "",
-    )]);
+    let text = example_with(&[("    heartbeat: { max_wait: 100ms }  # shed first\n", "")]);
     assert_one(
         &text,
         "admission.classes",
@@ -1405,35 +1405,16 @@ fn admission_class_missing() {
 }
 
 #[test]
-fn admission_share_out_of_range() {
-    let text = example_with(&[("heartbeat: { share: 40,", "heartbeat: { share: 101,")]);
+fn a_policy_that_still_sets_share_is_told_it_was_removed() {
+    let text = example_with(&[(
+        "heartbeat: { max_wait: 100ms }",
+        "heartbeat: { share: 40, max_wait: 100ms }",
+    )]);
     assert_one(
         &text,
         "admission.classes.heartbeat.share",
-        "share: »101",
-        "a share must be above 0 and at most 100 percent, not 101",
-    );
-}
-
-#[test]
-fn admission_highest_share_below_100() {
-    let text = example_with(&[("alarm:     { share: 100,", "alarm:     { share: 95,")]);
-    assert_one(
-        &text,
-        "admission.classes.alarm.share",
-        "share: »95",
-        "the highest class, `alarm`, must be admitted up to the limit: share 100, not 95",
-    );
-}
-
-#[test]
-fn admission_lower_share_above_higher() {
-    let text = example_with(&[("telemetry: { share: 70,", "telemetry: { share: 95,")]);
-    assert_one(
-        &text,
-        "admission.classes.telemetry.share",
-        "share: »95",
-        "`telemetry` would be admitted beyond `command` (95 > 90); a lower class's share cannot exceed a higher one's",
+        "share: »40",
+        "`share` was removed: admission is work-conserving, every class may use any free slot and classes are protected by their order (a freed slot goes to the highest class waiting, the lowest is shed first); delete it",
     );
 }
 
@@ -1664,17 +1645,6 @@ fn one_bad_step_is_one_error() {
         "services[1].placements[0].canary.steps[1]",
         "steps: [1, »200",
         "a weight must be above 0 and at most 100 percent, not 200",
-    );
-}
-
-#[test]
-fn one_bad_share_is_one_error() {
-    let text = example_with(&[("command:   { share: 90,", "command:   { share: 190,")]);
-    assert_one(
-        &text,
-        "admission.classes.command.share",
-        "share: »190",
-        "a share must be above 0 and at most 100 percent, not 190",
     );
 }
 

@@ -29,8 +29,8 @@ admission:
   concurrency_limit: 4
   retry_after: 1s
   classes:
-    alarm: {{ share: 100, max_wait: 5s }}
-    heartbeat: {{ share: 50, max_wait: {heartbeat_wait} }}
+    alarm: {{ max_wait: 5s }}
+    heartbeat: {{ max_wait: {heartbeat_wait} }}
 "#
     );
     policy_from_yaml("overload.yaml", &yaml).unwrap()

@@ -264,9 +264,11 @@ async fn an_unusable_configuration_is_refused_and_the_last_good_one_keeps_servin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configuration_with_an_invalid_policy_is_refused_at_start() {
     let fleet = Fleet::start(example_policy()).unwrap();
-    let broken = fleet
-        .filter_config(None)
-        .replacen("\"share\":100.0", "\"share\":150.0", 1);
+    let broken = fleet.filter_config(None).replacen(
+        "\"concurrency_limit\":200",
+        "\"concurrency_limit\":0",
+        1,
+    );
     let (status, log) = weir_testbed::EnvoyBuilder::new()
         .cluster("ingest-eu", &[fleet.backend("ingest-eu").addr()])
         .weir_filter(&broken)
@@ -274,7 +276,10 @@ async fn a_configuration_with_an_invalid_policy_is_refused_at_start() {
         .await
         .unwrap();
     assert!(!status.success());
-    assert!(log.contains("admission.classes.alarm.share: a share must be above 0 and at most 100 percent, not 150"), "{log}");
+    assert!(
+        log.contains("admission.concurrency_limit: must be at least 1"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

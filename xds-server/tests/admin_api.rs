@@ -51,7 +51,7 @@ priority:
 admission:
   concurrency_limit: 1000
   retry_after: 1s
-  classes: { telemetry: { share: 100, max_wait: 1s } }
+  classes: { telemetry: { max_wait: 1s } }
 "#;
 
 /// A running `weir serve`, killed when dropped.

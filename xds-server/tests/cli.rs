@@ -207,7 +207,7 @@ fn explain_shows_each_stage() {
     let shown = text(&out.stdout);
     for expected in [
         "classify   alarm (rank 1 of 4), matched priority.rules[0]",
-        "admit      admit: 0 in flight < threshold 200",
+        "admit      admit: 0 in flight < limit 200",
         "service    ingest",
         "route      ingest-eu",
         "split      canary ingest-eu-canary at 1.00% (100 bp): bucket 7827 (sticky on the device id) → stable",

@@ -364,12 +364,11 @@ async fn overload(world: &World, clock: &Clock, steady: &Steady) -> anyhow::Resu
         clock.stamp()
     );
     println!(
-        "         ingest backend slows to {} ms. The filter lets {limit} requests be in flight: heartbeats only while",
+        "         ingest backend slows to {} ms. The filter lets {limit} requests be in flight, of any class; each freed",
         STORM_DELAY.as_millis()
     );
     println!(
-        "         fewer than {} are, alarms up to all {limit} (an alarm waits up to 2 s in the queue rather than be shed).",
-        limit * 40 / 100
+        "         slot goes to the highest class waiting, so heartbeats (100 ms of patience) are shed first, alarms last."
     );
     println!(
         "         weir scores each cluster's p99 against the 250 ms target (1: met); routing weighs a low score less."
