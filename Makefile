@@ -26,10 +26,20 @@ simulator:
 	@echo "build: dist/simulator (the policy crate for the browser, wasm-bindgen)"
 	@scripts/build-simulator.sh
 
+## dist/weir is stripped; its line tables are kept beside it in
+## dist/weir.debug (linked by .gnu_debuglink, so gdb and perf find them).
 server:
 	@echo "build: weir"
 	@$(CARGO) build --locked --release -p weir
-	@mkdir -p dist && cp target/release/weir dist/weir
+	@mkdir -p dist
+	@if command -v objcopy >/dev/null; then \
+		objcopy --only-keep-debug target/release/weir dist/weir.debug && \
+		objcopy --strip-all --add-gnu-debuglink=dist/weir.debug target/release/weir dist/weir.tmp && \
+		mv dist/weir.tmp dist/weir; \
+	else \
+		echo "build: objcopy not found; dist/weir keeps its debug information"; \
+		cp target/release/weir dist/weir; \
+	fi
 
 ## test: formatting, lints, the wasm32 build of policy/ and filter/, then
 ## every unit, integration and end-to-end test (real Envoy, real backends).
