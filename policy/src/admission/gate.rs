@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::queue::Queue;
+use super::queue::{Held, Queue};
 use super::{Settings, Slots};
 
 /// What becomes of a request as it arrives.
@@ -176,7 +176,7 @@ impl Gate {
     }
 
     /// The held requests, in no particular order.
-    pub fn held_requests(&self) -> impl Iterator<Item = &super::Held> {
+    pub fn held_requests(&self) -> impl Iterator<Item = &Held> {
         self.queue.iter()
     }
 
@@ -270,14 +270,7 @@ impl Gate {
             let Some(displaced) = displaced else {
                 return self.shed_on_arrival(rank, ShedReason::QueueFull);
             };
-            slots.add_waiting(displaced.rank, -1);
-            self.streams.remove(&displaced.id);
-            self.tally.count(displaced.rank, |c| c.shed_held += 1);
-            effects.push(Effect::Shed {
-                id: displaced.id,
-                rank: displaced.rank,
-                reason: ShedReason::Displaced,
-            });
+            self.shed_held(displaced, ShedReason::Displaced, slots, effects);
         }
         self.queue.push(id, rank, now_ms, max_wait_ms);
         slots.add_waiting(rank, 1);
@@ -322,15 +315,26 @@ impl Gate {
         let mut expired = Vec::new();
         self.queue.take_expired(now_ms, &mut expired);
         for held in expired {
-            slots.add_waiting(held.rank, -1);
-            self.streams.remove(&held.id);
-            self.tally.count(held.rank, |c| c.shed_held += 1);
-            effects.push(Effect::Shed {
-                id: held.id,
-                rank: held.rank,
-                reason: ShedReason::TimedOut,
-            });
+            self.shed_held(held, ShedReason::TimedOut, slots, effects);
         }
+    }
+
+    /// A request taken out of the queue is to be answered 503.
+    fn shed_held(
+        &mut self,
+        held: Held,
+        reason: ShedReason,
+        slots: &mut impl Slots,
+        effects: &mut Vec<Effect>,
+    ) {
+        slots.add_waiting(held.rank, -1);
+        self.streams.remove(&held.id);
+        self.tally.count(held.rank, |c| c.shed_held += 1);
+        effects.push(Effect::Shed {
+            id: held.id,
+            rank: held.rank,
+            reason,
+        });
     }
 
     fn shed_on_arrival(&mut self, rank: usize, reason: ShedReason) -> Arrival {
