@@ -75,8 +75,8 @@ impl WeirRequest {
         }
 
         let (id, rank) = (self.id, class.rank);
-        let verdict = state.with_gate(|gate, slots, fx| gate.arrive(id, rank, now_ms, slots, fx));
-        let effects = state.take_effects();
+        let (verdict, effects) =
+            state.with_gate(|gate, slots, fx| gate.arrive(id, rank, now_ms, slots, fx));
         drop(state);
         // Requests this one displaced are answered first, in their own streams.
         settle(&self.state, effects, Some(self.id));
@@ -124,8 +124,9 @@ impl HttpContext for WeirRequest {
         let id = self.id;
         let effects = match self.state.try_borrow_mut() {
             Ok(mut state) => {
-                state.with_gate(|gate, slots, fx| gate.finish(id, now_ms, slots, fx));
-                state.take_effects()
+                state
+                    .with_gate(|gate, slots, fx| gate.finish(id, now_ms, slots, fx))
+                    .1
             }
             Err(_) => return,
         };

@@ -71,8 +71,9 @@ impl RootContext for WeirRoot {
                 return;
             };
             let now = now_ms();
-            state.with_gate(|gate, slots, fx| gate.tick(now, slots, fx));
-            state.take_effects()
+            state
+                .with_gate(|gate, slots, fx| gate.tick(now, slots, fx))
+                .1
         };
         settle(&self.state, effects, None);
     }

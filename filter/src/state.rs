@@ -30,8 +30,6 @@ pub(crate) struct State {
     pub(crate) metrics: Rc<Metrics>,
     /// This worker's admission: its held requests, its streams' slots.
     gate: Gate,
-    /// What the last gate call decided for other streams.
-    effects: Vec<Effect>,
     /// Spreads requests that carry no device id.
     pub(crate) request_counter: u64,
     /// Routing's scratch space, kept between requests so that routing
@@ -54,7 +52,6 @@ impl State {
             engine: None,
             metrics: Rc::new(Metrics::gauges()),
             gate: Gate::new(unlimited()),
-            effects: Vec::new(),
             request_counter: 0,
             scores: Vec::new(),
             version_header: false,
@@ -91,21 +88,18 @@ impl State {
     }
 
     /// Runs one gate call with the shared gauges as its slots, keeping the
-    /// tick in step with what it holds.
+    /// tick in step with what it holds. Returns the call's result and what it
+    /// decided for other streams, to [`settle`] once the state is released.
     pub(crate) fn with_gate<R>(
         &mut self,
         call: impl FnOnce(&mut Gate, &mut GaugeSlots<'_>, &mut Vec<Effect>) -> R,
-    ) -> R {
+    ) -> (R, Vec<Effect>) {
+        let mut effects = Vec::new();
         let mut slots = GaugeSlots(&self.metrics);
-        let result = call(&mut self.gate, &mut slots, &mut self.effects);
+        let result = call(&mut self.gate, &mut slots, &mut effects);
         let held = self.gate.held() > 0;
         self.set_ticking(held);
-        result
-    }
-
-    /// Takes what the last gate calls decided for other streams.
-    pub(crate) fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
+        (result, effects)
     }
 
     /// Ticks while this worker holds requests, and only then.
@@ -149,10 +143,11 @@ pub(crate) fn settle(shared: &SharedState, mut effects: Vec<Effect>, current: Op
         let Ok(mut state) = shared.try_borrow_mut() else {
             return;
         };
+        effects.clear();
         for id in gone {
-            state.with_gate(|gate, slots, fx| gate.finish(id, now_ms, slots, fx));
+            let ((), more) = state.with_gate(|gate, slots, fx| gate.finish(id, now_ms, slots, fx));
+            effects.extend(more);
         }
-        effects = state.take_effects();
     }
 }
 
