@@ -7,7 +7,7 @@ WASM_PACKAGES := weir-policy weir-filter
 export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
 export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
 
-.PHONY: all setup build wasm server simulator test lint unit e2e demo bench clean bench-xds bench-otlp
+.PHONY: all setup build wasm server simulator test lint unit e2e demo bench clean bench-xds bench-otlp bench-overload
 
 all: build
 
@@ -67,6 +67,7 @@ bench: build
 	@$(CARGO) run --locked --release -p weir-bench -- --out bench/RESULTS.md
 	@$(MAKE) --no-print-directory bench-xds
 	@$(MAKE) --no-print-directory bench-otlp
+	@$(MAKE) --no-print-directory bench-overload
 
 ## bench-xds: the control plane: policy edit to Envoy's ACK (50 edits), and
 ## 1,000 ADS streams of a load client (time until all ACK a change, weir's
@@ -83,6 +84,14 @@ bench-xds: build
 ## weight 0 (20 runs with a real Envoy); writes its section of bench/RESULTS.md.
 bench-otlp: build
 	@$(CARGO) run --locked --release -p weir-otlp-bench -- --out bench/RESULTS.md
+
+## bench-overload: priority admission under overload: one backend of fixed
+## capacity behind Envoy with no admission, its circuit breaker,
+## admission_control, adaptive_concurrency and Weir's filter, device traffic
+## at 0.1x to 10x the capacity; per class offered, served, shed, p50/p99,
+## goodput, and Weir's targets; writes its section of bench/RESULTS.md.
+bench-overload: build
+	@$(CARGO) run --locked --release -p weir-overload-bench -- --out bench/RESULTS.md
 
 clean:
 	rm -rf target dist

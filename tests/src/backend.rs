@@ -58,7 +58,11 @@ pub struct Echo {
 struct Shared {
     name: String,
     behaviour: Mutex<Behaviour>,
+    /// When set, at most this many requests are worked on at once; the rest
+    /// wait their turn in arrival order (a fixed capacity: slots ÷ delay).
+    slots: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     served: AtomicU64,
+    active: AtomicU64,
     log: Mutex<Vec<String>>,
     arrivals: Mutex<Vec<String>>,
 }
@@ -83,7 +87,9 @@ impl Backend {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             behaviour: Mutex::new(Behaviour::default()),
+            slots: Mutex::new(None),
             served: AtomicU64::new(0),
+            active: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             arrivals: Mutex::new(Vec::new()),
         });
@@ -134,6 +140,20 @@ impl Backend {
         self.shared.served.load(Ordering::Relaxed)
     }
 
+    /// How many requests it holds right now, working on them or waiting for a slot.
+    pub fn active(&self) -> u64 {
+        self.shared.active.load(Ordering::Relaxed)
+    }
+
+    /// Works on at most `slots` requests at once from now on (`None`: no
+    /// limit); requests beyond it wait in arrival order. With a delay this
+    /// gives the backend a fixed capacity of `slots / delay` requests/s.
+    /// A request whose client goes away while it waits leaves the line.
+    pub fn set_capacity(&self, slots: Option<usize>) {
+        *self.shared.slots.lock().expect("slots lock") =
+            slots.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    }
+
     /// The paths of the first 10,000 requests, in the order they arrived.
     pub fn arrivals(&self) -> Vec<String> {
         self.shared.arrivals.lock().expect("arrivals lock").clone()
@@ -145,7 +165,29 @@ impl Backend {
     }
 }
 
+/// Counts a request as held by the backend until it is answered or dropped.
+struct Held<'a>(&'a AtomicU64);
+
+impl<'a> Held<'a> {
+    fn new(active: &'a AtomicU64) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Self(active)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let _held = Held::new(&shared.active);
+    let slots = shared.slots.lock().expect("slots lock").clone();
+    let _slot = match slots {
+        Some(slots) => slots.acquire_owned().await.ok(),
+        None => None,
+    };
     let n = shared.served.fetch_add(1, Ordering::Relaxed) + 1;
     let behaviour = *shared.behaviour.lock().expect("behaviour lock");
     let mut headers = BTreeMap::new();

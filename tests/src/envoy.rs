@@ -37,6 +37,9 @@ pub enum FilterChoice {
     },
     /// A Lua filter with this inline source.
     Lua(String),
+    /// Any HTTP filter, as its JSON entry in `http_filters` (one of Envoy's
+    /// own, such as `admission_control`, for a baseline).
+    Native(Value),
     /// Weir's filter with this plugin configuration, delivered through a
     /// file-based ECDS source so that [`Envoy::update_weir_config`] can
     /// replace it while Envoy runs, as `weir` does over ADS.
@@ -56,6 +59,29 @@ pub struct EnvoyBuilder {
     weighted_default: Option<Vec<(String, u32)>>,
     filter: FilterChoice,
     concurrency: u32,
+    circuit_breaker: Option<CircuitBreaker>,
+    route_timeout: Option<Duration>,
+}
+
+/// The thresholds of every cluster's circuit breaker (Envoy's default
+/// priority); Envoy's own defaults are 1,024 of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// Requests outstanding to the cluster at once.
+    pub max_requests: u32,
+    /// Requests waiting for a connection.
+    pub max_pending_requests: u32,
+    /// Connections open to the cluster.
+    pub max_connections: u32,
+}
+
+impl CircuitBreaker {
+    /// Thresholds so high they never trip: no admission at all.
+    pub const OPEN: Self = Self {
+        max_requests: 1_000_000,
+        max_pending_requests: 1_000_000,
+        max_connections: 1_000_000,
+    };
 }
 
 impl Default for EnvoyBuilder {
@@ -66,6 +92,8 @@ impl Default for EnvoyBuilder {
             weighted_default: None,
             filter: FilterChoice::None,
             concurrency: 2,
+            circuit_breaker: None,
+            route_timeout: None,
         }
     }
 }
@@ -124,13 +152,35 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Sets every cluster's circuit breaker thresholds (Envoy's defaults when not set).
+    pub fn circuit_breaker(mut self, thresholds: CircuitBreaker) -> Self {
+        self.circuit_breaker = Some(thresholds);
+        self
+    }
+
+    /// Bounds every route's upstream request (Envoy's default is 15 s).
+    pub fn route_timeout(mut self, timeout: Duration) -> Self {
+        self.route_timeout = Some(timeout);
+        self
+    }
+
     /// The bootstrap configuration, as JSON; `ecds_path` is where a
     /// discovered filter configuration is read from.
     pub fn bootstrap(&self, ecds_path: &std::path::Path) -> Value {
         let clusters: Vec<Value> = self
             .clusters
             .iter()
-            .map(|(name, endpoints)| static_cluster(name, endpoints))
+            .map(|(name, endpoints)| {
+                let mut cluster = static_cluster(name, endpoints);
+                if let Some(breaker) = self.circuit_breaker {
+                    cluster["circuit_breakers"] = json!({"thresholds": [{
+                        "max_requests": breaker.max_requests,
+                        "max_pending_requests": breaker.max_pending_requests,
+                        "max_connections": breaker.max_connections
+                    }]});
+                }
+                cluster
+            })
             .collect();
         let mut routes = vec![json!({
             // A request the filter has assigned to a cluster goes there.
@@ -148,6 +198,11 @@ impl EnvoyBuilder {
             }));
         } else if let Some(default) = &self.default_cluster {
             routes.push(json!({"match": {"prefix": "/"}, "route": {"cluster": default}}));
+        }
+        if let Some(timeout) = self.route_timeout {
+            for route in &mut routes {
+                route["route"]["timeout"] = json!(format!("{}s", timeout.as_secs_f64()));
+            }
         }
         let mut http_filters = http_filter(&self.filter, ecds_path)
             .into_iter()
@@ -244,6 +299,7 @@ const ECDS_FILE: &str = "weir-filter.json";
 fn http_filter(choice: &FilterChoice, ecds_path: &std::path::Path) -> Option<Value> {
     let (module, configuration) = match choice {
         FilterChoice::None => return None,
+        FilterChoice::Native(filter) => return Some(filter.clone()),
         FilterChoice::WeirDiscovered(_) => {
             return Some(json!({
                 "name": WEIR_EXTENSION,

@@ -18,6 +18,8 @@
 //!   load average) and a description of the machine;
 //! - [`results`]: the benchmarks' sections of `bench/RESULTS.md`;
 //! - [`load`]: steady request load, counted, while a test reconfigures;
+//! - [`traffic`]: open-loop device traffic of several classes, on schedule,
+//!   and what came back;
 //! - [`stats`]: percentiles of a sample of durations, medians of rates;
 //! - [`process`]: a supervised child process whose log is printed if the
 //!   test fails and which is killed however the test ends.
@@ -38,11 +40,12 @@ pub mod results;
 pub mod served;
 pub mod static_mode;
 pub mod stats;
+pub mod traffic;
 pub mod wait;
 pub mod weir;
 
 pub use backend::{Backend, Behaviour};
-pub use envoy::{Envoy, EnvoyBuilder};
+pub use envoy::{CircuitBreaker, Envoy, EnvoyBuilder};
 
 /// An HTTP client for loopback traffic that ignores any proxy settings of the environment.
 pub fn http_client() -> reqwest::Client {

@@ -5,13 +5,12 @@
 //! the devices saw.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
 use weir_testbed::fleet::{Fleet, policy_from_yaml};
+use weir_testbed::traffic::{self, Answer, Class, Spacing, Tally, Target, device_mix};
 use weir_testbed::wait::eventually;
-use weir_testbed::{Behaviour, Envoy, http_client};
+use weir_testbed::{Behaviour, Envoy};
 
 const CLASSES: [&str; 4] = ["alarm", "command", "telemetry", "heartbeat"];
 
@@ -32,9 +31,9 @@ priority:
   classes: [alarm, command, telemetry, heartbeat]
   default: telemetry
   rules:
-    - {{ class: alarm, match: {{ path_prefix: /alarm }} }}
-    - {{ class: command, match: {{ path_prefix: /command }} }}
-    - {{ class: heartbeat, match: {{ path_prefix: /heartbeat }} }}
+    - {{ class: alarm, match: {{ path_prefix: /v1/alarms }} }}
+    - {{ class: command, match: {{ path_prefix: /v1/commands }} }}
+    - {{ class: heartbeat, match: {{ path_prefix: /v1/heartbeat }} }}
 admission:
   concurrency_limit: {limit}
   retry_after: 1s
@@ -48,66 +47,36 @@ admission:
     policy_from_yaml("work-conserving.yaml", &yaml).unwrap()
 }
 
-/// The class of the `i`-th request: 4 % alarms, 6 % commands, 30 %
-/// heartbeats, the rest telemetry, interleaved.
-fn class_of(i: usize) -> &'static str {
-    match i % 50 {
-        0 | 25 => "alarm",
-        5 | 15 | 35 => "command",
-        n if n % 10 == 3 || n % 10 == 6 || n % 10 == 9 => "heartbeat",
-        _ => "telemetry",
-    }
+/// The device mix with more alarms (4 %, commands 6 %), so that a short
+/// overload still carries a few dozen of them.
+fn mix() -> Vec<Class> {
+    let mut mix = device_mix();
+    mix[0].weight = 4;
+    mix[1].weight = 6;
+    mix
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Seen {
-    sent: u64,
-    served: u64,
-    shed: u64,
-    other: u64,
-}
-
-/// Sends `count` requests at `rate` per second on schedule (open loop: a
-/// request leaves on time whether or not earlier ones were answered), and
-/// tallies per class what came back.
-async fn paced_load(envoy: &Envoy, rate: f64, count: usize) -> BTreeMap<&'static str, Seen> {
-    let seen: Arc<Mutex<BTreeMap<&'static str, Seen>>> = Arc::default();
-    let client = http_client();
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..count {
-        ticks.tick().await;
-        let class = class_of(i);
-        let request = client
-            .post(envoy.url(&format!("/{class}/{i}")))
-            .header("x-region", "eu-west")
-            .header("x-device-id", format!("device-{}", i % 997))
-            .body(vec![b'x'; 64 + i % 256])
-            .timeout(Duration::from_secs(15));
-        let seen = Arc::clone(&seen);
-        tasks.spawn(async move {
-            let answer = request.send().await;
-            let mut seen = seen.lock().await;
-            let tally = seen.entry(class).or_default();
-            tally.sent += 1;
-            match answer {
-                Ok(r) if r.status() == 200 => tally.served += 1,
-                Ok(r) if r.status() == 503 && r.headers().contains_key("x-weir-shed") => {
-                    assert_eq!(
-                        r.headers().get("x-weir-shed").and_then(|v| v.to_str().ok()),
-                        Some(class)
-                    );
-                    tally.shed += 1;
-                }
-                _ => tally.other += 1,
-            }
-        });
+/// Sends `count` requests of the mix at `rate` per second, evenly spaced and
+/// on schedule (open loop: a request leaves on time whether or not earlier
+/// ones were answered), and tallies per class what came back. Every shed
+/// answer names its own class.
+async fn paced_load(envoy: &Envoy, rate: f64, count: usize) -> BTreeMap<&'static str, Tally> {
+    let mix = mix();
+    let arrivals = traffic::schedule(&mix, rate, count, 997, Spacing::Even);
+    let target = Target {
+        base: envoy.url(""),
+        connections: 2,
+        timeout: Duration::from_secs(15),
+        headers: vec![("x-region".into(), "eu-west".into())],
+    };
+    let outcomes = traffic::send(&target, &mix, &arrivals).await;
+    for outcome in &outcomes {
+        if let Answer::Shed { weir_class } = &outcome.answer {
+            assert_eq!(weir_class.as_deref(), Some(mix[outcome.class].name));
+        }
     }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
-    }
-    Arc::try_unwrap(seen).unwrap().into_inner()
+    let tallies = traffic::tally(mix.len(), &outcomes);
+    mix.iter().map(|c| c.name).zip(tallies).collect()
 }
 
 async fn stat(envoy: &Envoy, name: &str) -> u64 {
@@ -134,16 +103,17 @@ async fn wait_idle(envoy: &Envoy) {
 }
 
 /// The filter's counters equal what the devices saw, class by class.
-async fn assert_counters_match(envoy: &Envoy, seen: &BTreeMap<&'static str, Seen>) {
+async fn assert_counters_match(envoy: &Envoy, seen: &BTreeMap<&'static str, Tally>) {
     for class in CLASSES {
-        let s = seen.get(class).copied().unwrap_or_default();
+        let s = seen.get(class).cloned().unwrap_or_default();
         let count = |outcome: &str| format!("weir.class.{class}.{outcome}");
         let admitted = stat(envoy, &count("admitted")).await;
         let queued = stat(envoy, &count("queued")).await;
         let released = stat(envoy, &count("released")).await;
         let shed = stat(envoy, &count("shed")).await;
         assert_eq!(
-            s.other, 0,
+            (s.timed_out, s.failed),
+            (0, 0),
             "{class}: answers neither served nor shed: {s:?}"
         );
         assert_eq!(admitted + released, s.served, "{class}: served, {s:?}");
@@ -180,10 +150,10 @@ async fn half_capacity() {
     let capacity = f64::from(LIMIT) / SERVICE.as_secs_f64();
     let seen = paced_load(&envoy, capacity / 2.0, 400).await;
     for class in CLASSES {
-        let s = seen[class];
+        let s = &seen[class];
         assert_eq!(
-            (s.shed, s.other),
-            (0, 0),
+            (s.shed, s.timed_out, s.failed),
+            (0, 0, 0),
             "{class} at half the capacity: {s:?}"
         );
     }
@@ -218,7 +188,7 @@ async fn ten_times_capacity() {
     });
     let (served_during, elapsed) = served_while_offered;
 
-    let alarms = seen["alarm"];
+    let alarms = &seen["alarm"];
     assert_eq!(alarms.sent, 24);
     assert_eq!(
         (alarms.served, alarms.shed),
@@ -233,10 +203,7 @@ async fn ten_times_capacity() {
         "the backend served {served_during} in {elapsed:?}, capacity {could_serve:.0}: {seen:?}"
     );
     // The lowest classes went first.
-    let shed_rate = |class: &str| {
-        let s = seen[class];
-        s.shed as f64 / s.sent as f64
-    };
+    let shed_rate = |class: &str| seen[class].shed_share();
     assert!(shed_rate("heartbeat") >= shed_rate("telemetry"), "{seen:?}");
     assert!(shed_rate("telemetry") >= shed_rate("command"), "{seen:?}");
     assert!(shed_rate("heartbeat") > 0.9, "{seen:?}");

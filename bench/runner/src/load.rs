@@ -1,6 +1,7 @@
 //! The traffic: the same request shape for every variant, sent open-loop at a
 //! fixed rate (a request leaves on schedule whether or not earlier ones have
-//! been answered), or closed-loop with fixed concurrency for the memory run.
+//! been answered), or closed-loop with fixed concurrency for the saturation
+//! and memory runs.
 
 use std::time::{Duration, Instant};
 
@@ -50,20 +51,21 @@ async fn send(client: &reqwest::Client, url: &str, device: &str) -> bool {
     }
 }
 
-/// What one open-loop run saw.
+/// What one run saw.
 #[derive(Debug, Default)]
-pub(crate) struct OpenLoopResult {
+pub(crate) struct LoadResult {
     /// Latency of every answered request, from sending it to the end of the answer.
     pub(crate) latencies: Vec<Duration>,
     /// Requests that failed or were not answered 200.
     pub(crate) errors: u64,
     /// Wall time from the first request sent to the last answer.
     pub(crate) elapsed: Duration,
-    /// How late the generator was at its latest, against its schedule.
+    /// How late the generator was at its latest, against its schedule (open
+    /// loop only).
     pub(crate) max_lag: Duration,
 }
 
-impl OpenLoopResult {
+impl LoadResult {
     /// Requests sent.
     pub(crate) fn sent(&self) -> u64 {
         self.latencies.len() as u64 + self.errors
@@ -79,7 +81,7 @@ pub(crate) async fn open_loop(
     count: u64,
     devices: u64,
     first_device: u64,
-) -> OpenLoopResult {
+) -> LoadResult {
     let period = Duration::from_secs(1) / rate.max(1);
     let mut tasks = JoinSet::new();
     let start = Instant::now();
@@ -95,14 +97,59 @@ pub(crate) async fn open_loop(
             send(&client, &url, &device).await.then(|| sent.elapsed())
         });
     }
-    let mut result = OpenLoopResult {
+    let mut result = LoadResult {
         max_lag,
-        ..OpenLoopResult::default()
+        ..LoadResult::default()
     };
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(Some(latency)) => result.latencies.push(latency),
             _ => result.errors += 1,
+        }
+    }
+    result.elapsed = start.elapsed();
+    result
+}
+
+/// Keeps `lanes` requests in flight for `duration`: each lane sends its next
+/// request as soon as its last one is answered, the `i`th of a lane from
+/// device `lane + i × lanes` (modulo `devices`).
+pub(crate) async fn closed_loop(
+    client: &reqwest::Client,
+    url: &str,
+    lanes: u64,
+    duration: Duration,
+    devices: u64,
+) -> LoadResult {
+    let lanes = lanes.max(1);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = JoinSet::new();
+    for lane in 0..lanes {
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.spawn(async move {
+            let mut seen = LoadResult::default();
+            let mut n = lane;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                if send(&client, &url, &device_id(n % devices.max(1))).await {
+                    seen.latencies.push(sent.elapsed());
+                } else {
+                    seen.errors += 1;
+                }
+                n += lanes;
+            }
+            seen
+        });
+    }
+    let mut result = LoadResult::default();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(lane) => {
+                result.latencies.extend(lane.latencies);
+                result.errors += lane.errors;
+            }
+            Err(_) => result.errors += 1,
         }
     }
     result.elapsed = start.elapsed();

@@ -13,6 +13,7 @@
 
 mod load;
 mod report;
+mod saturation;
 mod smaps;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use weir_testbed::fleet::{Fleet, example_policy};
 use weir_testbed::procfs::{self, CpuTime};
 use weir_testbed::{Envoy, EnvoyBuilder};
 
-use crate::load::OpenLoopResult;
+use crate::load::LoadResult;
 use crate::report::{Measurement, MemoryPoint, MemoryRun, Report, Settings};
 
 /// The canary of the example policy, and its weight in the benchmark.
@@ -73,6 +74,13 @@ struct Args {
     /// Distinct device ids the measured load cycles through.
     #[arg(long, default_value_t = 4_096)]
     devices: u64,
+    /// Seconds of closed-loop load at saturation per variant and round (0 skips it).
+    #[arg(long, default_value_t = 3)]
+    saturation: u32,
+    /// Requests kept in flight at saturation, each lane sending its next as
+    /// soon as its last is answered.
+    #[arg(long, default_value_t = 32)]
+    lanes: u64,
     /// Distinct device ids sent through Weir's filter in the memory run (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     memory_devices: u64,
@@ -223,12 +231,15 @@ async fn run(args: &Args, noop_wasm: &Path) -> anyhow::Result<Report> {
         devices: args.devices,
         clock_ticks: procfs::clock_ticks_per_second(),
         workers: ENVOY_WORKERS,
+        saturation_s: args.saturation,
+        lanes: args.lanes,
         canary_percent: CANARY_PERCENT,
         lua_source: LUA_SOURCE,
     };
     let client = load::client()?;
     let fleet = Fleet::start(example_policy())?;
     let mut measurements = Vec::new();
+    let mut saturation = Vec::new();
     {
         let mut envoys = Vec::new();
         for &variant in &args.variants {
@@ -274,6 +285,12 @@ async fn run(args: &Args, noop_wasm: &Path) -> anyhow::Result<Report> {
                     Measurement::new(round + 1, *variant, &result, before, after, &settings);
                 eprintln!("weir-bench: {}", measurement.summary());
                 measurements.push(measurement);
+                if args.saturation > 0 {
+                    let measurement =
+                        saturated(args, &client, envoy, round + 1, *variant, &settings).await?;
+                    eprintln!("weir-bench: saturated: {}", measurement.summary());
+                    saturation.push(measurement);
+                }
             }
         }
     }
@@ -291,8 +308,35 @@ async fn run(args: &Args, noop_wasm: &Path) -> anyhow::Result<Report> {
             ..settings
         },
         measurements,
+        saturation,
         memory,
     })
+}
+
+/// Time each Envoy gets at saturation before the measured closed loop.
+pub(crate) const SATURATION_WARMUP: Duration = Duration::from_millis(500);
+
+/// One closed-loop measurement: as many requests as the Envoy's one worker
+/// serves with `--lanes` in flight.
+async fn saturated(
+    args: &Args,
+    client: &reqwest::Client,
+    envoy: &Envoy,
+    round: u32,
+    variant: Variant,
+    settings: &Settings,
+) -> anyhow::Result<Measurement> {
+    let url = envoy.url(load::PATH);
+    load::closed_loop(client, &url, args.lanes, SATURATION_WARMUP, args.devices).await;
+    tokio::time::sleep(SETTLE).await;
+    let before = CpuTime::of(envoy.pid())?;
+    let duration = Duration::from_secs(u64::from(args.saturation));
+    let result = load::closed_loop(client, &url, args.lanes, duration, args.devices).await;
+    tokio::time::sleep(SETTLE).await;
+    let after = CpuTime::of(envoy.pid())?;
+    Ok(Measurement::new(
+        round, variant, &result, before, after, settings,
+    ))
 }
 
 /// Sends one request from each of `--memory-devices` distinct devices through
@@ -361,7 +405,7 @@ impl Measurement {
     fn new(
         round: u32,
         variant: Variant,
-        result: &OpenLoopResult,
+        result: &LoadResult,
         before: CpuTime,
         after: CpuTime,
         settings: &Settings,

@@ -27,6 +27,8 @@ pub(crate) struct Settings {
     pub(crate) devices: u64,
     pub(crate) clock_ticks: u64,
     pub(crate) workers: u32,
+    pub(crate) saturation_s: u32,
+    pub(crate) lanes: u64,
     pub(crate) canary_percent: u32,
     pub(crate) lua_source: &'static str,
 }
@@ -88,6 +90,8 @@ pub(crate) struct MemoryRun {
 pub(crate) struct Report {
     pub(crate) settings: Settings,
     pub(crate) measurements: Vec<Measurement>,
+    /// The closed-loop measurements at saturation.
+    pub(crate) saturation: Vec<Measurement>,
     pub(crate) memory: Vec<MemoryRun>,
 }
 
@@ -322,6 +326,7 @@ impl Report {
             )?;
         }
         writeln!(out)?;
+        crate::saturation::write(out, &self.saturation, &self.settings)?;
         self.write_memory(out)
     }
 
