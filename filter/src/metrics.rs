@@ -1,8 +1,6 @@
 //! The filter's Envoy metrics, defined once per configuration; requests then
 //! only bump them by id.
 
-use std::collections::HashMap;
-
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use weir_policy::metrics::{self, Outcome};
@@ -20,8 +18,9 @@ pub(crate) struct Metrics {
     outcomes: Vec<[Option<u32>; 4]>,
     /// By class rank: requests held, all workers together.
     pub(crate) waiting: Vec<Option<u32>>,
-    /// By canary cluster: the ids for `[stable, canary]`.
-    variants: HashMap<String, [Option<u32>; 2]>,
+    /// By canary cluster: the ids for `[stable, canary]` (a policy has a
+    /// handful of canaries: a scan beats hashing the name every request).
+    variants: Vec<(String, [Option<u32>; 2])>,
 }
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
@@ -73,7 +72,7 @@ impl Metrics {
                     &metrics::canary_variant(&canary.cluster, variant),
                 )
             });
-            m.variants.insert(canary.cluster.clone(), ids);
+            m.variants.push((canary.cluster.clone(), ids));
         }
         m
     }
@@ -92,8 +91,9 @@ impl Metrics {
         let index = usize::from(variant == Variant::Canary);
         bump(
             self.variants
-                .get(canary)
-                .and_then(|ids| ids.get(index).copied().flatten()),
+                .iter()
+                .find(|(cluster, _)| cluster == canary)
+                .and_then(|(_, ids)| ids.get(index).copied().flatten()),
             1,
         );
     }

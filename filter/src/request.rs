@@ -60,8 +60,9 @@ impl WeirRequest {
         state.request_counter = state.request_counter.wrapping_add(1);
         let spread_key = engine.spread_key(&request, state.request_counter);
 
-        let class = engine.classify(&request);
-        self.set_http_request_header(headers::PRIORITY, Some(&class.name));
+        let rank = engine.class_rank(&request);
+        let class = engine.classes().get(rank).map_or("", String::as_str);
+        self.set_http_request_header(headers::PRIORITY, Some(class));
         match engine.steer(&request, spread_key, &mut state.scores) {
             Some(route) => {
                 self.set_http_request_header(headers::CLUSTER, Some(route.cluster));
@@ -74,7 +75,7 @@ impl WeirRequest {
             None => metrics.unrouted(),
         }
 
-        let (id, rank) = (self.id, class.rank);
+        let id = self.id;
         let (verdict, effects) =
             state.with_gate(|gate, slots, fx| gate.arrive(id, rank, now_ms, slots, fx));
         drop(state);
@@ -91,7 +92,7 @@ impl WeirRequest {
             }
             Arrival::Shed { retry_after_s, .. } => {
                 metrics.outcome(rank, Outcome::Shed);
-                shed(&class.name, retry_after_s);
+                shed(class, retry_after_s);
                 Action::Pause
             }
         }

@@ -92,6 +92,12 @@ impl Engine {
         self.classifier.classify(request)
     }
 
+    /// Stage 1 as the filter needs it: the class's rank alone (its name is
+    /// `classes()[rank]`).
+    pub fn class_rank(&self, request: &Request<'_>) -> usize {
+        self.classifier.rank_and_rule(request).0
+    }
+
     /// Stage 2: what becomes of a request of `class` arriving with
     /// `in_flight` requests already in flight and none held — the answer of
     /// the filter's own state machine in that state.

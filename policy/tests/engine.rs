@@ -98,6 +98,8 @@ fn classification_follows_the_first_matching_rule() {
             "{method} {path} {pairs:?}"
         );
         assert_eq!(engine.classes()[got.rank], *class);
+        // The filter's allocation-free path agrees.
+        assert_eq!(engine.class_rank(&request(method, path, &h)), got.rank);
     }
 }
 

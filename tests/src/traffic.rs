@@ -66,6 +66,41 @@ pub fn device_mix() -> Vec<Class> {
     ]
 }
 
+/// A policy for [`device_mix`] traffic: one service on one backend named
+/// `backend`, the classes told by the mix's paths, the example policy's waits
+/// (alarm 2 s, command 1 s, telemetry 500 ms, heartbeat 100 ms) and
+/// `admission.concurrency_limit` at `limit`.
+pub fn device_policy(limit: u32) -> anyhow::Result<weir_policy::Policy> {
+    let yaml = format!(
+        r#"
+device_types: [sensor]
+regions: {{ rtt_ms: {{ eu-west: {{ eu-west: 1 }} }} }}
+clusters:
+  - {{ name: backend, region: eu-west, endpoints: ["127.0.0.1:9"] }}
+services:
+  - name: ingest
+    match: {{ path_prefix: / }}
+    placements: [{{ cluster: backend }}]
+priority:
+  classes: [alarm, command, telemetry, heartbeat]
+  default: telemetry
+  rules:
+    - {{ class: alarm, match: {{ path_prefix: /v1/alarms }} }}
+    - {{ class: command, match: {{ path_prefix: /v1/commands }} }}
+    - {{ class: heartbeat, match: {{ path_prefix: /v1/heartbeat }} }}
+admission:
+  concurrency_limit: {limit}
+  retry_after: 2s
+  classes:
+    alarm:     {{ max_wait: 2s }}
+    command:   {{ max_wait: 1s }}
+    telemetry: {{ max_wait: 500ms }}
+    heartbeat: {{ max_wait: 100ms }}
+"#
+    );
+    crate::fleet::policy_from_yaml("device-traffic.yaml", &yaml)
+}
+
 /// How requests are spaced in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Spacing {

@@ -7,44 +7,15 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use weir_testbed::fleet::{Fleet, policy_from_yaml};
+use weir_testbed::fleet::Fleet;
 use weir_testbed::traffic::{self, Answer, Class, Spacing, Tally, Target, device_mix};
 use weir_testbed::wait::eventually;
 use weir_testbed::{Behaviour, Envoy};
 
 const CLASSES: [&str; 4] = ["alarm", "command", "telemetry", "heartbeat"];
 
-/// One service on one backend; the classes by path, with the example
-/// policy's waits (alarm 2 s … heartbeat 100 ms).
 fn policy(limit: u32) -> weir_policy::Policy {
-    let yaml = format!(
-        r#"
-device_types: [sensor]
-regions: {{ rtt_ms: {{ eu-west: {{ eu-west: 1 }} }} }}
-clusters:
-  - {{ name: backend, region: eu-west, endpoints: ["127.0.0.1:9"] }}
-services:
-  - name: ingest
-    match: {{ path_prefix: / }}
-    placements: [{{ cluster: backend }}]
-priority:
-  classes: [alarm, command, telemetry, heartbeat]
-  default: telemetry
-  rules:
-    - {{ class: alarm, match: {{ path_prefix: /v1/alarms }} }}
-    - {{ class: command, match: {{ path_prefix: /v1/commands }} }}
-    - {{ class: heartbeat, match: {{ path_prefix: /v1/heartbeat }} }}
-admission:
-  concurrency_limit: {limit}
-  retry_after: 1s
-  classes:
-    alarm:     {{ max_wait: 2s }}
-    command:   {{ max_wait: 1s }}
-    telemetry: {{ max_wait: 500ms }}
-    heartbeat: {{ max_wait: 100ms }}
-"#
-    );
-    policy_from_yaml("work-conserving.yaml", &yaml).unwrap()
+    traffic::device_policy(limit).unwrap()
 }
 
 /// The device mix with more alarms (4 %, commands 6 %), so that a short

@@ -114,7 +114,7 @@ async fn run_variant(
     variant: Variant,
     round: usize,
 ) -> anyhow::Result<Vec<Measurement>> {
-    let fleet = Fleet::start(variant::policy(args.slots)?)?;
+    let fleet = Fleet::start(traffic::device_policy(args.slots)?)?;
     let backend = fleet.backend("backend");
     backend.set_behaviour(weir_testbed::Behaviour {
         delay: args.service(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use weir_testbed::envoy::FilterChoice;
-use weir_testbed::fleet::{Fleet, policy_from_yaml};
+use weir_testbed::fleet::Fleet;
 use weir_testbed::{CircuitBreaker, EnvoyBuilder};
 
 /// One admission mechanism.
@@ -100,37 +100,4 @@ fn adaptive_concurrency() -> serde_json::Value {
             }
         }
     })
-}
-
-/// One service on one backend, the classes by the example policy's paths,
-/// its waits (alarm 2 s … heartbeat 100 ms) and the limit at `slots`.
-pub(crate) fn policy(slots: u32) -> anyhow::Result<weir_policy::Policy> {
-    let yaml = format!(
-        r#"
-device_types: [sensor]
-regions: {{ rtt_ms: {{ eu-west: {{ eu-west: 1 }} }} }}
-clusters:
-  - {{ name: backend, region: eu-west, endpoints: ["127.0.0.1:9"] }}
-services:
-  - name: ingest
-    match: {{ path_prefix: / }}
-    placements: [{{ cluster: backend }}]
-priority:
-  classes: [alarm, command, telemetry, heartbeat]
-  default: telemetry
-  rules:
-    - {{ class: alarm, match: {{ path_prefix: /v1/alarms }} }}
-    - {{ class: command, match: {{ path_prefix: /v1/commands }} }}
-    - {{ class: heartbeat, match: {{ path_prefix: /v1/heartbeat }} }}
-admission:
-  concurrency_limit: {slots}
-  retry_after: 2s
-  classes:
-    alarm:     {{ max_wait: 2s }}
-    command:   {{ max_wait: 1s }}
-    telemetry: {{ max_wait: 500ms }}
-    heartbeat: {{ max_wait: 100ms }}
-"#
-    );
-    policy_from_yaml("overload-bench.yaml", &yaml)
 }

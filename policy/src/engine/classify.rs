@@ -45,6 +45,17 @@ impl Classifier {
     }
 
     pub(super) fn classify(&self, request: &Request<'_>) -> Classified {
+        let (rank, rule) = self.rank_and_rule(request);
+        Classified {
+            name: self.classes.get(rank).cloned().unwrap_or_default(),
+            rank,
+            rule,
+        }
+    }
+
+    /// The class's rank and the index of the rule that matched, without
+    /// naming the class (the filter's per-request path allocates nothing).
+    pub(super) fn rank_and_rule(&self, request: &Request<'_>) -> (usize, Option<usize>) {
         let matched = self
             .rules
             .iter()
@@ -64,12 +75,7 @@ impl Classifier {
                         .all(|h| header_matches(h, request))
             })
             .map(|(index, (rank, _))| (*rank, Some(index)));
-        let (rank, rule) = matched.unwrap_or((self.default_rank, None));
-        Classified {
-            name: self.classes.get(rank).cloned().unwrap_or_default(),
-            rank,
-            rule,
-        }
+        matched.unwrap_or((self.default_rank, None))
     }
 }
 
