@@ -357,8 +357,9 @@ impl Tally {
     }
 }
 
-/// `outcomes` tallied per class of a mix of `classes` classes.
-pub fn tally(classes: usize, outcomes: &[Outcome]) -> Vec<Tally> {
+/// `outcomes` (of one run or several) tallied per class of a mix of
+/// `classes` classes.
+pub fn tally<'a>(classes: usize, outcomes: impl IntoIterator<Item = &'a Outcome>) -> Vec<Tally> {
     let mut tallies = vec![Tally::default(); classes];
     for outcome in outcomes {
         let Some(tally) = tallies.get_mut(outcome.class) else {

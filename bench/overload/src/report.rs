@@ -41,20 +41,10 @@ struct Cell {
 
 impl Cell {
     fn of(measurements: &[&Measurement], classes: usize, capacity: f64) -> Self {
-        let mut tallies = vec![Tally::default(); classes];
-        let mut goodputs = Vec::new();
-        for m in measurements {
-            for (total, round) in tallies.iter_mut().zip(traffic::tally(classes, &m.outcomes)) {
-                total.sent += round.sent;
-                total.served += round.served;
-                total.shed += round.shed;
-                total.timed_out += round.timed_out;
-                total.failed += round.failed;
-                total.served_latencies.extend(round.served_latencies);
-            }
-            goodputs.push(goodput(m, capacity));
+        Self {
+            tallies: traffic::tally(classes, measurements.iter().flat_map(|m| &m.outcomes)),
+            goodputs: measurements.iter().map(|m| goodput(m, capacity)).collect(),
         }
-        Self { tallies, goodputs }
     }
 
     fn goodput_range(&self) -> (f64, f64) {

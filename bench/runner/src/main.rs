@@ -274,20 +274,39 @@ async fn run(args: &Args, noop_wasm: &Path) -> anyhow::Result<Report> {
             for k in 0..n {
                 let (variant, envoy) = &envoys[(k + round as usize) % n];
                 let url = envoy.url(load::PATH);
+                let slot = Slot {
+                    envoy,
+                    round: round + 1,
+                    variant: *variant,
+                    settings: &settings,
+                };
                 load::open_loop(&client, &url, args.rate, args.warmup, args.devices, 0).await;
-                tokio::time::sleep(SETTLE).await;
-                let before = CpuTime::of(envoy.pid())?;
-                let result =
-                    load::open_loop(&client, &url, args.rate, count, args.devices, 0).await;
-                tokio::time::sleep(SETTLE).await;
-                let after = CpuTime::of(envoy.pid())?;
-                let measurement =
-                    Measurement::new(round + 1, *variant, &result, before, after, &settings);
+                let measurement = slot
+                    .measure(load::open_loop(
+                        &client,
+                        &url,
+                        args.rate,
+                        count,
+                        args.devices,
+                        0,
+                    ))
+                    .await?;
                 eprintln!("weir-bench: {}", measurement.summary());
                 measurements.push(measurement);
                 if args.saturation > 0 {
-                    let measurement =
-                        saturated(args, &client, envoy, round + 1, *variant, &settings).await?;
+                    // As many requests as the Envoy's one worker serves.
+                    load::closed_loop(&client, &url, args.lanes, SATURATION_WARMUP, args.devices)
+                        .await;
+                    let duration = Duration::from_secs(u64::from(args.saturation));
+                    let measurement = slot
+                        .measure(load::closed_loop(
+                            &client,
+                            &url,
+                            args.lanes,
+                            duration,
+                            args.devices,
+                        ))
+                        .await?;
                     eprintln!("weir-bench: saturated: {}", measurement.summary());
                     saturation.push(measurement);
                 }
@@ -316,27 +335,34 @@ async fn run(args: &Args, noop_wasm: &Path) -> anyhow::Result<Report> {
 /// Time each Envoy gets at saturation before the measured closed loop.
 pub(crate) const SATURATION_WARMUP: Duration = Duration::from_millis(500);
 
-/// One closed-loop measurement: as many requests as the Envoy's one worker
-/// serves with `--lanes` in flight.
-async fn saturated(
-    args: &Args,
-    client: &reqwest::Client,
-    envoy: &Envoy,
+/// One variant's Envoy in one round, measured under a load.
+struct Slot<'a> {
+    envoy: &'a Envoy,
     round: u32,
     variant: Variant,
-    settings: &Settings,
-) -> anyhow::Result<Measurement> {
-    let url = envoy.url(load::PATH);
-    load::closed_loop(client, &url, args.lanes, SATURATION_WARMUP, args.devices).await;
-    tokio::time::sleep(SETTLE).await;
-    let before = CpuTime::of(envoy.pid())?;
-    let duration = Duration::from_secs(u64::from(args.saturation));
-    let result = load::closed_loop(client, &url, args.lanes, duration, args.devices).await;
-    tokio::time::sleep(SETTLE).await;
-    let after = CpuTime::of(envoy.pid())?;
-    Ok(Measurement::new(
-        round, variant, &result, before, after, settings,
-    ))
+    settings: &'a Settings,
+}
+
+impl Slot<'_> {
+    /// Envoy's CPU time around `load`, each reading after Envoy has settled.
+    async fn measure(
+        &self,
+        load: impl std::future::Future<Output = LoadResult>,
+    ) -> anyhow::Result<Measurement> {
+        tokio::time::sleep(SETTLE).await;
+        let before = CpuTime::of(self.envoy.pid())?;
+        let result = load.await;
+        tokio::time::sleep(SETTLE).await;
+        let after = CpuTime::of(self.envoy.pid())?;
+        Ok(Measurement::new(
+            self.round,
+            self.variant,
+            &result,
+            before,
+            after,
+            self.settings,
+        ))
+    }
 }
 
 /// Sends one request from each of `--memory-devices` distinct devices through

@@ -119,6 +119,17 @@ pub(crate) fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The variants measured, in the order first measured.
+pub(crate) fn variants_of(measurements: &[Measurement]) -> Vec<Variant> {
+    let mut seen = Vec::new();
+    for m in measurements {
+        if !seen.contains(&m.variant) {
+            seen.push(m.variant);
+        }
+    }
+    seen
+}
+
 /// A variant's medians over the rounds.
 struct Summary {
     cpu: f64,
@@ -136,13 +147,7 @@ struct Summary {
 
 impl Report {
     fn variants(&self) -> Vec<Variant> {
-        let mut seen = Vec::new();
-        for m in &self.measurements {
-            if !seen.contains(&m.variant) {
-                seen.push(m.variant);
-            }
-        }
-        seen
+        variants_of(&self.measurements)
     }
 
     fn of(&self, variant: Variant) -> impl Iterator<Item = &Measurement> {

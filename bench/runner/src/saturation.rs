@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::Variant;
-use crate::report::{Measurement, Settings, median};
+use crate::report::{Measurement, Settings, median, variants_of};
 
 /// Weir's CPU per request at saturation may be at most this many times the
 /// do-nothing module's.
@@ -45,6 +45,24 @@ fn cpu(m: &Measurement) -> f64 {
     m.sched_us_per_req.unwrap_or(m.cpu_us_per_req)
 }
 
+/// One target's line: its per-round ratios and whether their median meets it.
+fn write_target(
+    out: &mut String,
+    target: &str,
+    ratios: &[f64],
+    met: impl Fn(f64) -> bool,
+) -> std::fmt::Result {
+    if ratios.is_empty() {
+        return writeln!(out, "- {target}: not judged (not both measured)");
+    }
+    let verdict = if met(median(ratios)) {
+        "met"
+    } else {
+        "**NOT met**"
+    };
+    writeln!(out, "- {target}: {} — {verdict}", spread(ratios))
+}
+
 /// Writes the saturation section.
 pub(crate) fn write(out: &mut String, all: &[Measurement], s: &Settings) -> std::fmt::Result {
     writeln!(out, "## At saturation (closed loop)\n")?;
@@ -66,13 +84,7 @@ pub(crate) fn write(out: &mut String, all: &[Measurement], s: &Settings) -> std:
         "| variant | req/s | CPU µs/req | ÷ no filter | ÷ wasm, does nothing | p50 ms | p99 ms | errors |"
     )?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
-    let mut variants: Vec<Variant> = Vec::new();
-    for m in all {
-        if !variants.contains(&m.variant) {
-            variants.push(m.variant);
-        }
-    }
-    for &v in &variants {
+    for v in variants_of(all) {
         let of: Vec<&Measurement> = all.iter().filter(|m| m.variant == v).collect();
         let pick =
             |f: fn(&Measurement) -> f64| median(&of.iter().map(|m| f(m)).collect::<Vec<_>>());
@@ -90,34 +102,20 @@ pub(crate) fn write(out: &mut String, all: &[Measurement], s: &Settings) -> std:
         )?;
     }
     writeln!(out, "\nTargets at saturation:\n")?;
-    let verdict = |ok: bool| if ok { "met" } else { "**NOT met**" };
     let over_noop = per_round(all, Variant::Weir, Variant::Noop, cpu);
-    if over_noop.is_empty() {
-        writeln!(
-            out,
-            "- Weir against the do-nothing module: not judged (not both measured)"
-        )?;
-    } else {
-        let m = median(&over_noop);
-        writeln!(
-            out,
-            "- Weir's CPU per request at most {NOOP_TARGET}× the do-nothing module's: {} — {}",
-            spread(&over_noop),
-            verdict(m <= NOOP_TARGET)
-        )?;
-    }
+    write_target(
+        out,
+        &format!("Weir's CPU per request at most {NOOP_TARGET}× the do-nothing module's"),
+        &over_noop,
+        |m| m <= NOOP_TARGET,
+    )?;
     let over_lua = per_round(all, Variant::Weir, Variant::Lua, cpu);
-    if over_lua.is_empty() {
-        writeln!(out, "- Weir against Lua: not judged (not both measured)")?;
-    } else {
-        let m = median(&over_lua);
-        writeln!(
-            out,
-            "- Weir's CPU per request below the one-line Lua filter's: {} of Lua's — {}",
-            spread(&over_lua),
-            verdict(m < 1.0)
-        )?;
-    }
+    write_target(
+        out,
+        "Weir's CPU per request below the one-line Lua filter's (as a share of Lua's)",
+        &over_lua,
+        |m| m < 1.0,
+    )?;
     writeln!(
         out,
         "\n| round | variant | requests | req/s | CPU µs/req | p99 ms |"
