@@ -27,7 +27,7 @@ use weir_policy::Feed;
 use crate::controller::{Command, Decision};
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
-use crate::serve::Control;
+use crate::serving::Control;
 use crate::snapshot::type_url;
 use crate::telemetry::{self, Origin, Scrape, Telemetry};
 use crate::xds::{Nodes, rfc3339, type_name};

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::metrics_store::MetricsStore;
-use crate::serve::Control;
+use crate::serving::Control;
 use crate::timeline::{Observation, Timeline};
 
 /// The simulator's ES module, as `wasm-bindgen --target web` names it.

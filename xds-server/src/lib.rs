@@ -11,6 +11,7 @@ pub mod otlp;
 pub mod policy_source;
 pub mod resources;
 pub mod serve;
+pub mod serving;
 pub mod snapshot;
 pub mod state_store;
 pub mod telemetry;

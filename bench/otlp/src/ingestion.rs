@@ -531,7 +531,7 @@ pub(crate) fn worker_main(kind: WorkerKind, clusters: usize) -> anyhow::Result<(
     let payloads = crate::payload::payloads(clusters, PAYLOAD_VARIANTS);
     let ingest = (kind == WorkerKind::Store).then(|| {
         let store = Arc::new(std::sync::Mutex::new(MetricsStore::new(RETENTION_MS)));
-        Ingest::new(store, weir::serve::now_ms)
+        Ingest::new(store, weir::serving::now_ms)
     });
     let stdout = std::io::stdout();
     for line in std::io::stdin().lock().lines() {
@@ -757,7 +757,7 @@ mod tests {
             .is_err()
         );
         let store = Arc::new(std::sync::Mutex::new(MetricsStore::new(RETENTION_MS)));
-        let ingest = Ingest::new(store, weir::serve::now_ms);
+        let ingest = Ingest::new(store, weir::serving::now_ms);
         let m = in_process(
             &payloads,
             Some(&ingest),

@@ -227,7 +227,7 @@ mod tests {
         let request = envoy_flush(200, 1);
         assert_eq!(data_points(&request), 1_000);
         let store = Arc::new(Mutex::new(MetricsStore::new(60_000)));
-        let ingest = Ingest::new(store, weir::serve::now_ms);
+        let ingest = Ingest::new(store, weir::serving::now_ms);
         let outcome = ingest.ingest(&request);
         assert_eq!(
             (outcome.used, outcome.ignored, outcome.rejected),

@@ -81,7 +81,7 @@ pub(crate) fn ago(at_ms: &Value) -> String {
     let Some(at_ms) = at_ms.as_u64() else {
         return "-".to_owned();
     };
-    let secs = crate::serve::now_ms().saturating_sub(at_ms) / 1000;
+    let secs = crate::serving::now_ms().saturating_sub(at_ms) / 1000;
     match secs {
         0..=119 => format!("{secs} s ago"),
         120..=7_199 => format!("{} min ago", secs / 60),

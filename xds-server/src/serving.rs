@@ -1,0 +1,243 @@
+//! The serving state: the policy and feed being served, the controller that
+//! moves the feed, where its decisions are kept, and the snapshot Envoys get.
+//! `serve` wires it to the servers and the clocks; `admin` and `dashboard`
+//! read it and send it commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use weir_policy::{Feed, Policy};
+
+use crate::controller::{Command, Controller, Decision};
+use crate::metrics_store::MetricsStore;
+use crate::policy_source::{self, InvalidPolicy};
+use crate::resources::{self, Options};
+use crate::snapshot::Snapshot;
+use crate::state_store::StateStore;
+use crate::telemetry::{Origin, Telemetry};
+
+/// Evaluations between two saves of the rollout states when nothing else
+/// made one (about 2 s at the default interval).
+const CHECKPOINT_EVERY: u64 = 8;
+
+/// Milliseconds since the epoch, the controller's and the metrics' clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What is being served, and what went wrong last.
+pub(crate) struct Control {
+    policy_path: PathBuf,
+    policy: Policy,
+    /// Feed values an operator pinned through the admin API; they win over the
+    /// controller's until cleared or until they no longer fit the policy.
+    feed_override: Option<Feed>,
+    options: Options,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    controller: Controller,
+    state: StateStore,
+    metrics: Arc<Mutex<MetricsStore>>,
+    evaluations: u64,
+    telemetry: Telemetry,
+    /// The last problem with the policy file or a snapshot, cleared by the next success.
+    pub(crate) last_error: Option<String>,
+}
+
+impl Control {
+    /// The serving state of `policy` with the controller's feed, and the
+    /// channel its snapshots are published on; an error if they do not make a
+    /// consistent snapshot.
+    pub(crate) fn new(
+        policy_path: PathBuf,
+        policy: Policy,
+        options: Options,
+        controller: Controller,
+        state: StateStore,
+        metrics: Arc<Mutex<MetricsStore>>,
+        telemetry: Telemetry,
+    ) -> anyhow::Result<(Self, watch::Receiver<Arc<Snapshot>>)> {
+        let snapshot = resources::build(&policy, &controller.feed(), &options)?;
+        tracing::info!(version = %snapshot.version, file = %policy_path.display(), "policy loaded");
+        let (snapshots, receiver) = watch::channel(Arc::new(snapshot));
+        let control = Self {
+            policy_path,
+            policy,
+            feed_override: None,
+            options,
+            snapshots,
+            controller,
+            state,
+            metrics,
+            evaluations: 0,
+            telemetry,
+            last_error: None,
+        };
+        Ok((control, receiver))
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    pub(crate) fn policy_path(&self) -> &Path {
+        &self.policy_path
+    }
+
+    pub(crate) fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// The feed served: the controller's, with the operator's pinned values over it.
+    pub(crate) fn feed(&self) -> Feed {
+        let mut feed = self.controller.feed();
+        if let Some(pinned) = &self.feed_override {
+            feed.canary_weights.extend(pinned.canary_weights.clone());
+            feed.sla_scores.extend(pinned.sla_scores.clone());
+            if pinned.concurrency_limit.is_some() {
+                feed.concurrency_limit = pinned.concurrency_limit;
+            }
+        }
+        feed
+    }
+
+    /// Pins feed values (`None` clears them); nothing changes if they do not fit the policy.
+    pub(crate) fn set_feed(&mut self, pinned: Option<Feed>) -> Result<String, Vec<String>> {
+        if let Some(feed) = &pinned {
+            let problems = feed.validate(&self.policy);
+            if !problems.is_empty() {
+                return Err(problems.iter().map(ToString::to_string).collect());
+            }
+        }
+        let previous = std::mem::replace(&mut self.feed_override, pinned);
+        self.rebuild()
+            .inspect_err(|_| self.feed_override = previous)
+            .map_err(|e| vec![e])
+    }
+
+    /// An operator's command on a rollout: recorded, persisted, then pushed.
+    pub(crate) fn command(&mut self, canary: &str, command: Command) -> Result<Decision, String> {
+        let decision = self.controller.command(canary, command, now_ms())?;
+        self.state
+            .save(
+                &self.controller.rollouts(),
+                std::slice::from_ref(&decision),
+                &self.controller.scores(),
+            )
+            .map_err(|e| format!("{e:#}"))?;
+        tracing::info!(canary, ?command, to = ?decision.to, weight_bp = decision.weight_bp, "rollout command");
+        self.rebuild()?;
+        Ok(decision)
+    }
+
+    /// One evaluation of the controller; a new feed is persisted, then pushed.
+    pub(crate) fn control(&mut self, now: u64) {
+        let evaluation = {
+            let Ok(mut metrics) = self.metrics.lock() else {
+                return;
+            };
+            metrics.prune(now);
+            self.controller.evaluate(&metrics, now)
+        };
+        self.evaluations = self.evaluations.wrapping_add(1);
+        // Hold progress is saved now and then even without a decision, so a
+        // restart loses at most a few seconds of it.
+        let checkpoint = self.evaluations.is_multiple_of(CHECKPOINT_EVERY);
+        if evaluation.decisions.is_empty() && !evaluation.changed && !checkpoint {
+            return;
+        }
+        // Written before it is pushed: a restart resumes exactly here.
+        if let Err(err) = self.state.save(
+            &self.controller.rollouts(),
+            &evaluation.decisions,
+            &self.controller.scores(),
+        ) {
+            tracing::error!("{err:#}; the new feed is not pushed");
+            self.last_error = Some(format!("{err:#}"));
+            return;
+        }
+        self.telemetry
+            .decisions(&evaluation.decisions, Origin::Controller);
+        for decision in &evaluation.decisions {
+            tracing::info!(
+                canary = %decision.canary,
+                from = ?decision.from,
+                to = ?decision.to,
+                weight_bp = decision.weight_bp,
+                reason = %decision.reason,
+                "rollout decision"
+            );
+        }
+        if (evaluation.changed || !evaluation.decisions.is_empty())
+            && let Err(err) = self.rebuild()
+        {
+            tracing::error!(error = %err, "the controller's feed was not served");
+        }
+    }
+
+    /// Keeps the dashboard's timeline points (see [`StateStore::save_timeline`]).
+    pub(crate) fn save_timeline(
+        &self,
+        points: &[crate::timeline::Point],
+        forget_until_ms: u64,
+    ) -> anyhow::Result<()> {
+        self.state.save_timeline(points, forget_until_ms)
+    }
+
+    fn rebuild(&mut self) -> Result<String, String> {
+        let snapshot = resources::build(&self.policy, &self.feed(), &self.options)
+            .map_err(|e| e.to_string())?;
+        Ok(self.publish(snapshot))
+    }
+
+    /// Applies a new policy text; an invalid one changes nothing.
+    pub(crate) fn apply_policy_text(&mut self, text: &str) {
+        let policy = match policy_source::parse(&self.policy_path, text) {
+            Ok(policy) => policy,
+            Err(invalid) => return self.reject(&invalid),
+        };
+        // A policy that cannot make a consistent snapshot is refused before
+        // anything (the controller's rollouts included) moves to it.
+        if let Err(err) = resources::build(&policy, &Feed::initial(&policy), &self.options) {
+            tracing::error!(file = %self.policy_path.display(), error = %err, "policy rejected: the last good one keeps serving");
+            self.telemetry.policy_rejected();
+            self.last_error = Some(err.to_string());
+            return;
+        }
+        // Pinned values survive an edit where they still fit the new policy.
+        self.feed_override = self
+            .feed_override
+            .take()
+            .filter(|f| f.validate(&policy).is_empty());
+        self.controller.set_policy(&policy, now_ms());
+        self.policy = policy;
+        self.telemetry.policy_applied();
+        match self.rebuild() {
+            Ok(version) => {
+                tracing::info!(file = %self.policy_path.display(), version, "policy applied")
+            }
+            Err(err) => self.last_error = Some(err),
+        }
+    }
+
+    fn reject(&mut self, invalid: &InvalidPolicy) {
+        tracing::error!(
+            file = %self.policy_path.display(),
+            "policy rejected: the last good one keeps serving:\n{invalid}"
+        );
+        self.telemetry.policy_rejected();
+        self.last_error = Some(invalid.to_string());
+    }
+
+    fn publish(&mut self, snapshot: Snapshot) -> String {
+        let version = snapshot.version.clone();
+        self.last_error = None;
+        // Publishing the same content again would only make streams re-check it.
+        if self.snapshots.borrow().version != version {
+            self.snapshots.send_replace(Arc::new(snapshot));
+        }
+        version
+    }
+}
