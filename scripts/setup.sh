@@ -6,7 +6,8 @@
 #   - the OpenTelemetry Python SDK, into .tools/otel-venv, for the tests;
 #   - wasm-bindgen (the CLI at the wasm-bindgen crate's version in Cargo.lock),
 #     into .tools/bin, which builds the dashboard's policy simulator;
-#   - Debian's Chromium and ChromeDriver, for the dashboard's browser test.
+#   - Debian's Chromium and ChromeDriver, for the dashboard's browser test;
+#   - Debian's protoc (building weir needs it) and etcd, for the replication tests.
 # Idempotent: when everything is present it only checks, in about a second.
 set -euo pipefail
 
@@ -154,6 +155,19 @@ ensure_wasm_bindgen() {
     wasm_bindgen_present "$version" || { say "wasm-bindgen was installed but does not report version $version" >&2; exit 1; }
 }
 
+# Installs Debian packages, as root or through sudo.
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 \
+            || { say "installing $* needs root (or sudo): run apt-get install $*" >&2; exit 1; }
+        sudo="sudo"
+    fi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 # Debian's Chromium and its ChromeDriver: the dashboard's end-to-end test
 # drives the page in headless Chromium.
 ensure_browser() {
@@ -162,17 +176,25 @@ ensure_browser() {
         return
     fi
     say "installing Debian's chromium and chromium-driver"
-    export DEBIAN_FRONTEND=noninteractive
-    local sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 \
-            || { say "installing chromium needs root (or sudo): run apt-get install chromium chromium-driver" >&2; exit 1; }
-        sudo="sudo"
-    fi
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+    apt_install chromium chromium-driver
     [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] \
         || { say "chromium was installed but /usr/bin/chromium or /usr/bin/chromedriver is missing" >&2; exit 1; }
+}
+
+# protoc, which building weir needs (the etcd client's protocol is compiled
+# from .proto files), and Debian's etcd, which the replication tests start.
+ensure_etcd() {
+    local missing=()
+    command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+    [ -x "${WEIR_ETCD:-/usr/bin/etcd}" ] || missing+=(etcd-server)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "protoc $(protoc --version | awk '{ print $2 }') and etcd $("${WEIR_ETCD:-/usr/bin/etcd}" --version 2>/dev/null | awk '/etcd Version/ { print $3 }') are present"
+        return
+    fi
+    say "installing Debian's ${missing[*]}"
+    apt_install "${missing[@]}"
+    command -v protoc >/dev/null 2>&1 && [ -x "${WEIR_ETCD:-/usr/bin/etcd}" ] \
+        || { say "protoc or etcd is still missing after installing ${missing[*]}" >&2; exit 1; }
 }
 
 case "${1:-all}" in
@@ -181,6 +203,7 @@ case "${1:-all}" in
     otel) ensure_otel ;;
     wasm-bindgen) ensure_wasm_bindgen ;;
     browser) ensure_browser ;;
-    all) ensure_wasm_toolchain; ensure_envoy; ensure_otel; ensure_wasm_bindgen; ensure_browser ;;
-    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser]" >&2; exit 2 ;;
+    etcd) ensure_etcd ;;
+    all) ensure_etcd; ensure_wasm_toolchain; ensure_envoy; ensure_otel; ensure_wasm_bindgen; ensure_browser ;;
+    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser|etcd]" >&2; exit 2 ;;
 esac

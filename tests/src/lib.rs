@@ -5,6 +5,8 @@
 //!   admin API says so;
 //! - [`browser`]: headless Chromium driven through ChromeDriver, for the
 //!   dashboard;
+//! - [`etcd`]: real etcd on loopback, one member or a cluster, whose members
+//!   can be killed and restarted;
 //! - [`backend`]: HTTP backends that answer with their own name and the
 //!   request they saw, and can be told to delay or fail a share of requests;
 //! - [`canary`]: a one-service canary fleet and the weight Envoy runs;
@@ -31,6 +33,7 @@ pub mod backend;
 pub mod browser;
 pub mod canary;
 pub mod envoy;
+pub mod etcd;
 pub mod fleet;
 pub mod load;
 pub mod paths;

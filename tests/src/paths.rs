@@ -38,3 +38,9 @@ fn existing(var: &str, default: PathBuf) -> PathBuf {
     );
     path
 }
+
+/// The etcd server: `$WEIR_ETCD`, or Debian's `/usr/bin/etcd` that
+/// `scripts/setup.sh` installs.
+pub fn etcd_binary() -> PathBuf {
+    existing("WEIR_ETCD", PathBuf::from("/usr/bin/etcd"))
+}

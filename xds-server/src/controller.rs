@@ -6,7 +6,7 @@
 //! It is pure logic: time is passed in (ms since the epoch), nothing is read
 //! from a clock, and nothing is written anywhere — `serve` persists
 //! [`Controller::rollouts`] and the decisions through the
-//! [`crate::state_store::StateStore`] before it pushes the feed.
+//! [`crate::store::Store`] before it pushes the feed.
 //!
 //! Behaviour (each part is detailed where it is implemented):
 //! - **Window**: every analysis and SLA measurement reads the last

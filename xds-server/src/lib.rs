@@ -13,7 +13,7 @@ pub mod resources;
 pub mod serve;
 pub mod serving;
 pub mod snapshot;
-pub mod state_store;
+pub mod store;
 pub mod telemetry;
 pub mod timeline;
 mod token;

@@ -15,7 +15,6 @@ use crate::otlp::Ingest;
 use crate::policy_source::{self, Watcher};
 use crate::resources::{HostPort, Options, WasmSource};
 use crate::serving::{Control, now_ms};
-use crate::state_store::StateStore;
 use crate::telemetry::Telemetry;
 use crate::xds::{AdsServer, Nodes};
 
@@ -56,9 +55,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_READY_FILE")]
     pub ready_file: Option<PathBuf>,
     /// The embedded database of rollout states and decisions; a restarted
-    /// `weir` resumes every rollout from it.
+    /// `weir` resumes every rollout from it (unless `--store` names etcd).
     #[arg(long, env = "WEIR_STATE", default_value = "weir-state.redb")]
     pub state: PathBuf,
+    /// etcd instead of the `--state` file, for replicas.
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
     /// How often the controller evaluates the metrics, in milliseconds.
     #[arg(long, env = "WEIR_CONTROL_INTERVAL_MS", default_value_t = 250)]
     pub control_interval_ms: u64,
@@ -152,10 +154,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         wasm,
         version_header: args.version_header,
     };
-    let state = StateStore::open(&args.state)?;
-    let saved = state.load()?;
+    let state = args.store.open(&args.state)?;
+    let mut saved = state.load()?;
     if !saved.rollouts.is_empty() {
-        tracing::info!(rollouts = saved.rollouts.len(), file = %args.state.display(), "resuming rollouts");
+        tracing::info!(rollouts = saved.rollouts.len(), store = %state.describe(), "resuming rollouts");
     }
     let mut controller = Controller::new(&policy, saved.rollouts, now_ms());
     controller.restore_history(saved.decisions);
@@ -171,6 +173,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         telemetry.clone(),
     )?;
+    let mut control = control;
+    control.restore_pins(saved.pins.take());
     let control = Arc::new(Mutex::new(control));
     let ingest = Ingest::new(Arc::clone(&metrics), now_ms);
     let nodes = Nodes::default();

@@ -14,7 +14,7 @@ use crate::metrics_store::MetricsStore;
 use crate::policy_source::{self, InvalidPolicy};
 use crate::resources::{self, Options};
 use crate::snapshot::Snapshot;
-use crate::state_store::StateStore;
+use crate::store::{Checkpoint, Store};
 use crate::telemetry::{Origin, Telemetry};
 
 /// Evaluations between two saves of the rollout states when nothing else
@@ -38,7 +38,7 @@ pub(crate) struct Control {
     options: Options,
     snapshots: watch::Sender<Arc<Snapshot>>,
     controller: Controller,
-    state: StateStore,
+    state: Box<dyn Store>,
     metrics: Arc<Mutex<MetricsStore>>,
     evaluations: u64,
     telemetry: Telemetry,
@@ -55,7 +55,7 @@ impl Control {
         policy: Policy,
         options: Options,
         controller: Controller,
-        state: StateStore,
+        state: Box<dyn Store>,
         metrics: Arc<Mutex<MetricsStore>>,
         telemetry: Telemetry,
     ) -> anyhow::Result<(Self, watch::Receiver<Arc<Snapshot>>)> {
@@ -78,6 +78,25 @@ impl Control {
         Ok((control, receiver))
     }
 
+    /// Serves the pins a store kept, where they still fit the policy.
+    pub(crate) fn restore_pins(&mut self, pins: Option<Feed>) {
+        let Some(pins) = pins else { return };
+        let problems = pins.validate(&self.policy);
+        if !problems.is_empty() {
+            tracing::warn!(
+                ?problems,
+                "the kept pinned feed values no longer fit the policy: dropped"
+            );
+            return;
+        }
+        self.feed_override = Some(pins);
+        if let Err(err) = self.rebuild() {
+            tracing::error!(error = %err, "the kept pinned feed values are not served");
+            self.feed_override = None;
+        }
+        tracing::info!(pins = ?self.feed_override, "pinned feed values restored");
+    }
+
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshots.borrow().clone()
     }
@@ -92,15 +111,7 @@ impl Control {
 
     /// The feed served: the controller's, with the operator's pinned values over it.
     pub(crate) fn feed(&self) -> Feed {
-        let mut feed = self.controller.feed();
-        if let Some(pinned) = &self.feed_override {
-            feed.canary_weights.extend(pinned.canary_weights.clone());
-            feed.sla_scores.extend(pinned.sla_scores.clone());
-            if pinned.concurrency_limit.is_some() {
-                feed.concurrency_limit = pinned.concurrency_limit;
-            }
-        }
-        feed
+        overlay(self.controller.feed(), self.feed_override.as_ref())
     }
 
     /// Pins feed values (`None` clears them); nothing changes if they do not fit the policy.
@@ -111,21 +122,22 @@ impl Control {
                 return Err(problems.iter().map(ToString::to_string).collect());
             }
         }
-        let previous = std::mem::replace(&mut self.feed_override, pinned);
-        self.rebuild()
-            .inspect_err(|_| self.feed_override = previous)
-            .map_err(|e| vec![e])
+        // Built before anything changes, kept before it is served: a restart
+        // (or another replica) serves the same pins.
+        let served = overlay(self.controller.feed(), pinned.as_ref());
+        let snapshot = resources::build(&self.policy, &served, &self.options)
+            .map_err(|e| vec![e.to_string()])?;
+        self.state
+            .save_pins(pinned.as_ref())
+            .map_err(|err| vec![format!("not applied: {err:#}")])?;
+        self.feed_override = pinned;
+        Ok(self.publish(snapshot))
     }
 
     /// An operator's command on a rollout: recorded, persisted, then pushed.
     pub(crate) fn command(&mut self, canary: &str, command: Command) -> Result<Decision, String> {
         let decision = self.controller.command(canary, command, now_ms())?;
-        self.state
-            .save(
-                &self.controller.rollouts(),
-                std::slice::from_ref(&decision),
-                &self.controller.scores(),
-            )
+        self.checkpoint(std::slice::from_ref(&decision))
             .map_err(|e| format!("{e:#}"))?;
         tracing::info!(canary, ?command, to = ?decision.to, weight_bp = decision.weight_bp, "rollout command");
         self.rebuild()?;
@@ -149,11 +161,7 @@ impl Control {
             return;
         }
         // Written before it is pushed: a restart resumes exactly here.
-        if let Err(err) = self.state.save(
-            &self.controller.rollouts(),
-            &evaluation.decisions,
-            &self.controller.scores(),
-        ) {
+        if let Err(err) = self.checkpoint(&evaluation.decisions) {
             tracing::error!("{err:#}; the new feed is not pushed");
             self.last_error = Some(format!("{err:#}"));
             return;
@@ -177,7 +185,17 @@ impl Control {
         }
     }
 
-    /// Keeps the dashboard's timeline points (see [`StateStore::save_timeline`]).
+    /// Saves the controller's state with `new_decisions` and the feed it makes.
+    fn checkpoint(&self, new_decisions: &[Decision]) -> anyhow::Result<()> {
+        self.state.save(&Checkpoint {
+            rollouts: &self.controller.rollouts(),
+            new_decisions,
+            scores: &self.controller.scores(),
+            feed: &self.feed(),
+        })
+    }
+
+    /// Keeps the dashboard's timeline points (see [`Store::save_timeline`]).
     pub(crate) fn save_timeline(
         &self,
         points: &[crate::timeline::Point],
@@ -240,4 +258,16 @@ impl Control {
         }
         version
     }
+}
+
+/// The controller's `feed` with the operator's `pinned` values over it.
+fn overlay(mut feed: Feed, pinned: Option<&Feed>) -> Feed {
+    if let Some(pinned) = pinned {
+        feed.canary_weights.extend(pinned.canary_weights.clone());
+        feed.sla_scores.extend(pinned.sla_scores.clone());
+        if pinned.concurrency_limit.is_some() {
+            feed.concurrency_limit = pinned.concurrency_limit;
+        }
+    }
+    feed
 }

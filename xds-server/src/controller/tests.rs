@@ -499,7 +499,8 @@ fn pause_resume_promote_and_abort() {
 #[test]
 fn a_restart_resumes_at_the_same_step_and_weight() {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::state_store::StateStore::open(dir.path().join("state.redb")).unwrap();
+    let store: Box<dyn crate::store::Store> =
+        Box::new(crate::store::RedbStore::open(dir.path().join("state.redb")).unwrap());
     let mut sim = Sim::new(policy_with_hold("10s"), 31);
     let mut saved = Vec::new();
     assert!(sim.run_until(120, |s| s.state().step == 2));
@@ -507,17 +508,18 @@ fn a_restart_resumes_at_the_same_step_and_weight() {
     let before = sim.state();
     assert_eq!((before.step, before.weight_bp), (2, 1_000));
     store
-        .save(
-            &sim.controller.rollouts(),
-            &sim.decisions,
-            &sim.controller.scores(),
-        )
+        .save(&crate::store::Checkpoint {
+            rollouts: &sim.controller.rollouts(),
+            new_decisions: &sim.decisions,
+            scores: &sim.controller.scores(),
+            feed: &sim.controller.feed(),
+        })
         .unwrap();
     saved.extend(sim.decisions.clone());
     let feed_before = sim.controller.feed();
 
     // A minute later, a new process.
-    let crate::state_store::Saved {
+    let crate::store::Saved {
         rollouts: restored,
         decisions,
         scores,
@@ -881,7 +883,8 @@ mod sla_scores {
 #[test]
 fn sla_scores_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::state_store::StateStore::open(dir.path().join("state.redb")).unwrap();
+    let store: Box<dyn crate::store::Store> =
+        Box::new(crate::store::RedbStore::open(dir.path().join("state.redb")).unwrap());
     let slow = Behaviour {
         errors: 0.0,
         base_ms: 400.0,
@@ -894,11 +897,12 @@ fn sla_scores_survive_a_restart() {
     let degraded = sim.controller.feed().sla_scores[STABLE];
     assert!(degraded < 0.9, "{degraded}");
     store
-        .save(
-            &sim.controller.rollouts(),
-            &sim.decisions,
-            &sim.controller.scores(),
-        )
+        .save(&crate::store::Checkpoint {
+            rollouts: &sim.controller.rollouts(),
+            new_decisions: &sim.decisions,
+            scores: &sim.controller.scores(),
+            feed: &sim.controller.feed(),
+        })
         .unwrap();
 
     let saved = store.load().unwrap();

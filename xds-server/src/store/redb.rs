@@ -1,15 +1,7 @@
-//! The controller's memory across restarts: every rollout's state, the
-//! decisions taken, and the smoothed scores (SLA scores, concurrency limit),
-//! in an embedded database (redb) file; and the dashboard's timeline, so that
-//! its charts survive a restart too.
-//!
-//! `serve` saves after each evaluation or command that decided something, in
-//! one durable write transaction, before it pushes the new feed: a restart
-//! never serves a weight that was not recorded. Records are JSON, so fields
-//! added later read as their defaults. A file that is not a readable database
-//! of this format is an error naming the file: redb reports most damage as
-//! errors, and the few places where it panics on a damaged page are caught
-//! here and reported the same way.
+//! The embedded store: one redb file beside a single `weir`. A file that is
+//! not a readable database of this format is an error naming the file: redb
+//! reports most damage as errors, and the few places where it panics on a
+//! damaged page are caught here and reported the same way.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +10,9 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
+use weir_policy::Feed;
+
+use super::{Checkpoint, MAX_STORED_DECISIONS, Saved, Store};
 use crate::controller::{Decision, RolloutState, Scores};
 use crate::timeline::Point;
 
@@ -29,6 +24,11 @@ const DECISIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("decisio
 /// files without it read as having no scores).
 const SCORES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("scores");
 const SCORES_KEY: &str = "scores";
+/// The feed served and the operator's pins, under [`FEED_KEY`] and
+/// [`PINS_KEY`] (added within layout 1 too).
+const FEEDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("feeds");
+const FEED_KEY: &str = "served";
+const PINS_KEY: &str = "pins";
 /// The dashboard's timeline points by time (also added within layout 1).
 const TIMELINE: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("timeline");
 /// `format`: the layout version of the tables above.
@@ -37,37 +37,21 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// The layout this build reads and writes.
 const FORMAT: u64 = 1;
 
-/// Decisions kept in the file; older ones are dropped as new ones come.
-pub const MAX_STORED_DECISIONS: u64 = 10_000;
-
-/// What a database holds.
-#[derive(Debug, Default, PartialEq)]
-pub struct Saved {
-    /// Rollout states, by canary cluster.
-    pub rollouts: Vec<RolloutState>,
-    /// Decisions, oldest first.
-    pub decisions: Vec<Decision>,
-    /// The smoothed scores.
-    pub scores: Scores,
-    /// The dashboard's timeline points, oldest first.
-    pub timeline: Vec<Point>,
-}
-
 /// The state database.
-pub struct StateStore {
+pub struct RedbStore {
     db: Database,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for StateStore {
+impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore")
+        f.debug_struct("RedbStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
 }
 
-impl StateStore {
+impl RedbStore {
     /// Opens the database at `path`, creating it (not its folder) if missing.
     pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -110,29 +94,19 @@ impl StateStore {
             tx.open_table(DECISIONS)?;
             tx.open_table(SCORES)?;
             tx.open_table(TIMELINE)?;
+            tx.open_table(FEEDS)?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Replaces the rollout states with `rollouts` and the scores with
-    /// `scores`, and appends `new_decisions`, in one durable transaction.
-    pub fn save(
-        &self,
-        rollouts: &[RolloutState],
-        new_decisions: &[Decision],
-        scores: &Scores,
-    ) -> anyhow::Result<()> {
-        guarded(|| self.write(rollouts, new_decisions, scores))
-            .with_context(|| format!("cannot save to the state database {}", self.path.display()))
-    }
-
-    fn write(
-        &self,
-        rollouts: &[RolloutState],
-        new_decisions: &[Decision],
-        scores: &Scores,
-    ) -> anyhow::Result<()> {
+    fn write(&self, checkpoint: &Checkpoint<'_>) -> anyhow::Result<()> {
+        let Checkpoint {
+            rollouts,
+            new_decisions,
+            scores,
+            feed,
+        } = *checkpoint;
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
         {
@@ -158,36 +132,45 @@ impl StateStore {
 
             let json = serde_json::to_vec(scores)?;
             tx.open_table(SCORES)?.insert(SCORES_KEY, json.as_slice())?;
+            let json = serde_json::to_vec(feed)?;
+            tx.open_table(FEEDS)?.insert(FEED_KEY, json.as_slice())?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Adds timeline `points` and forgets those at or before `forget_until_ms`,
-    /// in one transaction that is made durable by the next [`StateStore::save`]
-    /// (the controller checkpoints every few seconds): a crash loses a few
-    /// seconds of chart, never a decision, and the charts cost no disk sync.
-    pub fn save_timeline(&self, points: &[Point], forget_until_ms: u64) -> anyhow::Result<()> {
-        guarded(|| {
-            let mut tx = self.db.begin_write()?;
-            tx.set_durability(Durability::None)?;
-            {
-                let mut table = tx.open_table(TIMELINE)?;
-                for point in points {
-                    table.insert(point.at_ms, serde_json::to_vec(point)?.as_slice())?;
+    fn write_pins(&self, pins: Option<&Feed>) -> anyhow::Result<()> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut table = tx.open_table(FEEDS)?;
+            match pins {
+                Some(pins) => {
+                    table.insert(PINS_KEY, serde_json::to_vec(pins)?.as_slice())?;
                 }
-                table.retain_in(..=forget_until_ms, |_, _| false)?;
+                None => {
+                    table.remove(PINS_KEY)?;
+                }
             }
-            tx.commit()?;
-            Ok(())
-        })
-        .with_context(|| format!("cannot save to the state database {}", self.path.display()))
+        }
+        tx.commit()?;
+        Ok(())
     }
 
-    /// What the database holds.
-    pub fn load(&self) -> anyhow::Result<Saved> {
-        guarded(|| self.read())
-            .with_context(|| format!("cannot read the state database {}", self.path.display()))
+    fn write_timeline(&self, points: &[Point], forget_until_ms: u64) -> anyhow::Result<()> {
+        // Made durable by the next checkpoint (every few seconds): the charts
+        // cost no disk sync.
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None)?;
+        {
+            let mut table = tx.open_table(TIMELINE)?;
+            for point in points {
+                table.insert(point.at_ms, serde_json::to_vec(point)?.as_slice())?;
+            }
+            table.retain_in(..=forget_until_ms, |_, _| false)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn read(&self) -> anyhow::Result<Saved> {
@@ -211,6 +194,20 @@ impl StateStore {
                 .context("the saved scores are not readable")?,
             None => Scores::default(),
         };
+        let feeds = tx.open_table(FEEDS)?;
+        let feed = match feeds.get(FEED_KEY)? {
+            Some(value) => Some(
+                serde_json::from_slice(value.value()).context("the saved feed is not readable")?,
+            ),
+            None => None,
+        };
+        let pins = match feeds.get(PINS_KEY)? {
+            Some(value) => Some(
+                serde_json::from_slice(value.value())
+                    .context("the pinned feed values are not readable")?,
+            ),
+            None => None,
+        };
         let mut timeline = Vec::new();
         for entry in tx.open_table(TIMELINE)?.iter()? {
             let (key, value) = entry?;
@@ -222,8 +219,37 @@ impl StateStore {
             rollouts,
             decisions,
             scores,
+            feed,
+            pins,
             timeline,
         })
+    }
+
+    fn context(&self, action: &str) -> String {
+        format!("cannot {action} the state database {}", self.path.display())
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&self) -> anyhow::Result<Saved> {
+        guarded(|| self.read()).with_context(|| self.context("read"))
+    }
+
+    fn save(&self, checkpoint: &Checkpoint<'_>) -> anyhow::Result<()> {
+        guarded(|| self.write(checkpoint)).with_context(|| self.context("save to"))
+    }
+
+    fn save_pins(&self, pins: Option<&Feed>) -> anyhow::Result<()> {
+        guarded(|| self.write_pins(pins)).with_context(|| self.context("save to"))
+    }
+
+    fn save_timeline(&self, points: &[Point], forget_until_ms: u64) -> anyhow::Result<()> {
+        guarded(|| self.write_timeline(points, forget_until_ms))
+            .with_context(|| self.context("save to"))
+    }
+
+    fn describe(&self) -> String {
+        format!("the state database {}", self.path.display())
     }
 }
 
@@ -246,153 +272,15 @@ fn guarded<T>(operation: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::{Evidence, LimitStatus, Phase, SlaStatus, VariantStats, Verdict};
+    use crate::store::contract::{checkpoint, decision, scores, state};
 
-    fn state(canary: &str, step: usize, weight_bp: u32) -> RolloutState {
-        RolloutState {
-            canary: canary.into(),
-            stable: "stable".into(),
-            salt: canary.into(),
-            steps_bp: vec![100, 500, 10_000],
-            phase: Phase::Progressing,
-            step,
-            weight_bp,
-            started_ms: 1,
-            step_since_ms: 2,
-            healthy_ms: 3,
-            healthy_since_ms: Some(4),
-            evaluated_ms: Some(5),
-            baseline: None,
-        }
-    }
-
-    fn scores(smoothed: f64) -> Scores {
-        Scores {
-            sla: vec![SlaStatus {
-                cluster: "c".into(),
-                target_p99_ms: Some(250.0),
-                p99_ms: Some(400.0),
-                raw: Some(0.4),
-                smoothed,
-                published: 0.45,
-            }],
-            limit: Some(LimitStatus {
-                adaptive: true,
-                min: 10,
-                max: 200,
-                pressure: Some(1.6),
-                ratio: 1.4,
-                computed: 88.5,
-                published: 90,
-                adjusted_at_ms: 7,
-            }),
-        }
-    }
-
-    fn decision(at_ms: u64) -> Decision {
-        Decision {
-            at_ms,
-            canary: "c".into(),
-            from: Phase::Progressing,
-            to: Phase::RolledBack,
-            step: 1,
-            from_weight_bp: 500,
-            weight_bp: 0,
-            reason: "bad".into(),
-            evidence: Evidence {
-                window_ms: 10_000,
-                canary: VariantStats {
-                    requests: 200,
-                    errors: 40,
-                    error_rate: 0.2,
-                    latency_observations: 0,
-                    p95_ms: None,
-                    p99_ms: Some(12.5),
-                },
-                stable: VariantStats::default(),
-                stable_baseline_at_ms: None,
-                error_test: None,
-                latency_ratio: None,
-                verdict: Verdict::Bad,
-                findings: vec!["errors: bad".into()],
-            },
-        }
-    }
-
-    #[test]
-    fn saves_and_loads_across_reopening() {
+    crate::store::contract::store_contract_tests!(|| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
-        {
-            let store = StateStore::open(&path).unwrap();
-            assert_eq!(store.load().unwrap(), Saved::default());
-            store
-                .save(
-                    &[state("a", 0, 100), state("b", 1, 500)],
-                    &[decision(1)],
-                    &Scores::default(),
-                )
-                .unwrap();
-            // States and scores are replaced (b is gone), decisions appended.
-            store
-                .save(
-                    &[state("a", 2, 10_000)],
-                    &[decision(2), decision(3)],
-                    &scores(0.42),
-                )
-                .unwrap();
-        }
-        let store = StateStore::open(&path).unwrap();
-        let saved = store.load().unwrap();
-        assert_eq!(saved.rollouts, vec![state("a", 2, 10_000)]);
-        assert_eq!(saved.decisions, vec![decision(1), decision(2), decision(3)]);
-        assert_eq!(saved.scores, scores(0.42));
-    }
-
-    fn point(at_ms: u64) -> Point {
-        Point {
-            at_ms,
-            rollouts: Default::default(),
-            classes: Default::default(),
-            in_flight: at_ms % 7,
-            queue_depth: 0,
-            concurrency_limit: Some(200),
-            clusters: Default::default(),
-        }
-    }
-
-    #[test]
-    fn timeline_points_are_kept_until_forgotten_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.redb");
-        {
-            let store = StateStore::open(&path).unwrap();
-            store
-                .save_timeline(&[point(1_000), point(2_000)], 0)
-                .unwrap();
-            store
-                .save_timeline(&[point(3_000), point(4_000)], 1_000)
-                .unwrap();
-            // Made durable with the next save of the controller's state.
-            store.save(&[], &[], &Scores::default()).unwrap();
-        }
-        let saved = StateStore::open(&path).unwrap().load().unwrap();
-        assert_eq!(
-            saved.timeline,
-            vec![point(2_000), point(3_000), point(4_000)]
-        );
-    }
-
-    #[test]
-    fn keeps_a_bounded_number_of_decisions() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path().join("state.redb")).unwrap();
-        let many: Vec<Decision> = (0..MAX_STORED_DECISIONS + 5).map(decision).collect();
-        store.save(&[], &many, &Scores::default()).unwrap();
-        let decisions = store.load().unwrap().decisions;
-        assert_eq!(decisions.len() as u64, MAX_STORED_DECISIONS);
-        assert_eq!(decisions[0].at_ms, 5);
-    }
+        (dir, move || {
+            Box::new(RedbStore::open(&path).unwrap()) as Box<dyn Store>
+        })
+    });
 
     #[test]
     fn a_corrupt_file_is_an_error() {
@@ -400,7 +288,7 @@ mod tests {
         let path = dir.path().join("state.redb");
         let text = b"this is not a database, just some text that is long enough ".repeat(200);
         std::fs::write(&path, text).unwrap();
-        let message = format!("{:#}", StateStore::open(&path).unwrap_err());
+        let message = format!("{:#}", RedbStore::open(&path).unwrap_err());
         assert!(
             message.contains("cannot open the state database"),
             "{message}"
@@ -413,12 +301,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.redb");
         {
-            let store = StateStore::open(&good).unwrap();
+            let store = RedbStore::open(&good).unwrap();
             store
-                .save(&[state("a", 0, 100)], &[decision(1)], &scores(0.5))
+                .save(&checkpoint(
+                    &[state("a", 0, 100)],
+                    &[decision(1)],
+                    &scores(0.5),
+                ))
                 .unwrap();
             store
-                .save(&[state("a", 1, 500)], &[decision(2)], &scores(0.6))
+                .save(&checkpoint(
+                    &[state("a", 1, 500)],
+                    &[decision(2)],
+                    &scores(0.6),
+                ))
                 .unwrap();
         }
         let bytes = std::fs::read(&good).unwrap();
@@ -432,9 +328,13 @@ mod tests {
             let path = dir.path().join(format!("damaged-{offset}.redb"));
             std::fs::write(&path, damaged).unwrap();
             // Whatever redb makes of it, the answer is a result.
-            let outcome = StateStore::open(&path).and_then(|store| {
+            let outcome = RedbStore::open(&path).and_then(|store| {
                 store.load()?;
-                store.save(&[state("a", 2, 10_000)], &[decision(3)], &scores(0.7))?;
+                store.save(&checkpoint(
+                    &[state("a", 2, 10_000)],
+                    &[decision(3)],
+                    &scores(0.7),
+                ))?;
                 store.load()
             });
             match outcome {
@@ -453,7 +353,7 @@ mod tests {
     fn an_unreadable_record_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
-        let store = StateStore::open(&path).unwrap();
+        let store = RedbStore::open(&path).unwrap();
         {
             let tx = store.db.begin_write().unwrap();
             tx.open_table(ROLLOUTS)
@@ -471,12 +371,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
         {
-            let store = StateStore::open(&path).unwrap();
+            let store = RedbStore::open(&path).unwrap();
             let tx = store.db.begin_write().unwrap();
             tx.open_table(META).unwrap().insert("format", 99).unwrap();
             tx.commit().unwrap();
         }
-        let message = format!("{:#}", StateStore::open(&path).unwrap_err());
+        let message = format!("{:#}", RedbStore::open(&path).unwrap_err());
         assert!(message.contains("layout version 99"), "{message}");
     }
 }
