@@ -43,6 +43,7 @@ pub mod results;
 pub mod served;
 pub mod static_mode;
 pub mod stats;
+pub mod steady;
 pub mod traffic;
 pub mod wait;
 pub mod weir;

@@ -58,6 +58,21 @@ impl Weir {
         Self::spawn(policy, "127.0.0.1:0".parse()?, delivery, env, dir).await
     }
 
+    /// [`Weir::start_with_env`] with its ADS server on `xds` (a port chosen
+    /// beforehand, so that an Envoy's bootstrap can name it before it runs).
+    pub async fn start_at(
+        policy: &Path,
+        xds: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("weir-serve-").tempdir()?;
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::spawn(policy, xds, WasmDelivery::Local, env, dir).await
+    }
+
     async fn spawn(
         policy: &Path,
         xds: SocketAddr,
@@ -269,6 +284,17 @@ impl Stopped {
 /// `envoy/bootstrap.yaml`, pointed at `xds` with run-time admin port, as node
 /// `node`, over state-of-the-world or delta xDS.
 pub fn ads_bootstrap(xds: SocketAddr, node: &str, delta: bool) -> anyhow::Result<Value> {
+    ads_bootstrap_replicas(&[xds], node, delta)
+}
+
+/// [`ads_bootstrap`] with several `weir` replicas in the `weir_xds` cluster
+/// (`envoy/bootstrap-replicas.yaml`'s form): a stream that fails reconnects
+/// to the next one.
+pub fn ads_bootstrap_replicas(
+    xds: &[SocketAddr],
+    node: &str,
+    delta: bool,
+) -> anyhow::Result<Value> {
     let path = paths::repo_root().join("envoy/bootstrap.yaml");
     let text = std::fs::read_to_string(&path)?;
     let mut bootstrap: Value = serde_saphyr::from_str(&text)
@@ -290,7 +316,7 @@ pub fn ads_bootstrap(xds: SocketAddr, node: &str, delta: bool) -> anyhow::Result
         .iter_mut()
         .find(|c| c["name"] == "weir_xds")
         .ok_or_else(|| anyhow::anyhow!("{} has no weir_xds cluster", path.display()))?;
-    xds_cluster["load_assignment"]["endpoints"] = json!([crate::envoy::locality_endpoints(&[xds])]);
+    xds_cluster["load_assignment"]["endpoints"] = json!([crate::envoy::locality_endpoints(xds)]);
     Ok(bootstrap)
 }
 

@@ -1,14 +1,13 @@
 //! Closing the loop end to end: a real Envoy whose own stats sink feeds
 //! `weir`, real backends, and `weir` judging and moving the canary by itself.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use weir_testbed::canary::{self, CANARY};
 use weir_testbed::fleet::policy_from_yaml;
 use weir_testbed::served::Served;
+use weir_testbed::steady::Traffic;
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{Weir, ads_bootstrap};
 use weir_testbed::{Behaviour, Envoy, http_client, paths};
@@ -21,71 +20,6 @@ fn policy(steps: &str, hold: &str) -> weir_policy::Policy {
 
 async fn world(policy: weir_policy::Policy) -> Served {
     Served::start(policy, "rollout-envoy", 2).await.unwrap()
-}
-
-/// Steady traffic from many devices at about `rate` requests/s until stopped
-/// (and never longer than `limit`). Counts the canary's 5xx answers and when
-/// the first one came.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    first_canary_error: Arc<std::sync::Mutex<Option<Instant>>>,
-    sent: Arc<AtomicU64>,
-    tasks: tokio::task::JoinSet<()>,
-}
-
-impl Traffic {
-    fn start(envoy: &Envoy, rate: u64, limit: Duration) -> Self {
-        const LANES: u64 = 10;
-        let stop = Arc::new(AtomicBool::new(false));
-        let first_canary_error = Arc::new(std::sync::Mutex::new(None));
-        let sent = Arc::new(AtomicU64::new(0));
-        let mut tasks = tokio::task::JoinSet::new();
-        let started = Instant::now();
-        for lane in 0..LANES {
-            let (stop, first, sent, url) = (
-                Arc::clone(&stop),
-                Arc::clone(&first_canary_error),
-                Arc::clone(&sent),
-                envoy.url("/v1/telemetry"),
-            );
-            tasks.spawn(async move {
-                let client = http_client();
-                let mut tick =
-                    tokio::time::interval(Duration::from_micros(1_000_000 * LANES / rate));
-                for i in 0u64.. {
-                    tick.tick().await;
-                    if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
-                        break;
-                    }
-                    let device = format!("device-{lane}-{}", i % 500);
-                    let Ok(response) = client.post(&url).header("x-device-id", device).send().await
-                    else {
-                        continue;
-                    };
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    let canary = response
-                        .headers()
-                        .get("x-backend")
-                        .is_some_and(|b| b == CANARY);
-                    if canary && response.status().is_server_error() {
-                        first.lock().unwrap().get_or_insert_with(Instant::now);
-                    }
-                }
-            });
-        }
-        Self {
-            stop,
-            first_canary_error,
-            sent,
-            tasks,
-        }
-    }
-
-    async fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        while self.tasks.join_next().await.is_some() {}
-        self.sent.load(Ordering::Relaxed)
-    }
 }
 
 async fn rollout(weir: &Weir) -> Value {
@@ -162,7 +96,7 @@ async fn a_canary_returning_errors_is_rolled_back_within_two_seconds() {
     let first_error = eventually(
         "the canary's first error",
         Duration::from_secs(10),
-        || async { *traffic.first_canary_error.lock().unwrap() },
+        || async { traffic.first_canary_error() },
     )
     .await
     .unwrap();
@@ -214,7 +148,7 @@ async fn a_canary_as_noisy_as_stable_is_not_rolled_back() {
             let phase = rollout(&w.weir).await["phase"].clone();
             assert_eq!(phase, "progressing", "equal noise changed the rollout");
             let judged = w.weir.status().await.ok()?["otlp"]["data_points"]["used"].as_u64()?;
-            (traffic.sent.load(Ordering::Relaxed) > 1_200 && judged > 0).then_some(())
+            (traffic.sent() > 1_200 && judged > 0).then_some(())
         },
     )
     .await

@@ -27,6 +27,7 @@ use weir_policy::Feed;
 use crate::controller::{Command, Decision};
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
+use crate::replication::{Replication, forward_command};
 use crate::serving::Control;
 use crate::snapshot::type_url;
 use crate::telemetry::{self, Origin, Scrape, Telemetry};
@@ -60,6 +61,7 @@ pub(crate) struct AdminState {
     telemetry: Telemetry,
     auth: Auth,
     dashboard: crate::dashboard::Dashboard,
+    replication: Replication,
 }
 
 impl AdminState {
@@ -73,6 +75,7 @@ impl AdminState {
         telemetry: Telemetry,
         auth: Auth,
         dashboard: crate::dashboard::Dashboard,
+        replication: Replication,
     ) -> Self {
         Self {
             control,
@@ -83,6 +86,7 @@ impl AdminState {
             telemetry,
             auth,
             dashboard,
+            replication,
         }
     }
 }
@@ -121,9 +125,38 @@ pub(crate) fn router(state: AdminState) -> Router {
             state.auth,
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.replication,
+            name_the_leader,
+        ))
         // The dashboard's page and the simulator's files hold no data: served
         // without the token, which a browser cannot send when it opens a page.
         .merge(crate::dashboard::page_router(state.dashboard))
+}
+
+/// Middleware: with replicas, every answer names the replica that gave it
+/// (`weir-replica`) and the leader it knows (`weir-leader`), unless a
+/// forwarded answer already does.
+async fn name_the_leader(
+    State(replication): State<Replication>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if replication.role() == crate::replication::Role::Single {
+        return response;
+    }
+    let headers = response.headers_mut();
+    let mut name = |key: &'static str, value: &str| {
+        if let Ok(value) = header::HeaderValue::from_str(value) {
+            headers.entry(key).or_insert(value);
+        }
+    };
+    name("weir-replica", replication.id());
+    if let Some(leader) = replication.leader_id() {
+        name("weir-leader", &leader);
+    }
+    response
 }
 
 /// A JSON error: `{"error": message}`.
@@ -166,8 +199,20 @@ async fn status(State(state): State<AdminState>) -> Response {
         "limit": control.controller().limit(),
         "otlp": state.ingest.status(),
         "nodes": state.nodes.status(),
+        "replication": replication_status(&state, &control),
     }))
     .into_response()
+}
+
+/// This replica's role, the leader, the lease, every replica, and the policy
+/// digest this one serves.
+fn replication_status(state: &AdminState, control: &Control) -> Value {
+    let mut status = state.replication.status();
+    if let Value::Object(map) = &mut status {
+        map.insert("policy".into(), json!(control.policy_digest()));
+        map.insert("deciding".into(), json!(control.deciding()));
+    }
+    status
 }
 
 async fn get_feed(State(state): State<AdminState>) -> Response {
@@ -177,7 +222,22 @@ async fn get_feed(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn put_feed(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+async fn put_feed(
+    State(state): State<AdminState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(answer) = forward_command(
+        &state.replication,
+        axum::http::Method::PUT,
+        "/v1/feed",
+        &headers,
+        body.clone(),
+    )
+    .await
+    {
+        return answer;
+    }
     let feed: Feed = match serde_json::from_slice(&body) {
         Ok(feed) => feed,
         Err(err) => return errors(StatusCode::BAD_REQUEST, vec![err.to_string()]),
@@ -191,7 +251,18 @@ async fn put_feed(State(state): State<AdminState>, body: axum::body::Bytes) -> R
     }
 }
 
-async fn delete_feed(State(state): State<AdminState>) -> Response {
+async fn delete_feed(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(answer) = forward_command(
+        &state.replication,
+        axum::http::Method::DELETE,
+        "/v1/feed",
+        &headers,
+        axum::body::Bytes::new(),
+    )
+    .await
+    {
+        return answer;
+    }
     let Ok(mut control) = state.control.lock() else {
         return busy();
     };
@@ -341,11 +412,25 @@ async fn history(
 async fn command(
     State(state): State<AdminState>,
     Path((canary, command)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    let command: Command = match command.parse() {
+    let parsed: Command = match command.parse() {
         Ok(command) => command,
         Err(err) => return error(StatusCode::NOT_FOUND, err),
     };
+    let path = format!("/v1/rollouts/{}/{command}", percent_encode_segment(&canary));
+    if let Some(answer) = forward_command(
+        &state.replication,
+        axum::http::Method::POST,
+        &path,
+        &headers,
+        axum::body::Bytes::new(),
+    )
+    .await
+    {
+        return answer;
+    }
+    let command = parsed;
     let Ok(mut control) = state.control.lock() else {
         return busy();
     };
@@ -366,6 +451,19 @@ async fn command(
         }
         Err(err) => error(StatusCode::CONFLICT, err),
     }
+}
+
+/// `segment` as one path segment: everything but unreserved characters escaped.
+fn percent_encode_segment(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Every cluster's SLA figures and the score served.

@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod metrics_store;
 pub mod otlp;
 pub mod policy_source;
+pub mod replication;
 pub mod resources;
 pub mod serve;
 pub mod serving;

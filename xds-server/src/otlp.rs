@@ -218,6 +218,8 @@ struct Inner {
     streams: Mutex<cumulative::Streams>,
     counters: Counters,
     last_error: Mutex<Option<LastError>>,
+    /// A follower's way to the leader, which decides on every replica's metrics.
+    forwarder: std::sync::OnceLock<crate::replication::Forwarder>,
 }
 
 #[derive(Default)]
@@ -225,6 +227,7 @@ struct Counters {
     grpc: AtomicU64,
     http: AtomicU64,
     in_process: AtomicU64,
+    replicas: AtomicU64,
     malformed: AtomicU64,
     too_large: AtomicU64,
     unsupported: AtomicU64,
@@ -248,6 +251,8 @@ pub(crate) enum Transport {
     Grpc,
     Http,
     InProcess,
+    /// Forwarded by a follower (OTLP/HTTP from another replica).
+    Replica,
 }
 
 impl Transport {
@@ -256,6 +261,7 @@ impl Transport {
             Transport::Grpc => "grpc",
             Transport::Http => "http",
             Transport::InProcess => "in_process",
+            Transport::Replica => "replica",
         }
     }
 }
@@ -309,8 +315,15 @@ impl Ingest {
                 streams: Mutex::default(),
                 counters: Counters::default(),
                 last_error: Mutex::default(),
+                forwarder: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Hands every export that does not come from another replica to
+    /// `forwarder` as well (a follower's, for the leader).
+    pub(crate) fn forward_to(&self, forwarder: crate::replication::Forwarder) {
+        let _ = self.inner.forwarder.set(forwarder);
     }
 
     /// The OTLP/gRPC metrics service, to add to a tonic server.
@@ -377,7 +390,9 @@ impl Ingest {
                 "grpc": n(&c.grpc),
                 "http": n(&c.http),
                 "in_process": n(&c.in_process),
+                "replicas": n(&c.replicas),
             },
+            "forwarding": self.inner.forwarder.get().map(crate::replication::Forwarder::status),
             "refused_requests": {
                 "malformed": n(&c.malformed),
                 "too_large": n(&c.too_large),
@@ -402,6 +417,7 @@ impl Ingest {
             Transport::Grpc => &c.grpc,
             Transport::Http => &c.http,
             Transport::InProcess => &c.in_process,
+            Transport::Replica => &c.replicas,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         c.last_request_ms
@@ -442,6 +458,11 @@ impl Ingest {
         request: &ExportMetricsServiceRequest,
         transport: Transport,
     ) -> ExportOutcome {
+        if transport != Transport::Replica
+            && let Some(forwarder) = self.inner.forwarder.get()
+        {
+            forwarder.offer(request);
+        }
         let now_ms = (self.inner.clock)();
         let translation = translate::translate(request, &self.inner.streams, now_ms);
         let clusters = translation.totals.clusters();

@@ -13,8 +13,10 @@ use crate::controller::Controller;
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
 use crate::policy_source::{self, Watcher};
+use crate::replication::{Forwarder, ReplicaInfo, Replication};
 use crate::resources::{HostPort, Options, WasmSource};
 use crate::serving::{Control, now_ms};
+use crate::store::{Opened, Store, Writes};
 use crate::telemetry::Telemetry;
 use crate::xds::{AdsServer, Nodes};
 
@@ -61,6 +63,9 @@ pub struct ServeArgs {
     /// etcd instead of the `--state` file, for replicas.
     #[command(flatten)]
     pub store: crate::store::StoreArgs,
+    /// Replicas on etcd: the leader's lease, this replica's name and address.
+    #[command(flatten)]
+    pub replication: crate::replication::ReplicationArgs,
     /// How often the controller evaluates the metrics, in milliseconds.
     #[arg(long, env = "WEIR_CONTROL_INTERVAL_MS", default_value_t = 250)]
     pub control_interval_ms: u64,
@@ -154,7 +159,39 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         wasm,
         version_header: args.version_header,
     };
-    let state = args.store.open(&args.state)?;
+    let (state, etcd): (Box<dyn Store>, _) = match args.store.open(&args.state)? {
+        Opened::Embedded(redb) => (Box::new(redb), None),
+        Opened::Etcd(etcd) => {
+            // Nothing is written until this replica leads.
+            etcd.set_writes(Writes::Refused);
+            (Box::new(Arc::clone(&etcd)), Some(etcd))
+        }
+    };
+    let replication = match &etcd {
+        None => Replication::single(),
+        Some(_) => {
+            let admin = args
+                .replication
+                .advertise_admin
+                .clone()
+                .unwrap_or_else(|| admin_addr.into());
+            let me = ReplicaInfo {
+                id: args
+                    .replication
+                    .replica_id
+                    .clone()
+                    .unwrap_or_else(|| default_replica_id(admin_addr)),
+                admin: admin.to_string(),
+                xds: xds_addr.to_string(),
+                ..ReplicaInfo::default()
+            };
+            Replication::replica(
+                me,
+                args.replication.lease_ttl_secs,
+                args.admin_auth.token()?,
+            )
+        }
+    };
     let mut saved = state.load()?;
     if !saved.rollouts.is_empty() {
         tracing::info!(rollouts = saved.rollouts.len(), store = %state.describe(), "resuming rollouts");
@@ -167,6 +204,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (control, receiver) = Control::new(
         args.policy.clone(),
         policy,
+        &text,
+        etcd.is_none(),
         options,
         controller,
         state,
@@ -178,6 +217,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let control = Arc::new(Mutex::new(control));
     let ingest = Ingest::new(Arc::clone(&metrics), now_ms);
     let nodes = Nodes::default();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let replica = etcd.map(|etcd| {
+        let forwarder = Forwarder::new(replication.clone());
+        ingest.forward_to(forwarder.clone());
+        tokio::spawn(forwarder.run());
+        tokio::spawn(crate::replication::run(
+            replication.clone(),
+            etcd,
+            Arc::clone(&control),
+            nodes.clone(),
+            args.store.timeout(),
+            stopping,
+        ))
+    });
 
     let ads = AdsServer::new(receiver, nodes.clone()).into_service();
     // OTLP/gRPC shares the ADS port: Envoy's stats sink reaches weir through
@@ -210,6 +263,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         telemetry,
         auth,
         dashboard.clone(),
+        replication,
     );
     let admin_router = admin::router(admin_state);
     let admin = tokio::spawn(async move { axum::serve(admin_listener, admin_router).await });
@@ -230,6 +284,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.control_interval_ms.max(10),
     ));
     control_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -242,13 +297,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 if let Ok(mut control) = control.lock() {
                     let now = now_ms();
                     control.control(now);
-                    if dashboard.record(&control, now) {
+                    // Only the deciding process keeps the timeline.
+                    if dashboard.record(&control, now) && control.deciding() {
                         timeline_saver.point_added(&control, &dashboard, now);
                     }
                 }
             }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
             stopped = &mut xds => anyhow::bail!("the xDS server stopped: {stopped:?}"),
             stopped = &mut admin => anyhow::bail!("the admin server stopped: {stopped:?}"),
         }
     }
+    tracing::info!("stopping");
+    // A leader resigns, so that another replica leads at once rather than
+    // when the lease expires.
+    let _ = stop.send(true);
+    if let Some(replica) = replica {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), replica).await;
+    }
+    Ok(())
+}
+
+/// The host name and the admin port: unique among replicas on distinct hosts
+/// and among those sharing one.
+fn default_replica_id(admin: SocketAddr) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "weir".to_owned());
+    format!("{host}-{}", admin.port())
 }

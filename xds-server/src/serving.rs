@@ -14,7 +14,7 @@ use crate::metrics_store::MetricsStore;
 use crate::policy_source::{self, InvalidPolicy};
 use crate::resources::{self, Options};
 use crate::snapshot::Snapshot;
-use crate::store::{Checkpoint, Store};
+use crate::store::{Checkpoint, Saved, Store};
 use crate::telemetry::{Origin, Telemetry};
 
 /// Evaluations between two saves of the rollout states when nothing else
@@ -41,6 +41,11 @@ pub(crate) struct Control {
     state: Box<dyn Store>,
     metrics: Arc<Mutex<MetricsStore>>,
     evaluations: u64,
+    /// Whether this process decides: alone, or as the replicas' leader. A
+    /// follower serves the leader's state (see [`Control::adopt`]).
+    deciding: bool,
+    /// The policy text's digest, which replicas compare.
+    policy_digest: String,
     telemetry: Telemetry,
     /// The last problem with the policy file or a snapshot, cleared by the next success.
     pub(crate) last_error: Option<String>,
@@ -50,9 +55,12 @@ impl Control {
     /// The serving state of `policy` with the controller's feed, and the
     /// channel its snapshots are published on; an error if they do not make a
     /// consistent snapshot.
+    #[allow(clippy::too_many_arguments)] // one for each part it owns
     pub(crate) fn new(
         policy_path: PathBuf,
         policy: Policy,
+        policy_text: &str,
+        deciding: bool,
         options: Options,
         controller: Controller,
         state: Box<dyn Store>,
@@ -72,10 +80,53 @@ impl Control {
             state,
             metrics,
             evaluations: 0,
+            deciding,
+            policy_digest: policy_digest(policy_text),
             telemetry,
             last_error: None,
         };
         Ok((control, receiver))
+    }
+
+    /// Takes over the state another replica saved — the leader's, while this
+    /// one follows; the state it left, when this one starts leading — and
+    /// serves the feed it makes under this replica's own policy, so the
+    /// snapshot is always one this policy makes.
+    pub(crate) fn adopt(&mut self, saved: Saved, deciding: bool) {
+        let mut controller = Controller::new(&self.policy, saved.rollouts, now_ms());
+        controller.restore_history(saved.decisions);
+        controller.restore_scores(&saved.scores);
+        self.controller = controller;
+        self.deciding = deciding;
+        self.feed_override = saved.pins.filter(|pins| {
+            let problems = pins.validate(&self.policy);
+            if !problems.is_empty() {
+                tracing::warn!(
+                    ?problems,
+                    "the saved pinned feed values do not fit this policy: not served"
+                );
+            }
+            problems.is_empty()
+        });
+        if let Err(err) = self.rebuild() {
+            tracing::error!(error = %err, "the saved state makes no valid snapshot: the last one keeps serving");
+            self.last_error = Some(err);
+        }
+    }
+
+    /// Whether this process decides (alone, or as the leader).
+    pub(crate) fn deciding(&self) -> bool {
+        self.deciding
+    }
+
+    /// Stops deciding at once (a leader that lost its lease).
+    pub(crate) fn stop_deciding(&mut self) {
+        self.deciding = false;
+    }
+
+    /// The digest of the policy text served.
+    pub(crate) fn policy_digest(&self) -> &str {
+        &self.policy_digest
     }
 
     /// Serves the pins a store kept, where they still fit the policy.
@@ -136,6 +187,11 @@ impl Control {
 
     /// An operator's command on a rollout: recorded, persisted, then pushed.
     pub(crate) fn command(&mut self, canary: &str, command: Command) -> Result<Decision, String> {
+        if !self.deciding {
+            return Err(
+                "this replica does not lead: commands take effect through the leader".into(),
+            );
+        }
         let decision = self.controller.command(canary, command, now_ms())?;
         self.checkpoint(std::slice::from_ref(&decision))
             .map_err(|e| format!("{e:#}"))?;
@@ -145,7 +201,11 @@ impl Control {
     }
 
     /// One evaluation of the controller; a new feed is persisted, then pushed.
+    /// A follower does not evaluate: it serves what the leader decides.
     pub(crate) fn control(&mut self, now: u64) {
+        if !self.deciding {
+            return;
+        }
         let evaluation = {
             let Ok(mut metrics) = self.metrics.lock() else {
                 return;
@@ -216,6 +276,7 @@ impl Control {
             Ok(policy) => policy,
             Err(invalid) => return self.reject(&invalid),
         };
+        let digest = policy_digest(text);
         // A policy that cannot make a consistent snapshot is refused before
         // anything (the controller's rollouts included) moves to it.
         if let Err(err) = resources::build(&policy, &Feed::initial(&policy), &self.options) {
@@ -231,6 +292,7 @@ impl Control {
             .filter(|f| f.validate(&policy).is_empty());
         self.controller.set_policy(&policy, now_ms());
         self.policy = policy;
+        self.policy_digest = digest;
         self.telemetry.policy_applied();
         match self.rebuild() {
             Ok(version) => {
@@ -258,6 +320,13 @@ impl Control {
         }
         version
     }
+}
+
+/// The first 12 hex digits of the sha256 of a policy text.
+pub(crate) fn policy_digest(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The controller's `feed` with the operator's `pinned` values over it.

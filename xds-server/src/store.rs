@@ -20,7 +20,7 @@ use weir_policy::Feed;
 use crate::controller::{Decision, RolloutState, Scores};
 use crate::timeline::Point;
 
-pub use self::etcd::{EtcdOptions, EtcdStore};
+pub use self::etcd::{Change, EtcdOptions, EtcdStore, Fence, Writes};
 pub use self::redb::RedbStore;
 
 /// Decisions kept; older ones are dropped as new ones come.
@@ -75,6 +75,29 @@ pub trait Store: Send + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
+/// A store shared with the replication, which watches and fences it.
+impl<S: Store + Sync> Store for std::sync::Arc<S> {
+    fn load(&self) -> anyhow::Result<Saved> {
+        (**self).load()
+    }
+
+    fn save(&self, checkpoint: &Checkpoint<'_>) -> anyhow::Result<()> {
+        (**self).save(checkpoint)
+    }
+
+    fn save_pins(&self, pins: Option<&Feed>) -> anyhow::Result<()> {
+        (**self).save_pins(pins)
+    }
+
+    fn save_timeline(&self, points: &[Point], forget_until_ms: u64) -> anyhow::Result<()> {
+        (**self).save_timeline(points, forget_until_ms)
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
 /// Where `weir serve` keeps its state: the redb file of `--state`, or etcd.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
@@ -107,6 +130,12 @@ pub struct StoreArgs {
 }
 
 /// `etcd://HOST:PORT[,HOST:PORT…]`.
+/// An opened store.
+pub enum Opened {
+    Embedded(RedbStore),
+    Etcd(std::sync::Arc<EtcdStore>),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreUrl {
     pub endpoints: Vec<String>,
@@ -157,12 +186,18 @@ impl StoreArgs {
         Some(options)
     }
 
-    /// Opens the chosen store: etcd, or the redb file at `state`.
-    pub fn open(&self, state: &std::path::Path) -> anyhow::Result<Box<dyn Store>> {
+    /// The store these options name: etcd, shared with the replication
+    /// (which fences it), or the embedded file `state`.
+    pub fn open(&self, state: &std::path::Path) -> anyhow::Result<Opened> {
         Ok(match self.etcd_options() {
-            Some(options) => Box::new(EtcdStore::open(&options)?),
-            None => Box::new(RedbStore::open(state)?),
+            Some(options) => Opened::Etcd(std::sync::Arc::new(EtcdStore::open(&options)?)),
+            None => Opened::Embedded(RedbStore::open(state)?),
         })
+    }
+
+    /// The deadline of each etcd request.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.etcd_timeout_ms.max(1))
     }
 }
 

@@ -23,20 +23,7 @@ impl Token {
         file: Option<&Path>,
         what: &str,
     ) -> anyhow::Result<Option<Self>> {
-        let token = match (value, file) {
-            (Some(token), _) => token.trim().to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|err| {
-                    anyhow::anyhow!("cannot read {what} file {}: {err}", path.display())
-                })?
-                .trim()
-                .to_owned(),
-            (None, None) => return Ok(None),
-        };
-        if token.is_empty() {
-            anyhow::bail!("{what} is empty");
-        }
-        Ok(Some(Self {
+        Ok(read(value, file, what)?.map(|token| Self {
             digest: Arc::new(digest(token.as_bytes())),
         }))
     }
@@ -45,6 +32,27 @@ impl Token {
     pub(crate) fn accepts(&self, presented: &[u8]) -> bool {
         constant_time_eq(&self.digest, &digest(presented))
     }
+}
+
+/// The token itself, given as `value` or in the file `file`, for a client
+/// of another replica to present (see [`Token::load`]).
+pub(crate) fn read(
+    value: Option<&str>,
+    file: Option<&Path>,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
+    let token = match (value, file) {
+        (Some(token), _) => token.trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("cannot read {what} file {}: {err}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        anyhow::bail!("{what} is empty");
+    }
+    Ok(Some(token))
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {

@@ -39,6 +39,17 @@ pub struct AuthArgs {
     pub admin_token_file: Option<PathBuf>,
 }
 
+impl AuthArgs {
+    /// The token itself, for this replica's requests to another one.
+    pub(crate) fn token(&self) -> anyhow::Result<Option<String>> {
+        crate::token::read(
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+            "the admin token",
+        )
+    }
+}
+
 /// The token requests must carry, if any.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Auth {

@@ -47,8 +47,13 @@ struct RpcStatus {
 }
 
 async fn export(State(ingest): State<Ingest>, request: Request) -> Response {
-    ingest.count_request(Transport::Http);
     let (parts, body) = request.into_parts();
+    let transport = if parts.headers.contains_key(crate::replication::FORWARDED) {
+        Transport::Replica
+    } else {
+        Transport::Http
+    };
+    ingest.count_request(transport);
     let format = match media_type(&parts.headers).as_deref() {
         Some("application/x-protobuf" | "application/protobuf") => Format::Protobuf,
         Some("application/json") => Format::Json,
@@ -101,7 +106,7 @@ async fn export(State(ingest): State<Ingest>, request: Request) -> Response {
     };
     match decoded {
         Ok(request) => {
-            let outcome = ingest.export(&request, Transport::Http);
+            let outcome = ingest.export(&request, transport);
             respond(StatusCode::OK, format, encode_outcome(&outcome, format))
         }
         Err(err) => {

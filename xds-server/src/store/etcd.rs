@@ -21,7 +21,7 @@
 //! [`EtcdOptions::timeout`], never a hang.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -99,12 +99,16 @@ impl EtcdOptions {
             .collect()
     }
 
-    fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+    /// How to connect; `deadline`: every request's, which also ends streams
+    /// (watches, elections) that run longer, so a client for those has none.
+    fn connect_options(&self, deadline: bool) -> anyhow::Result<ConnectOptions> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.timeout)
-            .with_timeout(self.timeout)
             .with_keep_alive(Duration::from_secs(2), self.timeout)
             .with_require_leader(true);
+        if deadline {
+            options = options.with_timeout(self.timeout);
+        }
         if let Some((user, password)) = &self.user {
             options = options.with_user(user.clone(), password.clone());
         }
@@ -135,6 +139,27 @@ impl EtcdOptions {
 pub struct Fence {
     pub key: Vec<u8>,
     pub revision: i64,
+}
+
+/// Whether, and on what condition, a store may write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Writes {
+    /// Unconditioned: one `weir` alone on its prefix (and tests).
+    #[default]
+    Open,
+    /// Only while `Fence` holds: the leader.
+    Fenced(Fence),
+    /// Never: a follower, or a leader that lost its lease.
+    Refused,
+}
+
+/// One change of the controller's state, as a watch on the prefix sees it.
+#[derive(Debug, PartialEq)]
+pub enum Change {
+    Rollouts(Vec<RolloutState>),
+    Scores(Scores),
+    Pins(Option<Feed>),
+    Decisions(Vec<Decision>),
 }
 
 /// The keys of one prefix.
@@ -170,9 +195,11 @@ impl Keys {
 pub struct EtcdStore {
     runtime: Option<tokio::runtime::Runtime>,
     client: Client,
+    /// For the replication's watches, election and lease: no request deadline.
+    streams: Client,
     keys: Keys,
     timeout: Duration,
-    fence: Arc<Mutex<Option<Fence>>>,
+    writes: Mutex<Writes>,
     described: String,
 }
 
@@ -207,19 +234,23 @@ impl EtcdStore {
             .thread_name("weir-etcd")
             .enable_all()
             .build()?;
-        let (urls, connect) = (options.urls(), options.connect_options()?);
-        let client = on_runtime(&runtime, options.timeout, async move {
-            Ok(Client::connect(urls, Some(connect)).await?)
-        })
-        .with_context(|| format!("cannot connect to {described}"))?;
+        let connect = |deadline: bool| -> anyhow::Result<Client> {
+            let (urls, connect) = (options.urls(), options.connect_options(deadline)?);
+            on_runtime(&runtime, options.timeout, async move {
+                Ok(Client::connect(urls, Some(connect)).await?)
+            })
+            .with_context(|| format!("cannot connect to {described}"))
+        };
+        let (client, streams) = (connect(true)?, connect(false)?);
         let store = Self {
             runtime: Some(runtime),
             client,
+            streams,
             keys: Keys {
                 prefix: options.prefix.clone(),
             },
             timeout: options.timeout,
-            fence: Arc::default(),
+            writes: Mutex::default(),
             described,
         };
         store
@@ -228,16 +259,77 @@ impl EtcdStore {
         Ok(store)
     }
 
-    /// Conditions every later write on `fence` (`None`: unconditioned).
-    pub fn set_fence(&self, fence: Option<Fence>) {
-        if let Ok(mut current) = self.fence.lock() {
-            *current = fence;
-        }
+    /// Sets the condition of every later write.
+    pub fn set_writes(&self, writes: Writes) {
+        let mut current = self
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = writes;
     }
 
-    /// A client of the same etcd, for the election and watches.
+    /// Everything saved, and the etcd revision it was read at: a watch from
+    /// the next revision sees every later change exactly once.
+    pub fn load_at(&self) -> anyhow::Result<(Saved, i64)> {
+        self.read()
+            .with_context(|| format!("cannot read {}", self.described))
+    }
+
+    /// The key watched to follow the state (every key under the prefix).
+    pub fn watched(&self) -> (String, Vec<u8>) {
+        (self.keys.key(""), self.keys.range_end(""))
+    }
+
+    /// What a put or a delete of `key` seen by a watch changes; `None` for
+    /// keys a follower has no use for (the feed, made from the rest; the
+    /// dashboard's timeline; other replicas' records).
+    pub fn change(&self, key: &[u8], value: Option<&[u8]>) -> anyhow::Result<Option<Change>> {
+        let Some(name) = key
+            .strip_prefix(self.keys.prefix.as_bytes())
+            .and_then(|name| std::str::from_utf8(name).ok())
+        else {
+            return Ok(None);
+        };
+        let parse = |what: &str| -> anyhow::Result<&[u8]> {
+            value.ok_or_else(|| anyhow!("{what} were deleted"))
+        };
+        Ok(Some(match name {
+            "rollouts" => Change::Rollouts(
+                serde_json::from_slice(parse("the rollout states")?)
+                    .context("the rollout states are not readable")?,
+            ),
+            "scores" => Change::Scores(
+                serde_json::from_slice(parse("the scores")?)
+                    .context("the saved scores are not readable")?,
+            ),
+            "pins" => Change::Pins(
+                value
+                    .map(serde_json::from_slice)
+                    .transpose()
+                    .context("the pinned feed values are not readable")?,
+            ),
+            name if name.starts_with("decisions/") => match value {
+                Some(json) => Change::Decisions(
+                    serde_json::from_slice(json)
+                        .with_context(|| format!("decisions {name} are not readable"))?,
+                ),
+                // Old batches are deleted as new ones come: nothing to undo.
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        }))
+    }
+
+    /// A client of the same etcd whose requests have the store's deadline.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// A client of the same etcd without a request deadline, for watches, the
+    /// election and the lease's keep-alive, which last as long as they must
+    /// (callers bound each request themselves).
+    pub fn streaming_client(&self) -> Client {
+        self.streams.clone()
     }
 
     /// The key prefix.
@@ -278,13 +370,22 @@ impl EtcdStore {
 
     /// Runs `ops` as one transaction under the fence, if any.
     fn write(&self, ops: Vec<TxnOp>) -> anyhow::Result<()> {
-        let fence = self.fence.lock().ok().and_then(|f| f.clone());
+        let writes = self
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let compares: Vec<Compare> = match writes {
+            Writes::Open => Vec::new(),
+            Writes::Fenced(f) => vec![Compare::create_revision(
+                f.key,
+                CompareOp::Equal,
+                f.revision,
+            )],
+            Writes::Refused => bail!("this replica is not the leader: only the leader writes"),
+        };
         let mut client = self.client.clone();
         self.run(async move {
-            let compares: Vec<Compare> = fence
-                .iter()
-                .map(|f| Compare::create_revision(f.key.clone(), CompareOp::Equal, f.revision))
-                .collect();
             let response = client.txn(Txn::new().when(compares).and_then(ops)).await?;
             if !response.succeeded() {
                 bail!("this replica is no longer the leader: the write was refused");
@@ -316,7 +417,7 @@ impl EtcdStore {
         })
     }
 
-    fn read(&self) -> anyhow::Result<Saved> {
+    fn read(&self) -> anyhow::Result<(Saved, i64)> {
         let mut client = self.client.clone();
         let keys = self.keys.clone();
         self.run(async move {
@@ -366,14 +467,15 @@ impl EtcdStore {
                     .with_context(|| format!("timeline point {key} is not readable"))?;
                 timeline.push(point);
             }
-            Ok(Saved {
+            let saved = Saved {
                 rollouts,
                 decisions,
                 scores,
                 feed,
                 pins,
                 timeline,
-            })
+            };
+            Ok((saved, revision))
         })
     }
 
@@ -423,8 +525,7 @@ impl EtcdStore {
 
 impl Store for EtcdStore {
     fn load(&self) -> anyhow::Result<Saved> {
-        self.read()
-            .with_context(|| format!("cannot read {}", self.described))
+        self.load_at().map(|(saved, _)| saved)
     }
 
     fn save(&self, checkpoint: &Checkpoint<'_>) -> anyhow::Result<()> {
@@ -574,7 +675,7 @@ mod tests {
             key: b"/election/leader".to_vec(),
             revision,
         };
-        store.set_fence(Some(fence.clone()));
+        store.set_writes(Writes::Fenced(fence.clone()));
         let first = [state("a", 0, 100)];
         store
             .save(&checkpoint(&first, &[decision(1)], &scores(0.5)))
@@ -604,6 +705,63 @@ mod tests {
         assert_eq!(saved.rollouts, first);
         assert_eq!(saved.decisions, vec![decision(1)]);
         assert_eq!(saved.pins, None);
+    }
+
+    #[test]
+    fn a_follower_never_writes_and_sees_the_leaders_writes_as_changes() {
+        let (etcd, _) = etcd();
+        let endpoints: Vec<String> = etcd.endpoints().iter().map(ToString::to_string).collect();
+        let leader = EtcdStore::open(&EtcdOptions::new(endpoints.clone())).unwrap();
+        let follower = EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap();
+        follower.set_writes(Writes::Refused);
+        let refused = follower
+            .save(&checkpoint(&[state("a", 0, 100)], &[], &scores(0.5)))
+            .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("not the leader"),
+            "{refused:#}"
+        );
+        assert!(follower.save_pins(Some(&pins())).is_err());
+
+        let (_, revision) = follower.load_at().unwrap();
+        let rollouts = [state("a", 1, 500)];
+        leader
+            .save(&checkpoint(&rollouts, &[decision(7)], &scores(0.25)))
+            .unwrap();
+        leader.save_pins(Some(&pins())).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (key, end) = follower.watched();
+        let mut client = follower.client();
+        let changes = runtime.block_on(async {
+            let options = etcd_client::WatchOptions::new()
+                .with_range(end)
+                .with_start_revision(revision + 1);
+            let mut stream = client.watch(key, Some(options)).await.unwrap();
+            let mut changes = Vec::new();
+            while changes.len() < 4 {
+                let response = stream.message().await.unwrap().unwrap();
+                for event in response.events() {
+                    let kv = event.kv().unwrap();
+                    let value =
+                        (event.event_type() == etcd_client::EventType::Put).then(|| kv.value());
+                    changes.extend(follower.change(kv.key(), value).unwrap());
+                }
+            }
+            changes
+        });
+        assert!(
+            changes.contains(&Change::Rollouts(rollouts.to_vec())),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&Change::Decisions(vec![decision(7)])),
+            "{changes:?}"
+        );
+        assert!(changes.contains(&Change::Pins(Some(pins()))), "{changes:?}");
+        assert!(
+            changes.iter().any(|c| matches!(c, Change::Scores(_))),
+            "{changes:?}"
+        );
     }
 
     #[test]

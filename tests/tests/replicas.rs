@@ -1,0 +1,425 @@
+//! Replicas of `weir` on a real etcd: one leader decides, every replica
+//! serves real Envoys, commands and metrics reach the leader through any
+//! replica, and the failures of the leader, of a follower and of etcd each do
+//! what `docs/ha.md` says.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weir_testbed::canary::{self, CANARY};
+use weir_testbed::etcd::Etcd;
+use weir_testbed::fleet::{Fleet, PolicyFile, policy_from_yaml};
+use weir_testbed::steady::Traffic;
+use weir_testbed::wait::eventually;
+use weir_testbed::weir::{Weir, ads_bootstrap_replicas};
+use weir_testbed::{Behaviour, Envoy, http_client};
+
+/// The lease TTL the replicas run with (the default).
+const TTL: Duration = Duration::from_secs(2);
+/// The controller's interval (the default).
+const INTERVAL: Duration = Duration::from_millis(250);
+
+/// A canary that starts at 50 % and holds each step `hold`.
+fn policy(steps: &str, hold: &str) -> weir_policy::Policy {
+    policy_from_yaml("rollout.yaml", &canary::policy_yaml(steps, hold, 40, 2.0)).unwrap()
+}
+
+/// A free loopback port, for a replica an Envoy's bootstrap names before it runs.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Backends, one etcd, the policy file every replica reads, and the replicas.
+struct World {
+    fleet: Fleet,
+    policy_file: PolicyFile,
+    etcd: Etcd,
+    replicas: Vec<Option<Weir>>,
+}
+
+impl World {
+    async fn start(policy: weir_policy::Policy, replicas: usize) -> Self {
+        let etcd = Etcd::start().await.unwrap();
+        Self::with_etcd(policy, replicas, etcd).await
+    }
+
+    /// Starts `replicas` replicas, the first alone until it leads (so that
+    /// it is the leader).
+    async fn with_etcd(policy: weir_policy::Policy, replicas: usize, etcd: Etcd) -> Self {
+        let fleet = Fleet::start(policy).unwrap();
+        let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
+        let mut world = Self {
+            fleet,
+            policy_file,
+            etcd,
+            replicas: Vec::new(),
+        };
+        for i in 0..replicas {
+            let weir = world.spawn(i, free_port()).await;
+            world.replicas.push(Some(weir));
+            if i == 0 {
+                world.wait_leader(Duration::from_secs(10)).await;
+            }
+        }
+        world
+    }
+
+    async fn spawn(&self, i: usize, xds: SocketAddr) -> Weir {
+        let id = format!("r{i}");
+        let url = self.etcd.store_url();
+        let env = [
+            ("WEIR_STORE", url.as_str()),
+            ("WEIR_REPLICA_ID", id.as_str()),
+        ];
+        Weir::start_at(self.policy_file.path(), xds, &env)
+            .await
+            .unwrap()
+    }
+
+    fn replica(&self, i: usize) -> &Weir {
+        self.replicas[i].as_ref().unwrap()
+    }
+
+    fn alive(&self) -> impl Iterator<Item = (usize, &Weir)> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| Some((i, w.as_ref()?)))
+    }
+
+    /// The one replica that says it leads, once every live replica agrees.
+    async fn wait_leader(&self, deadline: Duration) -> usize {
+        eventually("one leader every replica names", deadline, || async {
+            let mut leaders = Vec::new();
+            let mut named = Vec::new();
+            for (i, weir) in self.alive() {
+                let status = weir.status().await.ok()?;
+                let replication = &status["replication"];
+                if replication["role"] == "leader" && replication["deciding"] == true {
+                    leaders.push(i);
+                }
+                named.push(replication["leader"].as_str()?.to_owned());
+            }
+            let [leader] = leaders[..] else { return None };
+            let id = format!("r{leader}");
+            named.iter().all(|n| *n == id).then_some(leader)
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{err}\n{}", self.logs()))
+    }
+
+    fn logs(&self) -> String {
+        self.alive()
+            .map(|(i, w)| format!("--- replica r{i}:\n{}", w.log()))
+            .collect()
+    }
+
+    fn xds_addrs(&self, which: &[usize]) -> Vec<SocketAddr> {
+        which.iter().map(|&i| self.replica(i).xds_addr()).collect()
+    }
+}
+
+async fn rollout(weir: &Weir) -> Value {
+    weir.rollout(CANARY).await.unwrap()
+}
+
+/// Envoy's canary weight, once it is `weight`.
+async fn wait_envoy_weight(envoy: &Envoy, weight: u64, deadline: Duration) {
+    eventually(&format!("Envoy to run {weight} bp"), deadline, || async {
+        (canary::envoy_weight(envoy).await.ok().flatten() == Some(weight)).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Node ids with a stream open to `weir`.
+async fn connected(weir: &Weir) -> Vec<String> {
+    let nodes: Value = http_client()
+        .get(format!("http://{}/v1/nodes", weir.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    nodes["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["streams"].as_u64() > Some(0))
+        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_serve_the_leaders_decisions_and_forward_commands_to_it() {
+    let w = World::start(policy("[50, 100]", "10m"), 2).await;
+    let (leader, follower) = (w.replica(0), w.replica(1));
+    // An Envoy that knows only the follower.
+    let envoy = Envoy::start(
+        &ads_bootstrap_replicas(&w.xds_addrs(&[1]), "follower-envoy", false).unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        follower.snapshot_version().await.unwrap(),
+        leader.snapshot_version().await.unwrap(),
+        "the same policy and state make the same snapshot on every replica"
+    );
+
+    // A command sent to the follower is decided by the leader, and its
+    // answer says so.
+    let answer = http_client()
+        .post(format!(
+            "http://{}/v1/rollouts/{CANARY}/abort",
+            follower.admin_addr()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["weir-leader"], "r0");
+    let decision: Value = answer.json().await.unwrap();
+    assert_eq!(decision["decision"]["to"], "rolled_back", "{decision}");
+    assert_eq!(rollout(leader).await["phase"], "rolled_back");
+    // The follower serves it: its Envoy runs the stable cluster only.
+    wait_envoy_weight(&envoy, 0, Duration::from_secs(5)).await;
+    eventually(
+        "the follower to show the decision",
+        Duration::from_secs(5),
+        || async { (rollout(follower).await["phase"] == "rolled_back").then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // Pins too: pinned through the follower, kept by the leader, served by both.
+    let feed: weir_policy::Feed =
+        serde_json::from_value(serde_json::json!({"concurrency_limit": 77})).unwrap();
+    follower.put_feed(&feed).await.unwrap().unwrap();
+    eventually(
+        "Envoy to run the pinned limit",
+        Duration::from_secs(5),
+        || async {
+            (canary::envoy_concurrency_limit(&envoy).await.ok().flatten() == Some(77)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let pinned: Value = http_client()
+        .get(format!("http://{}/v1/feed", leader.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pinned["concurrency_limit"], 77);
+
+    // `weir status` on either replica lists both, with the leader.
+    let status = follower.status().await.unwrap();
+    let replicas: Vec<&str> = status["replication"]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(replicas, ["r0", "r1"], "{status}");
+    assert_eq!(status["replication"]["role"], "follower");
+    assert_eq!(status["replication"]["leader"], "r0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_reported_bad_only_to_a_follower_is_rolled_back_by_the_leader() {
+    let w = World::start(policy("[50, 100]", "30s"), 2).await;
+    // The Envoy — its configuration and its metrics — talks only to the follower.
+    let envoy = Envoy::start(
+        &ads_bootstrap_replicas(&w.xds_addrs(&[1]), "follower-envoy", false).unwrap(),
+        2,
+    )
+    .await
+    .unwrap();
+    w.fleet.backend(CANARY).set_behaviour(Behaviour {
+        fail_basis_points: 2_000,
+        fail_status: 503,
+        ..Behaviour::default()
+    });
+    let traffic = Traffic::start(&envoy, 100, Duration::from_secs(30));
+    let first_error = eventually(
+        "the canary's first error",
+        Duration::from_secs(10),
+        || async { traffic.first_canary_error() },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "Envoy to run canary weight 0",
+        Duration::from_secs(10),
+        || async { (canary::envoy_weight(&envoy).await.ok().flatten() == Some(0)).then_some(()) },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", w.logs()));
+    let reaction = first_error.elapsed();
+    traffic.stop().await;
+    assert!(
+        reaction <= Duration::from_millis(2_500),
+        "rolled back {reaction:?} after the first bad response"
+    );
+    let decided = rollout(w.replica(0)).await;
+    assert_eq!(decided["phase"], "rolled_back");
+    let forwarding = &w.replica(1).status().await.unwrap()["otlp"]["forwarding"];
+    assert!(
+        forwarding["batches_forwarded"].as_u64() > Some(0),
+        "{forwarding}"
+    );
+    assert!(
+        w.replica(0).status().await.unwrap()["otlp"]["requests"]["replicas"].as_u64() > Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() {
+    let mut w = World::start(policy("[50, 75, 100]", "3s"), 1).await;
+    // The Envoy names both replicas; the second is not up yet, so its
+    // stream is on the leader.
+    let second = free_port();
+    let bootstrap =
+        ads_bootstrap_replicas(&[w.replica(0).xds_addr(), second], "fleet-envoy", false).unwrap();
+    let envoy = Envoy::start(&bootstrap, 2).await.unwrap();
+    let follower = w.spawn(1, second).await;
+    w.replicas.push(Some(follower));
+    assert_eq!(connected(w.replica(0)).await, ["fleet-envoy"]);
+
+    let traffic = Traffic::start(&envoy, 100, Duration::from_secs(60));
+    let sending = Instant::now();
+    eventually("the second step", Duration::from_secs(30), || async {
+        (rollout(w.replica(0)).await["weight_bp"] == 7_500).then_some(())
+    })
+    .await
+    .unwrap();
+    let before = rollout(w.replica(0)).await;
+
+    let killed = Instant::now();
+    drop(w.replicas[0].take());
+    let leader = w.wait_leader(TTL * 3).await;
+    let took_over = killed.elapsed();
+    assert_eq!(leader, 1);
+    assert!(
+        took_over <= TTL + INTERVAL + Duration::from_secs(1),
+        "the follower led {took_over:?} after the leader died"
+    );
+    let after = rollout(w.replica(1)).await;
+    assert_eq!(
+        (&after["step"], &after["weight_bp"]),
+        (&before["step"], &before["weight_bp"]),
+        "the new leader resumes at the same step and weight"
+    );
+    eventually(
+        "the Envoy on the new leader",
+        Duration::from_secs(10),
+        || async { (connected(w.replica(1)).await == ["fleet-envoy"]).then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    // A canary that goes bad after the failover is still rolled back.
+    w.fleet.backend(CANARY).set_behaviour(Behaviour {
+        fail_basis_points: 2_000,
+        fail_status: 503,
+        ..Behaviour::default()
+    });
+    wait_envoy_weight(&envoy, 0, Duration::from_secs(10)).await;
+    assert_eq!(rollout(w.replica(1)).await["phase"], "rolled_back");
+    let failed = traffic.failed();
+    let expected = 100 * sending.elapsed().as_secs();
+    let sent = traffic.stop().await;
+    assert!(sent >= expected / 2, "{sent} requests of about {expected}");
+    assert_eq!(failed, 0, "device requests failed while the leader changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_follower_changes_nothing_but_where_its_envoys_connect() {
+    let mut w = World::start(policy("[50, 100]", "10m"), 2).await;
+    // The Envoy names the follower and a third replica not up yet: its
+    // stream is on the follower.
+    let third = free_port();
+    let bootstrap =
+        ads_bootstrap_replicas(&[w.replica(1).xds_addr(), third], "fleet-envoy", false).unwrap();
+    let envoy = Envoy::start(&bootstrap, 1).await.unwrap();
+    let weir = w.spawn(2, third).await;
+    w.replicas.push(Some(weir));
+    assert_eq!(connected(w.replica(1)).await, ["fleet-envoy"]);
+    let version = w.replica(0).snapshot_version().await.unwrap();
+    let traffic = Traffic::start(&envoy, 50, Duration::from_secs(30));
+
+    drop(w.replicas[1].take());
+    eventually(
+        "the Envoy on the third replica",
+        Duration::from_secs(10),
+        || async { (connected(w.replica(2)).await == ["fleet-envoy"]).then_some(()) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        w.wait_leader(Duration::from_secs(1)).await,
+        0,
+        "the leader stays"
+    );
+    for (_, weir) in w.alive() {
+        assert_eq!(weir.snapshot_version().await.unwrap(), version);
+    }
+    let failed = traffic.failed();
+    let sent = traffic.stop().await;
+    assert!(sent > 0);
+    assert_eq!(failed, 0, "device requests failed while a follower died");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_stops_deciding_and_one_leads_again_when_it_returns() {
+    let mut w = World::start(policy("[50, 75, 100]", "10m"), 2).await;
+    let envoy = Envoy::start(
+        &ads_bootstrap_replicas(&w.xds_addrs(&[0, 1]), "fleet-envoy", false).unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+    wait_envoy_weight(&envoy, 5_000, Duration::from_secs(10)).await;
+    let version = w.replica(0).snapshot_version().await.unwrap();
+
+    w.etcd.kill(0);
+    let stopped = Instant::now();
+    eventually("no replica to decide", TTL * 3, || async {
+        for (_, weir) in w.alive() {
+            let status = weir.status().await.ok()?;
+            if status["replication"]["deciding"] != false {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", w.logs()));
+    assert!(stopped.elapsed() <= TTL + Duration::from_secs(1));
+    // Everything keeps serving the last feed.
+    for (_, weir) in w.alive() {
+        assert_eq!(weir.snapshot_version().await.unwrap(), version);
+    }
+    assert_eq!(canary::envoy_weight(&envoy).await.unwrap(), Some(5_000));
+    let (status, _) = envoy
+        .send("GET", "/", &[("x-device-id", "d-1")])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "Envoy serves devices while etcd is down");
+
+    w.etcd.restart(0).await.unwrap();
+    let leader = w.wait_leader(Duration::from_secs(15)).await;
+    let resumed = rollout(w.replica(leader)).await;
+    assert_eq!(resumed["weight_bp"], 5_000, "nothing was lost: {resumed}");
+    for (_, weir) in w.alive() {
+        assert_eq!(weir.snapshot_version().await.unwrap(), version);
+    }
+}
