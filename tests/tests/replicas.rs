@@ -69,15 +69,18 @@ impl World {
     }
 
     async fn spawn(&self, i: usize, xds: SocketAddr) -> Weir {
+        self.spawn_reading(i, xds, self.policy_file.path()).await
+    }
+
+    /// Replica `r{i}` on `xds`, reading the policy at `policy`.
+    async fn spawn_reading(&self, i: usize, xds: SocketAddr, policy: &std::path::Path) -> Weir {
         let id = format!("r{i}");
         let url = self.etcd.store_url();
         let env = [
             ("WEIR_STORE", url.as_str()),
             ("WEIR_REPLICA_ID", id.as_str()),
         ];
-        Weir::start_at(self.policy_file.path(), xds, &env)
-            .await
-            .unwrap()
+        Weir::start_at(policy, xds, &env).await.unwrap()
     }
 
     fn replica(&self, i: usize) -> &Weir {
@@ -186,6 +189,11 @@ async fn followers_serve_the_leaders_decisions_and_forward_commands_to_it() {
     assert_eq!(answer.headers()["weir-leader"], "r0");
     let decision: Value = answer.json().await.unwrap();
     assert_eq!(decision["decision"]["to"], "rolled_back", "{decision}");
+    let leader_policy = leader.status().await.unwrap()["replication"]["policy"].clone();
+    assert_eq!(
+        decision["decision"]["policy"], leader_policy,
+        "the decision names the policy it was made under"
+    );
     assert_eq!(rollout(leader).await["phase"], "rolled_back");
     // The follower serves it: its Envoy runs the stable cluster only.
     wait_envoy_weight(&envoy, 0, Duration::from_secs(5)).await;
@@ -229,6 +237,9 @@ async fn followers_serve_the_leaders_decisions_and_forward_commands_to_it() {
         .filter_map(|r| r["id"].as_str())
         .collect();
     assert_eq!(replicas, ["r0", "r1"], "{status}");
+    for replica in status["replication"]["replicas"].as_array().unwrap() {
+        assert_eq!(replica["policy"], leader_policy, "{replica}");
+    }
     assert_eq!(status["replication"]["role"], "follower");
     assert_eq!(status["replication"]["leader"], "r0");
 }
@@ -422,4 +433,94 @@ async fn a_leader_cut_off_from_etcd_stops_deciding_and_one_leads_again_when_it_r
     for (_, weir) in w.alive() {
         assert_eq!(weir.snapshot_version().await.unwrap(), version);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reading_different_policies_each_serve_a_whole_one() {
+    let mut w = World::start(policy("[50, 100]", "10m"), 1).await;
+    // A policy file updated on one replica first: the canary is gone there.
+    let mut edited = w.fleet.policy().clone();
+    edited.services[0].placements[0].canary = None;
+    let edited = PolicyFile::new("policy.yaml", &edited).unwrap();
+    let weir = w.spawn_reading(1, free_port(), edited.path()).await;
+    w.replicas.push(Some(weir));
+    let on_leader = Envoy::start(
+        &ads_bootstrap_replicas(&w.xds_addrs(&[0]), "envoy-0", false).unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+    let on_follower = Envoy::start(
+        &ads_bootstrap_replicas(&w.xds_addrs(&[1]), "envoy-1", false).unwrap(),
+        1,
+    )
+    .await
+    .unwrap();
+    wait_envoy_weight(&on_leader, 5_000, Duration::from_secs(10)).await;
+
+    // The leader's decision reaches the follower, which serves it under its
+    // own policy: a whole snapshot that its Envoy accepts.
+    let answer = http_client()
+        .post(format!(
+            "http://{}/v1/rollouts/{CANARY}/abort",
+            w.replica(0).admin_addr()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    wait_envoy_weight(&on_leader, 0, Duration::from_secs(5)).await;
+    let follower = w.replica(1);
+    follower
+        .wait_acked(
+            "envoy-1",
+            "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        follower.snapshot_version().await.unwrap(),
+        w.replica(0).snapshot_version().await.unwrap(),
+        "the follower serves its own policy's snapshot"
+    );
+    let nodes: Value = http_client()
+        .get(format!("http://{}/v1/nodes", follower.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let node = &nodes["nodes"][0];
+    assert!(
+        node["last_nack"].is_null(),
+        "the follower's Envoy rejected: {node}"
+    );
+    let (envoy, _) = on_follower
+        .send("GET", "/", &[("x-device-id", "d-1")])
+        .await
+        .unwrap();
+    assert_eq!(envoy, 200);
+
+    // `weir status` shows which replica serves which policy.
+    let status = follower.status().await.unwrap();
+    let served: Vec<(String, String)> = status["replication"]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["policy"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let leader_policy = w.replica(0).status().await.unwrap()["replication"]["policy"].clone();
+    assert_eq!(served.len(), 2, "{status}");
+    assert_eq!(served[0].1, leader_policy.as_str().unwrap());
+    assert_eq!(
+        served[1].1,
+        status["replication"]["policy"].as_str().unwrap()
+    );
+    assert_ne!(served[0].1, served[1].1);
 }

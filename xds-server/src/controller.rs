@@ -191,6 +191,17 @@ impl Controller {
         self.history.drain(..excess);
     }
 
+    /// Marks the decisions taken since the last call as made under the policy
+    /// whose digest is `digest`.
+    pub fn stamp_policy(&mut self, digest: &str) {
+        for decision in self.history.iter_mut().rev() {
+            if !decision.policy.is_empty() {
+                break;
+            }
+            decision.policy = digest.to_owned();
+        }
+    }
+
     /// Puts decisions read from the state store back into the history
     /// (oldest first), before those taken since.
     pub fn restore_history(&mut self, decisions: Vec<Decision>) {

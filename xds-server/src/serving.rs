@@ -192,7 +192,9 @@ impl Control {
                 "this replica does not lead: commands take effect through the leader".into(),
             );
         }
-        let decision = self.controller.command(canary, command, now_ms())?;
+        let mut decision = self.controller.command(canary, command, now_ms())?;
+        decision.policy.clone_from(&self.policy_digest);
+        self.controller.stamp_policy(&self.policy_digest);
         self.checkpoint(std::slice::from_ref(&decision))
             .map_err(|e| format!("{e:#}"))?;
         tracing::info!(canary, ?command, to = ?decision.to, weight_bp = decision.weight_bp, "rollout command");
@@ -213,6 +215,11 @@ impl Control {
             metrics.prune(now);
             self.controller.evaluate(&metrics, now)
         };
+        let mut evaluation = evaluation;
+        for decision in &mut evaluation.decisions {
+            decision.policy.clone_from(&self.policy_digest);
+        }
+        self.controller.stamp_policy(&self.policy_digest);
         self.evaluations = self.evaluations.wrapping_add(1);
         // Hold progress is saved now and then even without a decision, so a
         // restart loses at most a few seconds of it.

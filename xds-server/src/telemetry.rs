@@ -454,6 +454,7 @@ mod tests {
             weight_bp,
             reason: String::new(),
             evidence: Evidence::none(1),
+            policy: String::new(),
         }
     }
 

@@ -488,6 +488,7 @@ mod tests {
             weight_bp,
             reason: "held healthy".to_owned(),
             evidence: Evidence::none(10_000),
+            policy: String::new(),
         }
     }
 

@@ -14,8 +14,11 @@ pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
     let rollouts = client.get("/v1/rollouts")?;
     let clusters = client.get("/v1/clusters")?;
     let nodes = client.get("/v1/nodes")?;
+    let status = client.get("/v1/status")?;
+    let replication = &status["replication"];
     if args.json {
         let all = json!({
+            "replication": replication,
             "rollouts": rollouts["rollouts"],
             "clusters": clusters["clusters"],
             "limit": clusters["limit"],
@@ -31,7 +34,56 @@ pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
     out.push_str(&limit_line(&clusters["limit"]));
     out.push('\n');
     out.push_str(&node_table(&nodes["nodes"]));
+    if !replication.is_null() && replication["role"] != "single" {
+        out.push('\n');
+        out.push_str(&replica_table(replication));
+    }
     Ok(out)
+}
+
+fn number(value: &Value) -> String {
+    value
+        .as_u64()
+        .map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+/// Every replica with its role, the policy and snapshot it serves and its
+/// Envoys, under a line on the leader and its lease.
+fn replica_table(replication: &Value) -> String {
+    let leader = replication["leader"]
+        .as_str()
+        .unwrap_or("none (an election is under way)");
+    let lease = &replication["lease"];
+    let mut out = format!(
+        "REPLICAS (asked {}, a {}; leader {leader}; lease TTL {} s)\n",
+        text(&replication["replica"]),
+        text(&replication["role"]),
+        number(&lease["ttl_seconds"]),
+    );
+    let mut table = Table::new(&[
+        "REPLICA", "ROLE", "ADMIN", "XDS", "POLICY", "SNAPSHOT", "ENVOYS",
+    ]);
+    for r in items(&replication["replicas"]) {
+        let role = if r["leader"] == true {
+            "leader"
+        } else {
+            "follower"
+        };
+        table.row(vec![
+            text(&r["id"]),
+            role.to_owned(),
+            text(&r["admin"]),
+            text(&r["xds"]),
+            text(&r["policy"]),
+            text(&r["snapshot"]),
+            number(&r["envoys"]),
+        ]);
+    }
+    for line in table.lines() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 fn items(list: &Value) -> &[Value] {

@@ -179,6 +179,9 @@ pub struct Decision {
     pub reason: String,
     /// The analysis in force when it was decided.
     pub evidence: Evidence,
+    /// The digest of the policy text it was decided under (see `weir status`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy: String,
 }
 
 /// What the policy says about one canary.
@@ -275,6 +278,7 @@ impl RolloutState {
             weight_bp,
             reason,
             evidence: evidence.clone(),
+            policy: String::new(),
         };
         self.phase = to;
         self.step = step;
@@ -466,6 +470,7 @@ pub(crate) fn reconcile(
             weight_bp: state.weight_bp,
             reason,
             evidence: evidence.clone(),
+            policy: String::new(),
         };
         (state, Some(decision))
     };
@@ -522,6 +527,7 @@ pub(crate) fn reconcile(
                     config.steps_bp.len()
                 ),
                 evidence: evidence.clone(),
+                policy: String::new(),
             });
             (state, decision)
         }

@@ -227,6 +227,7 @@ pub(crate) fn decision(at_ms: u64) -> Decision {
             verdict: Verdict::Bad,
             findings: vec!["errors: bad".into()],
         },
+        policy: String::new(),
     }
 }
 
