@@ -7,7 +7,7 @@ WASM_PACKAGES := weir-policy weir-filter
 export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
 export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
 
-.PHONY: all setup build wasm server simulator test lint unit e2e demo bench clean bench-xds bench-otlp bench-overload
+.PHONY: all setup build wasm server simulator test lint unit e2e demo bench clean bench-xds bench-otlp bench-overload bench-ha
 
 all: build
 
@@ -68,6 +68,7 @@ bench: build
 	@$(MAKE) --no-print-directory bench-xds
 	@$(MAKE) --no-print-directory bench-otlp
 	@$(MAKE) --no-print-directory bench-overload
+	@$(MAKE) --no-print-directory bench-ha
 
 ## bench-xds: the control plane: policy edit to Envoy's ACK (50 edits), and
 ## 1,000 ADS streams of a load client (time until all ACK a change, weir's
@@ -92,6 +93,13 @@ bench-otlp: build
 ## goodput, and Weir's targets; writes its section of bench/RESULTS.md.
 bench-overload: build
 	@$(CARGO) run --locked --release -p weir-overload-bench -- --out bench/RESULTS.md
+
+## bench-ha: replicas on etcd: leader failover times (SIGKILL → a new
+## leader deciding, → its Envoys served) and etcd's load per second and per
+## decision.
+bench-ha: build
+	@scripts/setup.sh etcd
+	@$(CARGO) run --locked --release -p weir-ha-bench -- --out bench/RESULTS.md
 
 clean:
 	rm -rf target dist

@@ -565,8 +565,8 @@ fn the_kubernetes_replicas_example_sets_only_what_weir_serve_reads() {
     assert!(ok, "{stderr}");
     let mut checked = Vec::new();
     for document in text.split("\n---\n") {
-        let document: Value = serde_saphyr::from_str(document)
-            .unwrap_or_else(|err| panic!("{relative}: {err}"));
+        let document: Value =
+            serde_saphyr::from_str(document).unwrap_or_else(|err| panic!("{relative}: {err}"));
         if document["kind"] != "Deployment" {
             continue;
         }
@@ -585,6 +585,9 @@ fn the_kubernetes_replicas_example_sets_only_what_weir_serve_reads() {
         }
     }
     for needed in ["WEIR_STORE", "WEIR_REPLICA_ID", "WEIR_ADVERTISE_ADMIN"] {
-        assert!(checked.iter().any(|n| n == needed), "{relative} lacks {needed}");
+        assert!(
+            checked.iter().any(|n| n == needed),
+            "{relative} lacks {needed}"
+        );
     }
 }
