@@ -4,6 +4,40 @@
 
 use std::path::Path;
 
+/// What a report's header says of its run, taken as the benchmark starts.
+pub struct RunStart {
+    /// The command line, as `binary` and its arguments.
+    pub command: String,
+    pub machine: crate::procfs::Machine,
+    pub date: String,
+    pub load_start: String,
+}
+
+impl RunStart {
+    /// This process's run, as benchmark binary `binary`.
+    pub fn now(binary: &str) -> Self {
+        Self {
+            command: std::iter::once(binary.to_owned())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" "),
+            machine: crate::procfs::Machine::describe(&crate::paths::envoy_binary()),
+            date: crate::procfs::utc_now(),
+            load_start: crate::procfs::load_average(),
+        }
+    }
+}
+
+/// Prints `markdown` and, with `out`, writes it there as benchmark `name`'s section.
+pub fn publish(out: Option<&Path>, name: &str, markdown: &str) -> anyhow::Result<()> {
+    println!("{markdown}");
+    if let Some(out) = out {
+        write_section(out, name, markdown)?;
+        eprintln!("weir-{name}-bench: wrote its section of {}", out.display());
+    }
+    Ok(())
+}
+
 /// The begin and end markers of benchmark `name`'s section.
 pub fn markers(name: &str) -> (String, String) {
     (

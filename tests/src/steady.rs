@@ -97,6 +97,14 @@ impl Traffic {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Waits for the canary's first 5xx, at most `deadline`.
+    pub async fn wait_first_canary_error(&self, deadline: Duration) -> anyhow::Result<Instant> {
+        crate::wait::eventually("the canary's first error", deadline, || async {
+            self.first_canary_error()
+        })
+        .await
+    }
+
     /// Stops sending; the number of requests answered.
     pub async fn stop(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);

@@ -50,12 +50,7 @@ impl Weir {
         delivery: WasmDelivery,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("weir-serve-").tempdir()?;
-        let env = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Self::spawn(policy, "127.0.0.1:0".parse()?, delivery, env, dir).await
+        Self::spawn_new(policy, "127.0.0.1:0".parse()?, delivery, env).await
     }
 
     /// [`Weir::start_with_env`] with its ADS server on `xds` (a port chosen
@@ -65,12 +60,22 @@ impl Weir {
         xds: SocketAddr,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::spawn_new(policy, xds, WasmDelivery::Local, env).await
+    }
+
+    /// A first start, in a new working folder.
+    async fn spawn_new(
+        policy: &Path,
+        xds: SocketAddr,
+        delivery: WasmDelivery,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("weir-serve-").tempdir()?;
         let env = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Self::spawn(policy, xds, WasmDelivery::Local, env, dir).await
+        Self::spawn(policy, xds, delivery, env, dir).await
     }
 
     async fn spawn(
@@ -186,7 +191,12 @@ impl Weir {
 
     /// `GET /v1/status`.
     pub async fn status(&self) -> anyhow::Result<Value> {
-        let url = format!("http://{}/v1/status", self.admin);
+        self.get_json("/v1/status").await
+    }
+
+    /// `GET path` of the admin API, as JSON.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("http://{}{path}", self.admin);
         Ok(self
             .http
             .get(url)

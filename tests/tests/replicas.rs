@@ -83,6 +83,19 @@ impl World {
         Weir::start_at(policy, xds, &env).await.unwrap()
     }
 
+    /// An Envoy whose bootstrap names replica `on` and then replica `next`,
+    /// which starts only once the Envoy is up: its stream is on `on`.
+    async fn envoy_on_then_start(&mut self, on: usize, next: usize, node: &str) -> Envoy {
+        let port = free_port();
+        let bootstrap =
+            ads_bootstrap_replicas(&[self.replica(on).xds_addr(), port], node, false).unwrap();
+        let envoy = Envoy::start(&bootstrap, 1).await.unwrap();
+        let weir = self.spawn(next, port).await;
+        self.replicas.push(Some(weir));
+        assert_eq!(connected(self.replica(on)).await, [node]);
+        envoy
+    }
+
     fn replica(&self, i: usize) -> &Weir {
         self.replicas[i].as_ref().unwrap()
     }
@@ -121,9 +134,21 @@ impl World {
             .collect()
     }
 
-    fn xds_addrs(&self, which: &[usize]) -> Vec<SocketAddr> {
-        which.iter().map(|&i| self.replica(i).xds_addr()).collect()
+    /// An Envoy (node `node`, `workers` workers) whose bootstrap names the replicas `which`.
+    async fn envoy_on(&self, which: &[usize], node: &str, workers: u32) -> Envoy {
+        let xds: Vec<SocketAddr> = which.iter().map(|&i| self.replica(i).xds_addr()).collect();
+        let bootstrap = ads_bootstrap_replicas(&xds, node, false).unwrap();
+        Envoy::start(&bootstrap, workers).await.unwrap()
     }
+}
+
+/// The canary answers a fifth of its requests with 503.
+fn break_the_canary(fleet: &Fleet) {
+    fleet.backend(CANARY).set_behaviour(Behaviour {
+        fail_basis_points: 2_000,
+        fail_status: 503,
+        ..Behaviour::default()
+    });
 }
 
 async fn rollout(weir: &Weir) -> Value {
@@ -141,14 +166,7 @@ async fn wait_envoy_weight(envoy: &Envoy, weight: u64, deadline: Duration) {
 
 /// Node ids with a stream open to `weir`.
 async fn connected(weir: &Weir) -> Vec<String> {
-    let nodes: Value = http_client()
-        .get(format!("http://{}/v1/nodes", weir.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes: Value = weir.get_json("/v1/nodes").await.unwrap();
     nodes["nodes"]
         .as_array()
         .into_iter()
@@ -163,12 +181,7 @@ async fn followers_serve_the_leaders_decisions_and_forward_commands_to_it() {
     let w = World::start(policy("[50, 100]", "10m"), 2).await;
     let (leader, follower) = (w.replica(0), w.replica(1));
     // An Envoy that knows only the follower.
-    let envoy = Envoy::start(
-        &ads_bootstrap_replicas(&w.xds_addrs(&[1]), "follower-envoy", false).unwrap(),
-        1,
-    )
-    .await
-    .unwrap();
+    let envoy = w.envoy_on(&[1], "follower-envoy", 1).await;
     assert_eq!(
         follower.snapshot_version().await.unwrap(),
         leader.snapshot_version().await.unwrap(),
@@ -218,14 +231,7 @@ async fn followers_serve_the_leaders_decisions_and_forward_commands_to_it() {
     )
     .await
     .unwrap();
-    let pinned: Value = http_client()
-        .get(format!("http://{}/v1/feed", leader.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pinned: Value = leader.get_json("/v1/feed").await.unwrap();
     assert_eq!(pinned["concurrency_limit"], 77);
 
     // `weir status` on either replica lists both, with the leader.
@@ -248,25 +254,13 @@ async fn followers_serve_the_leaders_decisions_and_forward_commands_to_it() {
 async fn a_canary_reported_bad_only_to_a_follower_is_rolled_back_by_the_leader() {
     let w = World::start(policy("[50, 100]", "30s"), 2).await;
     // The Envoy — its configuration and its metrics — talks only to the follower.
-    let envoy = Envoy::start(
-        &ads_bootstrap_replicas(&w.xds_addrs(&[1]), "follower-envoy", false).unwrap(),
-        2,
-    )
-    .await
-    .unwrap();
-    w.fleet.backend(CANARY).set_behaviour(Behaviour {
-        fail_basis_points: 2_000,
-        fail_status: 503,
-        ..Behaviour::default()
-    });
+    let envoy = w.envoy_on(&[1], "follower-envoy", 2).await;
+    break_the_canary(&w.fleet);
     let traffic = Traffic::start(&envoy, 100, Duration::from_secs(30));
-    let first_error = eventually(
-        "the canary's first error",
-        Duration::from_secs(10),
-        || async { traffic.first_canary_error() },
-    )
-    .await
-    .unwrap();
+    let first_error = traffic
+        .wait_first_canary_error(Duration::from_secs(10))
+        .await
+        .unwrap();
     eventually(
         "Envoy to run canary weight 0",
         Duration::from_secs(10),
@@ -295,15 +289,7 @@ async fn a_canary_reported_bad_only_to_a_follower_is_rolled_back_by_the_leader()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() {
     let mut w = World::start(policy("[50, 75, 100]", "3s"), 1).await;
-    // The Envoy names both replicas; the second is not up yet, so its
-    // stream is on the leader.
-    let second = free_port();
-    let bootstrap =
-        ads_bootstrap_replicas(&[w.replica(0).xds_addr(), second], "fleet-envoy", false).unwrap();
-    let envoy = Envoy::start(&bootstrap, 2).await.unwrap();
-    let follower = w.spawn(1, second).await;
-    w.replicas.push(Some(follower));
-    assert_eq!(connected(w.replica(0)).await, ["fleet-envoy"]);
+    let envoy = w.envoy_on_then_start(0, 1, "fleet-envoy").await;
 
     let traffic = Traffic::start(&envoy, 100, Duration::from_secs(60));
     let sending = Instant::now();
@@ -338,11 +324,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() 
     .unwrap();
 
     // A canary that goes bad after the failover is still rolled back.
-    w.fleet.backend(CANARY).set_behaviour(Behaviour {
-        fail_basis_points: 2_000,
-        fail_status: 503,
-        ..Behaviour::default()
-    });
+    break_the_canary(&w.fleet);
     wait_envoy_weight(&envoy, 0, Duration::from_secs(10)).await;
     assert_eq!(rollout(w.replica(1)).await["phase"], "rolled_back");
     let failed = traffic.failed();
@@ -355,15 +337,7 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_follower_changes_nothing_but_where_its_envoys_connect() {
     let mut w = World::start(policy("[50, 100]", "10m"), 2).await;
-    // The Envoy names the follower and a third replica not up yet: its
-    // stream is on the follower.
-    let third = free_port();
-    let bootstrap =
-        ads_bootstrap_replicas(&[w.replica(1).xds_addr(), third], "fleet-envoy", false).unwrap();
-    let envoy = Envoy::start(&bootstrap, 1).await.unwrap();
-    let weir = w.spawn(2, third).await;
-    w.replicas.push(Some(weir));
-    assert_eq!(connected(w.replica(1)).await, ["fleet-envoy"]);
+    let envoy = w.envoy_on_then_start(1, 2, "fleet-envoy").await;
     let version = w.replica(0).snapshot_version().await.unwrap();
     let traffic = Traffic::start(&envoy, 50, Duration::from_secs(30));
 
@@ -392,12 +366,7 @@ async fn a_killed_follower_changes_nothing_but_where_its_envoys_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_etcd_stops_deciding_and_one_leads_again_when_it_returns() {
     let mut w = World::start(policy("[50, 75, 100]", "10m"), 2).await;
-    let envoy = Envoy::start(
-        &ads_bootstrap_replicas(&w.xds_addrs(&[0, 1]), "fleet-envoy", false).unwrap(),
-        1,
-    )
-    .await
-    .unwrap();
+    let envoy = w.envoy_on(&[0, 1], "fleet-envoy", 1).await;
     wait_envoy_weight(&envoy, 5_000, Duration::from_secs(10)).await;
     let version = w.replica(0).snapshot_version().await.unwrap();
 
@@ -444,18 +413,8 @@ async fn replicas_reading_different_policies_each_serve_a_whole_one() {
     let edited = PolicyFile::new("policy.yaml", &edited).unwrap();
     let weir = w.spawn_reading(1, free_port(), edited.path()).await;
     w.replicas.push(Some(weir));
-    let on_leader = Envoy::start(
-        &ads_bootstrap_replicas(&w.xds_addrs(&[0]), "envoy-0", false).unwrap(),
-        1,
-    )
-    .await
-    .unwrap();
-    let on_follower = Envoy::start(
-        &ads_bootstrap_replicas(&w.xds_addrs(&[1]), "envoy-1", false).unwrap(),
-        1,
-    )
-    .await
-    .unwrap();
+    let on_leader = w.envoy_on(&[0], "envoy-0", 1).await;
+    let on_follower = w.envoy_on(&[1], "envoy-1", 1).await;
     wait_envoy_weight(&on_leader, 5_000, Duration::from_secs(10)).await;
 
     // The leader's decision reaches the follower, which serves it under its
@@ -483,14 +442,7 @@ async fn replicas_reading_different_policies_each_serve_a_whole_one() {
         w.replica(0).snapshot_version().await.unwrap(),
         "the follower serves its own policy's snapshot"
     );
-    let nodes: Value = http_client()
-        .get(format!("http://{}/v1/nodes", follower.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes: Value = follower.get_json("/v1/nodes").await.unwrap();
     let node = &nodes["nodes"][0];
     assert!(
         node["last_nack"].is_null(),

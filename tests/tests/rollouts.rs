@@ -93,13 +93,10 @@ async fn a_canary_returning_errors_is_rolled_back_within_two_seconds() {
         ..Behaviour::default()
     });
     let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
-    let first_error = eventually(
-        "the canary's first error",
-        Duration::from_secs(10),
-        || async { traffic.first_canary_error() },
-    )
-    .await
-    .unwrap();
+    let first_error = traffic
+        .wait_first_canary_error(Duration::from_secs(10))
+        .await
+        .unwrap();
     eventually(
         "Envoy to run canary weight 0",
         Duration::from_secs(10),

@@ -94,13 +94,12 @@ async fn replication(weir: &Weir) -> Option<Value> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let command = std::iter::once("weir-ha-bench".to_owned())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let machine = procfs::Machine::describe(&weir_testbed::paths::envoy_binary());
-    let date = procfs::utc_now();
-    let load_start = procfs::load_average();
+    let weir_testbed::results::RunStart {
+        command,
+        machine,
+        date,
+        load_start,
+    } = weir_testbed::results::RunStart::now("weir-ha-bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -130,11 +129,6 @@ fn main() -> anyhow::Result<()> {
         failover,
         etcd_load,
     };
-    let markdown = report.markdown();
-    println!("{markdown}");
-    if let Some(out) = &args.out {
-        weir_testbed::results::write_section(out, "ha", &markdown)?;
-        eprintln!("weir-ha-bench: wrote its section of {}", out.display());
-    }
+    weir_testbed::results::publish(args.out.as_deref(), "ha", &report.markdown())?;
     Ok(())
 }

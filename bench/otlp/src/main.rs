@@ -105,13 +105,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(kind) = args.worker {
         return ingestion::worker_main(kind, args.clusters.max(1));
     }
-    let command = std::iter::once("weir-otlp-bench".to_owned())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let machine = procfs::Machine::describe(&weir_testbed::paths::envoy_binary());
-    let date = procfs::utc_now();
-    let load_start = procfs::load_average();
+    let weir_testbed::results::RunStart {
+        command,
+        machine,
+        date,
+        load_start,
+    } = weir_testbed::results::RunStart::now("weir-otlp-bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -157,11 +156,6 @@ fn main() -> anyhow::Result<()> {
         ingestion,
         reaction,
     };
-    let markdown = report.markdown();
-    println!("{markdown}");
-    if let Some(out) = &args.out {
-        weir_testbed::results::write_section(out, "otlp", &markdown)?;
-        eprintln!("weir-otlp-bench: wrote its section of {}", out.display());
-    }
+    weir_testbed::results::publish(args.out.as_deref(), "otlp", &report.markdown())?;
     Ok(())
 }

@@ -191,13 +191,12 @@ fn main() -> anyhow::Result<()> {
         args.loads.iter().all(|&l| l > 0.0 && l.is_finite()),
         "--loads: every load must be a positive multiple of the capacity"
     );
-    let command = std::iter::once("weir-overload-bench".to_owned())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let machine = procfs::Machine::describe(&weir_testbed::paths::envoy_binary());
-    let date = procfs::utc_now();
-    let load_start = procfs::load_average();
+    let weir_testbed::results::RunStart {
+        command,
+        machine,
+        date,
+        load_start,
+    } = weir_testbed::results::RunStart::now("weir-overload-bench");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
