@@ -8,27 +8,24 @@
 mod auth;
 mod delta;
 mod nodes;
+mod service;
 mod sotw;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use futures::stream::BoxStream;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tonic::{Status, Streaming};
 
 use crate::snapshot::{Snapshot, type_url};
 
 pub use auth::{XdsAuth, XdsAuthArgs};
 pub(crate) use nodes::rfc3339;
 pub use nodes::{AckView, NackView, NodeView, Nodes, TypeCounts, TypeView, XdsCounts};
+pub use service::AdsService;
 
 /// The short name of a type Weir serves, as operators say it (`cds`, `eds`,
 /// `lds`, `rds`, `ecds`); `None` for another type.
@@ -51,12 +48,10 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// and carry Envoy's node description and error messages.
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
-/// Responses a stream may have queued for a slow Envoy before it stops
-/// reading: one push of every type, twice. This bounds a stream's memory to
-/// a couple of copies of the snapshot (what it asked for of it, in fact).
-const RESPONSE_QUEUE: usize = 2 * type_url::ALL.len();
+/// A stream's responses, produced as the connection takes them.
+pub(crate) type ResponseStream<R> = BoxStream<'static, Result<R, Status>>;
 
-/// The ADS gRPC service.
+/// The ADS server: every stream serves the latest published snapshot.
 #[derive(Debug)]
 pub struct AdsServer {
     snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -71,53 +66,34 @@ impl AdsServer {
     }
 
     /// The tonic service, ready for `tonic::transport::Server::add_service`.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    pub fn into_service(self) -> AdsService {
+        AdsService::new(self)
     }
 
-    /// Starts serving one stream with `protocol` and returns its responses.
+    /// Serves one stream with `protocol`: its responses.
+    ///
+    /// The stream is its own state machine, polled by the connection when it
+    /// can send: no task and no queue per stream. A response is made only
+    /// when the connection takes it, so an Envoy that reads slowly holds at
+    /// most one batch (the responses of one request or one snapshot), and is
+    /// sent the latest snapshot, never a backlog of stale ones.
     fn open<P: Protocol>(
         &self,
         requests: Streaming<P::Request>,
         start: impl FnOnce(Arc<Snapshot>) -> P,
-    ) -> ReceiverStream<Result<P::Response, Status>> {
+    ) -> ResponseStream<P::Response> {
         let mut snapshots = self.snapshots.clone();
         let protocol = start(snapshots.borrow_and_update().clone());
-        let (responses, stream) = mpsc::channel(RESPONSE_QUEUE);
-        tokio::spawn(serve_stream(
+        let state = StreamState {
             protocol,
             requests,
             snapshots,
-            self.nodes.clone(),
-            responses,
-        ));
-        ReceiverStream::new(stream)
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.open(request.into_inner(), sotw::Sotw::new),
-        ))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.open(request.into_inner(), delta::Delta::new),
-        ))
+            peer: nodes::Peer::new(self.nodes.clone()),
+            nodes: self.nodes.clone(),
+            pending: VecDeque::new(),
+            watching: true,
+        };
+        Box::pin(futures::stream::unfold(state, StreamState::next))
     }
 }
 
@@ -138,53 +114,56 @@ trait Protocol: Send + 'static {
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
 }
 
-/// Runs one stream until Envoy closes it or stops reading it.
-async fn serve_stream<P, S>(
-    mut protocol: P,
-    requests: S,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+/// One stream: the protocol's state, what it reads, and the responses made
+/// but not yet taken.
+struct StreamState<P: Protocol> {
+    protocol: P,
+    requests: Streaming<P::Request>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    peer: nodes::Peer,
     nodes: Nodes,
-    responses: mpsc::Sender<Result<P::Response, Status>>,
-) where
-    P: Protocol,
-    S: Stream<Item = Result<P::Request, Status>> + Send + 'static,
-{
-    let mut requests = std::pin::pin!(requests);
-    let mut peer = nodes::Peer::new(nodes.clone());
-    // Once the publisher is gone the last snapshot keeps being served.
-    let mut watching = true;
-    loop {
-        let out = tokio::select! {
-            request = requests.next() => match request {
-                Some(Ok(request)) => {
-                    peer.saw_request(P::node(&request));
-                    protocol.on_request(request, &peer)
-                }
-                Some(Err(status)) => {
-                    tracing::debug!(node = %peer.id(), %status, "xDS stream failed");
-                    break;
-                }
-                None => break,
-            },
-            changed = snapshots.changed(), if watching => match changed {
-                Ok(()) => protocol.on_snapshot(snapshots.borrow_and_update().clone()),
-                Err(_) => {
-                    watching = false;
-                    Vec::new()
-                }
-            },
-            () = responses.closed() => break,
-        };
-        for response in out {
-            nodes.pushed(P::type_url(&response));
-            if responses.send(Ok(response)).await.is_err() {
-                return;
+    pending: VecDeque<P::Response>,
+    /// Once the publisher is gone the last snapshot keeps being served.
+    watching: bool,
+}
+
+impl<P: Protocol> StreamState<P> {
+    /// The next response, reading requests and snapshots until there is
+    /// one; `None` ends the stream (the Envoy closed it, or it failed).
+    async fn next(mut self) -> Option<(Result<P::Response, Status>, Self)> {
+        loop {
+            if let Some(response) = self.pending.pop_front() {
+                self.nodes.pushed(P::type_url(&response));
+                return Some((Ok(response), self));
             }
+            let out = tokio::select! {
+                request = self.requests.next() => match request {
+                    Some(Ok(request)) => {
+                        self.peer.saw_request(P::node(&request));
+                        self.protocol.on_request(request, &self.peer)
+                    }
+                    Some(Err(status)) => {
+                        tracing::debug!(node = %self.peer.id(), %status, "xDS stream failed");
+                        return None;
+                    }
+                    None => return None,
+                },
+                changed = self.snapshots.changed(), if self.watching => match changed {
+                    Ok(()) => {
+                        let snapshot = self.snapshots.borrow_and_update().clone();
+                        self.protocol.on_snapshot(snapshot)
+                    }
+                    Err(_) => {
+                        self.watching = false;
+                        Vec::new()
+                    }
+                },
+            };
+            self.pending.extend(out);
         }
     }
 }
 
-/// `type_url` as one of the types Weir serves, or `None` for another type.
 fn served_type(type_url: &str) -> Option<&'static str> {
     type_url::ALL.iter().copied().find(|t| *t == type_url)
 }
