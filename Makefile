@@ -71,11 +71,12 @@ bench: build
 	@$(MAKE) --no-print-directory bench-ha
 
 ## bench-xds: the control plane: policy edit to Envoy's ACK (50 edits), and
-## 1,000 ADS streams of a load client (time until all ACK a change, weir's
-## memory); writes its section of bench/RESULTS.md. The streams share 10
-## HTTP/2 connections, so few files are open; the limit is raised anyway
-## for runs with more connections (--channels).
+## 1,000, 10,000 and 50,000 ADS streams of a load client (time until all ACK
+## a change, weir's memory), and 10,000 shared by three replicas on etcd;
+## writes its section of bench/RESULTS.md. 100 streams share each HTTP/2
+## connection, so few files are open; the limit is raised anyway.
 bench-xds: build
+	@scripts/setup.sh etcd
 	@ulimit -n 65536 2>/dev/null || true; \
 	$(CARGO) run --locked --release -p weir-xds-bench -- --out bench/RESULTS.md
 

@@ -81,15 +81,22 @@ pub(crate) struct Args {
     /// Policy edits in the convergence run (0 skips it).
     #[arg(long, default_value_t = 50)]
     pub(crate) edits: usize,
-    /// ADS streams (distinct nodes) of the load client (0 skips the scale runs).
-    #[arg(long, default_value_t = 1_000)]
-    pub(crate) streams: usize,
-    /// HTTP/2 connections the streams share.
-    #[arg(long, default_value_t = 10)]
-    pub(crate) channels: usize,
+    /// ADS streams (distinct nodes) of the load client, one scale run per
+    /// number and protocol, comma-separated (0 skips the scale runs).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000")]
+    pub(crate) streams: Vec<usize>,
+    /// Streams per HTTP/2 connection (the connections: the streams divided
+    /// by this, rounded up).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) streams_per_connection: usize,
     /// Policy changes measured in each scale run.
     #[arg(long, default_value_t = 8)]
     pub(crate) changes: usize,
+    /// Replica counts of the scale runs, comma-separated: 1 is one `weir`,
+    /// more share the streams on a real etcd (at the first number of
+    /// streams above 1,000 only).
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    pub(crate) replicas: Vec<usize>,
     /// The protocols of the scale runs, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "sotw,delta")]
     pub(crate) protocols: Vec<Protocol>,
@@ -141,20 +148,34 @@ async fn main() -> anyhow::Result<()> {
         None
     };
     let mut scale_runs = Vec::new();
-    if args.streams > 0 {
+    // Every number of streams alone; replicas at the first one above 1,000.
+    let shared = args.streams.iter().copied().find(|&n| n > 1_000);
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &streams in args.streams.iter().filter(|&&n| n > 0) {
+        runs.push((streams, 1));
+        if Some(streams) == shared {
+            runs.extend(
+                args.replicas
+                    .iter()
+                    .filter(|&&r| r > 1)
+                    .map(|&r| (streams, r)),
+            );
+        }
+    }
+    for (streams, replicas) in runs {
+        let channels = streams.div_ceil(args.streams_per_connection.max(1));
         for protocol in &args.protocols {
             eprintln!(
-                "weir-xds-bench: scale, {} streams over {} connections, {}",
-                args.streams,
-                args.channels,
+                "weir-xds-bench: scale, {streams} streams over {channels} connections, {}, {replicas} weir",
                 protocol.label()
             );
             let settings = scale::Settings {
                 protocol: *protocol,
-                streams: args.streams,
-                channels: args.channels.max(1),
+                streams,
+                channels,
                 changes: args.changes,
                 poll,
+                replicas,
             };
             scale_runs.push(
                 scale::run(settings, policy.clone(), spare_endpoint.clone(), dir.path()).await?,

@@ -72,6 +72,66 @@ pub(crate) struct Settings {
     pub(crate) channels: usize,
     pub(crate) changes: usize,
     pub(crate) poll: Duration,
+    /// `weir serve` processes sharing the streams (more than one: replicas
+    /// on a real etcd, the connections spread over them).
+    pub(crate) replicas: usize,
+}
+
+impl Settings {
+    /// The protocol, and the replicas when there are several.
+    pub(crate) fn label(&self) -> String {
+        match self.replicas {
+            0 | 1 => self.protocol.label().to_owned(),
+            n => format!("{}, {n} replicas", self.protocol.label()),
+        }
+    }
+}
+
+/// The `weir serve` processes of a run, and the etcd replicas share.
+struct Servers {
+    weirs: Vec<Weir>,
+    _etcd: Option<weir_testbed::etcd::Etcd>,
+}
+
+impl Servers {
+    async fn start(path: &Path, replicas: usize) -> anyhow::Result<Self> {
+        if replicas <= 1 {
+            let weir = Weir::start(path, WasmDelivery::Local).await?;
+            return Ok(Self {
+                weirs: vec![weir],
+                _etcd: None,
+            });
+        }
+        let etcd = weir_testbed::etcd::Etcd::start().await?;
+        let store = etcd.store_url();
+        let mut weirs = Vec::with_capacity(replicas);
+        for i in 0..replicas {
+            let id = format!("r{i}");
+            let env = [
+                ("WEIR_STORE", store.as_str()),
+                ("WEIR_REPLICA_ID", id.as_str()),
+            ];
+            weirs.push(Weir::start_at(path, "127.0.0.1:0".parse()?, &env).await?);
+        }
+        Ok(Self {
+            weirs,
+            _etcd: Some(etcd),
+        })
+    }
+
+    /// The largest of the replicas' `key` in `/proc/<pid>/status` (kB).
+    fn max_kb(&self, key: &str) -> anyhow::Result<u64> {
+        let mut max = 0;
+        for weir in &self.weirs {
+            max = max.max(procfs::status_kb(weir.pid(), key)?);
+        }
+        Ok(max)
+    }
+
+    /// The replicas' CPU time, summed.
+    fn cpu_ns(&self) -> Option<u64> {
+        self.weirs.iter().map(|w| procfs::cpu_ns(w.pid())).sum()
+    }
 }
 
 /// One policy change, measured.
@@ -108,6 +168,8 @@ pub(crate) struct Run {
     /// the changes; and its `VmHWM` at the end (kB).
     pub(crate) rss_idle_kb: u64,
     pub(crate) rss_connected_kb: u64,
+    /// The peak (VmHWM) once every stream had its first configuration.
+    pub(crate) hwm_connected_kb: u64,
     pub(crate) rss_after_kb: u64,
     pub(crate) hwm_kb: u64,
     pub(crate) changes: Vec<Change>,
@@ -420,24 +482,28 @@ pub(crate) async fn run(
     let path = dir.join(format!("scale-{:?}-policy.yaml", settings.protocol).to_lowercase());
     let mut editor = Editor::new(policy, spare_endpoint)?;
     write_policy(&path, editor.doc())?;
-    let weir = Weir::start(&path, WasmDelivery::Local).await?;
-    let pid = weir.pid();
+    let servers = Servers::start(&path, settings.replicas).await?;
+    let weir = servers
+        .weirs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no weir started"))?;
     let me = std::process::id();
     tokio::time::sleep(SETTLE).await;
-    let rss_idle_kb = procfs::status_kb(pid, "VmRSS")?;
+    let rss_idle_kb = servers.max_kb("VmRSS")?;
 
     let mut channels = Vec::with_capacity(settings.channels);
-    for _ in 0..settings.channels.max(1) {
-        let channel = Endpoint::from_shared(format!("http://{}", weir.xds_addr()))?
+    for c in 0..settings.channels.max(1) {
+        let serving = &servers.weirs[c % servers.weirs.len()];
+        let channel = Endpoint::from_shared(format!("http://{}", serving.xds_addr()))?
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()
             .await?;
         channels.push(channel);
     }
-    let baseline = serving(&weir).await?;
+    let baseline = serving(weir).await?;
     let trackers: Vec<Shared> = (0..settings.streams).map(|_| Shared::default()).collect();
     let mut tasks = JoinSet::new();
-    let (weir_cpu0, client_cpu0) = (procfs::cpu_ns(pid), procfs::cpu_ns(me));
+    let (weir_cpu0, client_cpu0) = (servers.cpu_ns(), procfs::cpu_ns(me));
     let opened = Instant::now();
     for (i, tracker) in trackers.iter().enumerate() {
         let channel = channels[i % channels.len()].clone();
@@ -459,31 +525,35 @@ pub(crate) async fn run(
         );
         tokio::time::sleep(settings.poll).await;
     };
-    let (weir_cpu1, client_cpu1) = (procfs::cpu_ns(pid), procfs::cpu_ns(me));
+    let (weir_cpu1, client_cpu1) = (servers.cpu_ns(), procfs::cpu_ns(me));
     let initial = initial_done
         .iter()
         .max()
         .map_or(Duration::ZERO, |last| *last - opened);
     tokio::time::sleep(SETTLE).await;
-    let rss_connected_kb = procfs::status_kb(pid, "VmRSS")?;
-    let status = weir.status().await?;
-    let nodes_connected = status["nodes"].as_object().map_or(0, |nodes| {
-        nodes
-            .iter()
-            .filter(|(id, node)| {
-                id.starts_with("bench-node-") && node["streams"].as_u64() >= Some(1)
-            })
-            .count()
-    });
+    let rss_connected_kb = servers.max_kb("VmRSS")?;
+    let hwm_connected_kb = servers.max_kb("VmHWM")?;
+    let mut nodes_connected = 0;
+    for serving in &servers.weirs {
+        let status = serving.status().await?;
+        nodes_connected += status["nodes"].as_object().map_or(0, |nodes| {
+            nodes
+                .iter()
+                .filter(|(id, node)| {
+                    id.starts_with("bench-node-") && node["streams"].as_u64() >= Some(1)
+                })
+                .count()
+        });
+    }
 
     let mut jitter = Jitter::new(0xacdc);
     let mut changes = Vec::with_capacity(settings.changes);
     for c in 0..settings.changes {
         let kind = Kind::ALL[c % Kind::ALL.len()];
-        let before = serving(&weir).await?;
+        let before = serving(weir).await?;
         editor.apply(kind)?;
         tokio::time::sleep(jitter.next(crate::WEIR_FILE_POLL)).await;
-        let (weir_cpu0, client_cpu0) = (procfs::cpu_ns(pid), procfs::cpu_ns(me));
+        let (weir_cpu0, client_cpu0) = (servers.cpu_ns(), procfs::cpu_ns(me));
         let written = write_policy(&path, editor.doc())?;
         let (changed, done) = loop {
             check_streams(&mut tasks)?;
@@ -500,7 +570,7 @@ pub(crate) async fn run(
             }
             // Every stream agrees on new versions: check they are the ones
             // weir serves (a type pushed later may still be on its way).
-            let serving = serving(&weir).await?;
+            let serving = serving(weir).await?;
             if serving != agreed {
                 continue;
             }
@@ -511,7 +581,7 @@ pub(crate) async fn run(
                 break (changed, done);
             }
         };
-        let (weir_cpu1, client_cpu1) = (procfs::cpu_ns(pid), procfs::cpu_ns(me));
+        let (weir_cpu1, client_cpu1) = (servers.cpu_ns(), procfs::cpu_ns(me));
         let mut since: Vec<Duration> = done
             .iter()
             .map(|at| at.saturating_duration_since(written))
@@ -525,16 +595,16 @@ pub(crate) async fn run(
             all: since.last().copied().unwrap_or_default(),
             weir_cpu: cpu_between(weir_cpu0, weir_cpu1),
             client_cpu: cpu_between(client_cpu0, client_cpu1),
-            rss_kb: procfs::status_kb(pid, "VmRSS")?,
+            rss_kb: servers.max_kb("VmRSS")?,
         });
     }
     tokio::time::sleep(SETTLE).await;
-    let rss_after_kb = procfs::status_kb(pid, "VmRSS")?;
-    let hwm_kb = procfs::status_kb(pid, "VmHWM")?;
+    let rss_after_kb = servers.max_kb("VmRSS")?;
+    let hwm_kb = servers.max_kb("VmHWM")?;
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     drop(channels);
-    drop(weir);
+    drop(servers);
     Ok(Run {
         settings,
         initial,
@@ -543,6 +613,7 @@ pub(crate) async fn run(
         nodes_connected,
         rss_idle_kb,
         rss_connected_kb,
+        hwm_connected_kb,
         rss_after_kb,
         hwm_kb,
         changes,
