@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use weir_policy::Feed;
 
+use crate::api::{CommandAnswer, DecisionView, History, RolloutDetail, RolloutSummary, Rollouts};
 use crate::controller::{Command, Decision};
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
@@ -273,13 +274,12 @@ async fn delete_feed(State(state): State<AdminState>, headers: axum::http::Heade
 }
 
 /// A decision as the API shows it: its fields, its `kind`, and its time in RFC 3339.
-fn decision_view(decision: &Decision) -> Value {
-    let mut view = serde_json::to_value(decision).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut view {
-        map.insert("kind".into(), json!(telemetry::decision_kind(decision)));
-        map.insert("at".into(), json!(at(decision.at_ms)));
+fn decision_view(decision: &Decision) -> DecisionView {
+    DecisionView {
+        decision: decision.clone(),
+        kind: telemetry::decision_kind(decision).to_owned(),
+        at: at(decision.at_ms),
     }
-    view
 }
 
 fn at(ms: u64) -> String {
@@ -295,23 +295,25 @@ async fn rollouts(State(state): State<AdminState>) -> Response {
     let controller = control.controller();
     let evidence = controller.evidence();
     let decisions = controller.decisions();
-    let rollouts: Vec<Value> = controller
+    let rollouts = controller
         .rollouts()
-        .iter()
-        .map(|rollout| {
-            let mut view = serde_json::to_value(rollout).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut view {
-                let latest = evidence.get(&rollout.canary);
-                map.insert("verdict".into(), json!(latest.map(|e| e.verdict)));
-                map.insert("findings".into(), json!(latest.map(|e| &e.findings)));
-                let last = decisions.iter().rev().find(|d| d.canary == rollout.canary);
-                map.insert("last_decision".into(), json!(last.map(decision_view)));
+        .into_iter()
+        .map(|state| {
+            let latest = evidence.get(&state.canary);
+            let last = decisions.iter().rev().find(|d| d.canary == state.canary);
+            RolloutSummary {
+                verdict: latest.map(|e| e.verdict),
+                findings: latest.map(|e| e.findings.clone()),
+                last_decision: last.map(decision_view),
+                state,
             }
-            view
         })
         .collect();
-    let decisions: Vec<Value> = decisions.iter().map(decision_view).collect();
-    Json(json!({"rollouts": rollouts, "decisions": decisions})).into_response()
+    Json(Rollouts {
+        rollouts,
+        decisions: decisions.iter().map(decision_view).collect(),
+    })
+    .into_response()
 }
 
 /// The message for a canary that is not one.
@@ -352,11 +354,11 @@ async fn rollout(State(state): State<AdminState>, Path(canary): Path<String>) ->
         .rev()
         .find(|d| d.canary == canary)
         .map(decision_view);
-    Json(json!({
-        "rollout": rollout,
-        "evidence": controller.evidence().get(&canary),
-        "last_decision": last,
-    }))
+    Json(RolloutDetail {
+        rollout,
+        evidence: controller.evidence().get(&canary).cloned(),
+        last_decision: last,
+    })
     .into_response()
 }
 
@@ -398,13 +400,13 @@ async fn history(
         return not_a_canary(&control, &canary);
     }
     let skip = limit.map_or(0, |n| all.len().saturating_sub(n));
-    let decisions: Vec<Value> = all[skip..].iter().map(|d| decision_view(d)).collect();
-    Json(json!({
-        "canary": canary,
-        "rollout": rollout,
-        "total": all.len(),
-        "decisions": decisions,
-    }))
+    let decisions = all[skip..].iter().map(|d| decision_view(d)).collect();
+    Json(History {
+        total: all.len(),
+        canary,
+        rollout,
+        decisions,
+    })
     .into_response()
 }
 
@@ -418,7 +420,10 @@ async fn command(
         Ok(command) => command,
         Err(err) => return error(StatusCode::NOT_FOUND, err),
     };
-    let path = format!("/v1/rollouts/{}/{command}", percent_encode_segment(&canary));
+    let path = format!(
+        "/v1/rollouts/{}/{command}",
+        crate::api::path_segment(&canary)
+    );
     if let Some(answer) = forward_command(
         &state.replication,
         axum::http::Method::POST,
@@ -447,23 +452,13 @@ async fn command(
             state
                 .telemetry
                 .decisions(std::slice::from_ref(&decision), Origin::Operator);
-            Json(json!({"decision": decision_view(&decision)})).into_response()
+            Json(CommandAnswer {
+                decision: decision_view(&decision),
+            })
+            .into_response()
         }
         Err(err) => error(StatusCode::CONFLICT, err),
     }
-}
-
-/// `segment` as one path segment: everything but unreserved characters escaped.
-fn percent_encode_segment(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Every cluster's SLA figures and the score served.

@@ -3,6 +3,7 @@
 //! it; `weir --help` lists the commands.
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod dashboard;

@@ -85,6 +85,29 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.server)))
     }
 
+    /// `GET path`, read as the API's type for it.
+    pub(crate) fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.get(path).and_then(|answer| self.typed(path, answer))
+    }
+
+    /// `POST path` without a body, read as the API's type for it.
+    pub(crate) fn post_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.post(path).and_then(|answer| self.typed(path, answer))
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        answer: Value,
+    ) -> Result<T, Failure> {
+        serde_json::from_value(answer).map_err(|err| {
+            Failure(format!(
+                "{}{path} answered in a form this weir does not know ({err}): are the CLI and the server the same version?",
+                self.server
+            ))
+        })
+    }
+
     fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token.trim()),

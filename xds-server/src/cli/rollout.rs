@@ -1,11 +1,12 @@
 //! `weir rollout …`: steer a rollout by hand, and read its history.
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
 use super::client::{Client, ClientArgs, Failure};
 use super::status::step;
-use super::table::{Table, millis, percent, text};
+use super::table::{Table, millis, percent};
+use crate::api::{CommandAnswer, DecisionView, History, path_segment};
+use crate::controller::{Decision, Evidence, Phase, VariantStats};
 
 /// `weir rollout`.
 #[derive(Debug, Args)]
@@ -48,20 +49,6 @@ enum Action {
     },
 }
 
-/// Percent-encodes a path segment (canary names are DNS-like, but a typo
-/// should reach the server as the typo, not as another path).
-fn segment(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Runs `weir rollout …`; what it prints, or the one-line failure.
 pub(crate) fn run(args: &RolloutArgs) -> Result<String, Failure> {
     let client = Client::new(&args.client)?;
@@ -71,36 +58,50 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<String, Failure> {
         Action::Promote { name } => (name, "promote"),
         Action::Abort { name } => (name, "abort"),
         Action::History { name, limit } => {
-            let mut path = format!("/v1/rollouts/{}/history", segment(name));
+            let mut path = format!("/v1/rollouts/{}/history", path_segment(name));
             if *limit > 0 {
                 path.push_str(&format!("?limit={limit}"));
             }
-            let history = client.get(&path)?;
+            let history: History = client.get_as(&path)?;
             return Ok(if args.client.json {
-                format!("{history:#}\n")
+                json_text(&history)
             } else {
                 history_text(&history)
             });
         }
     };
-    let answer = client.post(&format!("/v1/rollouts/{}/{verb}", segment(name)))?;
-    let decision = &answer["decision"];
+    let answer: CommandAnswer =
+        client.post_as(&format!("/v1/rollouts/{}/{verb}", path_segment(name)))?;
+    let decision = &answer.decision.decision;
     Ok(if args.client.json {
-        format!("{decision:#}\n")
+        json_text(&answer.decision)
     } else {
         format!(
             "{}: {} at {} (step {}): {}\n",
-            text(&decision["canary"]),
-            text(&decision["to"]).replace('_', " "),
-            percent(&decision["weight_bp"]),
-            decision["step"].as_u64().map_or(0, |s| s + 1),
-            text(&decision["reason"]),
+            decision.canary,
+            phase_name(decision.to).replace('_', " "),
+            percent(decision.weight_bp),
+            decision.step + 1,
+            decision.reason,
         )
     })
 }
 
-fn phases(decision: &Value) -> String {
-    let (from, to) = (text(&decision["from"]), text(&decision["to"]));
+/// Pretty JSON, as `--json` prints it.
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).map_or_else(|err| format!("{err}\n"), |t| t + "\n")
+}
+
+/// A phase as the API spells it (`rolled_back`).
+pub(crate) fn phase_name(phase: Phase) -> String {
+    serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn phases(decision: &Decision) -> String {
+    let (from, to) = (phase_name(decision.from), phase_name(decision.to));
     if from == to {
         to
     } else {
@@ -108,10 +109,10 @@ fn phases(decision: &Value) -> String {
     }
 }
 
-fn weights(decision: &Value) -> String {
+fn weights(decision: &Decision) -> String {
     let (from, to) = (
-        percent(&decision["from_weight_bp"]),
-        percent(&decision["weight_bp"]),
+        percent(decision.from_weight_bp),
+        percent(decision.weight_bp),
     );
     if from == to {
         to
@@ -121,33 +122,35 @@ fn weights(decision: &Value) -> String {
 }
 
 /// The evidence a decision was based on, a line each.
-fn evidence_lines(evidence: &Value) -> Vec<String> {
-    let variant = |name: &str, v: &Value| {
-        let rate = v["error_rate"].as_f64().unwrap_or(0.0) * 100.0;
+fn evidence_lines(evidence: &Evidence) -> Vec<String> {
+    let variant = |name: &str, v: &VariantStats| {
         format!(
             "{name}: {} requests, {} errors ({:.2} %), p95 {}, p99 {}",
-            v["requests"].as_u64().unwrap_or(0),
-            v["errors"].as_u64().unwrap_or(0),
-            rate,
-            millis(&v["p95_ms"]),
-            millis(&v["p99_ms"]),
+            v.requests,
+            v.errors,
+            v.error_rate * 100.0,
+            millis(v.p95_ms),
+            millis(v.p99_ms),
         )
     };
-    let window = evidence["window_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+    let window = evidence.window_ms as f64 / 1000.0;
+    let verdict = serde_json::to_value(evidence.verdict)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     let mut lines = vec![
-        format!("verdict: {} (over {window} s)", text(&evidence["verdict"])),
-        variant("canary", &evidence["canary"]),
-        variant("stable", &evidence["stable"]),
+        format!("verdict: {verdict} (over {window} s)"),
+        variant("canary", &evidence.canary),
+        variant("stable", &evidence.stable),
     ];
-    if let Some(at) = evidence["stable_baseline_at_ms"].as_u64() {
+    if let Some(at) = evidence.stable_baseline_at_ms {
         lines.push(format!(
             "stable figures: its last window with enough traffic, at {}",
             crate::xds::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at))
         ));
     }
-    let test = &evidence["error_test"];
-    if !test.is_null() {
-        let p = test["p_value"].as_f64().unwrap_or(0.0);
+    if let Some(test) = &evidence.error_test {
+        let p = test.p_value;
         let p = if p > 0.0 && p < 0.001 {
             format!("{p:.2e}")
         } else {
@@ -155,52 +158,45 @@ fn evidence_lines(evidence: &Value) -> Vec<String> {
         };
         lines.push(format!(
             "error test: +{:.2} pp, z {:.2}, p {p}",
-            test["increase_pp"].as_f64().unwrap_or(0.0),
-            test["z"].as_f64().unwrap_or(0.0),
+            test.increase_pp, test.z,
         ));
     }
-    let ratio = &evidence["latency_ratio"];
-    if !ratio.is_null() {
+    if let Some(ratio) = &evidence.latency_ratio {
         lines.push(format!(
             "latency: p95 ×{:.2}, p99 ×{:.2} (at 99 % confidence ×{:.2}, ×{:.2})",
-            ratio["p95"].as_f64().unwrap_or(0.0),
-            ratio["p99"].as_f64().unwrap_or(0.0),
-            ratio["p95_low"].as_f64().unwrap_or(0.0),
-            ratio["p99_low"].as_f64().unwrap_or(0.0),
+            ratio.p95, ratio.p99, ratio.p95_low, ratio.p99_low,
         ));
     }
-    for finding in evidence["findings"].as_array().into_iter().flatten() {
-        lines.push(format!("- {}", text(finding)));
+    for finding in &evidence.findings {
+        lines.push(format!("- {finding}"));
     }
     lines
 }
 
 /// The decisions as an aligned table, each row followed by its reason and evidence.
-fn history_text(history: &Value) -> String {
-    let decisions = history["decisions"]
-        .as_array()
-        .map_or(&[][..], Vec::as_slice);
-    let canary = text(&history["canary"]);
+fn history_text(history: &History) -> String {
+    let decisions: &[DecisionView] = &history.decisions;
+    let canary = &history.canary;
     if decisions.is_empty() {
         return format!("{canary}: no decision recorded\n");
     }
-    let steps = &history["rollout"]["steps_bp"];
+    let steps = history.rollout.as_ref().map(|r| r.steps_bp.len());
     let mut table = Table::new(&["TIME", "KIND", "PHASE", "STEP", "WEIGHT"]);
     for d in decisions {
         table.row(vec![
-            text(&d["at"]),
-            text(&d["kind"]),
-            phases(d),
-            step(&d["step"], steps),
-            weights(d),
+            d.at.clone(),
+            d.kind.clone(),
+            phases(&d.decision),
+            step(d.decision.step, steps),
+            weights(&d.decision),
         ]);
     }
     let mut out = String::new();
-    let total = history["total"].as_u64().unwrap_or(0);
-    let shown = decisions.len() as u64;
-    if total > shown {
+    let shown = decisions.len();
+    if history.total > shown {
         out.push_str(&format!(
-            "{canary}: the newest {shown} of {total} decisions (--limit 0 shows all)\n"
+            "{canary}: the newest {shown} of {} decisions (--limit 0 shows all)\n",
+            history.total
         ));
     }
     let mut lines = table.lines().into_iter();
@@ -211,8 +207,8 @@ fn history_text(history: &Value) -> String {
     for (line, d) in lines.zip(decisions) {
         out.push_str(&line);
         out.push('\n');
-        out.push_str(&format!("    {}\n", text(&d["reason"])));
-        for evidence in evidence_lines(&d["evidence"]) {
+        out.push_str(&format!("    {}\n", d.decision.reason));
+        for evidence in evidence_lines(&d.decision.evidence) {
             out.push_str(&format!("      {evidence}\n"));
         }
     }
@@ -226,18 +222,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn segments_are_encoded() {
-        assert_eq!(segment("app-canary"), "app-canary");
-        assert_eq!(segment("a/b c"), "a%2Fb%20c");
-    }
-
-    #[test]
     fn history_shows_each_decision_with_its_evidence() {
-        let history = json!({
+        let history: History = serde_json::from_value(json!({
             "canary": "app-canary", "total": 3,
-            "rollout": {"steps_bp": [5000, 10000]},
+            "rollout": {
+                "canary": "app-canary", "stable": "app", "salt": "s", "steps_bp": [5000, 10000],
+                "phase": "paused", "step": 0, "weight_bp": 5000, "started_ms": 0, "step_since_ms": 0
+            },
             "decisions": [{
-                "at": "2026-01-01T00:00:00Z", "kind": "pause", "from": "progressing", "to": "paused",
+                "at": "2026-01-01T00:00:00Z", "kind": "pause", "at_ms": 0, "canary": "app-canary",
+                "from": "progressing", "to": "paused",
                 "step": 0, "from_weight_bp": 5000, "weight_bp": 5000,
                 "reason": "paused by an operator at 50 %",
                 "evidence": {
@@ -249,7 +243,8 @@ mod tests {
                     "findings": ["errors: fine"]
                 }
             }]
-        });
+        }))
+        .unwrap();
         let text = history_text(&history);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -275,5 +270,15 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("      - errors: fine\n"), "{text}");
+    }
+
+    #[test]
+    fn an_answer_the_cli_does_not_know_is_refused_not_shown_as_zeros() {
+        let renamed = json!({"canary": "app-canary", "total": 1, "rollout": null, "decisions": [{
+            "at": "…", "kind": "pause", "at_ms": 0, "canary": "app-canary",
+            "from": "progressing", "to": "paused", "step": 0,
+            "weight_basis_points": 5000, "reason": "r", "evidence": null
+        }]});
+        assert!(serde_json::from_value::<History>(renamed).is_err());
     }
 }

@@ -4,14 +4,16 @@
 use serde_json::{Value, json};
 
 use super::client::{Client, ClientArgs, Failure};
+use super::rollout::phase_name;
 use super::table::{Table, ago, millis, percent, text};
+use crate::api::{RolloutSummary, Rollouts};
 use crate::snapshot::type_url;
 use crate::xds::type_name;
 
 /// Runs `weir status`; what it prints, or the one-line failure.
 pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
     let client = Client::new(args)?;
-    let rollouts = client.get("/v1/rollouts")?;
+    let rollouts: Rollouts = client.get_as("/v1/rollouts")?;
     let clusters = client.get("/v1/clusters")?;
     let nodes = client.get("/v1/nodes")?;
     let status = client.get("/v1/status")?;
@@ -19,7 +21,7 @@ pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
     if args.json {
         let all = json!({
             "replication": replication,
-            "rollouts": rollouts["rollouts"],
+            "rollouts": rollouts.rollouts,
             "clusters": clusters["clusters"],
             "limit": clusters["limit"],
             "snapshot": nodes["snapshot"],
@@ -28,7 +30,7 @@ pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
         return Ok(format!("{:#}\n", all));
     }
     let mut out = String::new();
-    out.push_str(&rollout_table(&rollouts["rollouts"]));
+    out.push_str(&rollout_table(&rollouts.rollouts));
     out.push('\n');
     out.push_str(&cluster_table(&clusters["clusters"]));
     out.push_str(&limit_line(&clusters["limit"]));
@@ -100,16 +102,14 @@ fn lines(title: &str, table: &Table) -> String {
 }
 
 /// `step/steps`, counting from 1.
-pub(crate) fn step(step: &Value, steps: &Value) -> String {
-    match (step.as_u64(), steps.as_array().map(Vec::len)) {
-        (Some(step), Some(steps)) => format!("{}/{steps}", step + 1),
-        (Some(step), None) => format!("{}", step + 1),
-        _ => "-".to_owned(),
+pub(crate) fn step(step: usize, steps: Option<usize>) -> String {
+    match steps {
+        Some(steps) => format!("{}/{steps}", step + 1),
+        None => format!("{}", step + 1),
     }
 }
 
-fn rollout_table(rollouts: &Value) -> String {
-    let rollouts = items(rollouts);
+fn rollout_table(rollouts: &[RolloutSummary]) -> String {
     if rollouts.is_empty() {
         return "ROLLOUTS\nnone: no placement of the policy has a canary\n".to_owned();
     }
@@ -123,19 +123,23 @@ fn rollout_table(rollouts: &Value) -> String {
         "LAST DECISION",
     ]);
     for r in rollouts {
-        let last = &r["last_decision"];
-        let decision = if last.is_null() {
-            "-".to_owned()
-        } else {
-            format!("{}: {}", ago(&last["at_ms"]), text(&last["reason"]))
-        };
+        let decision = r.last_decision.as_ref().map_or_else(
+            || "-".to_owned(),
+            |last| format!("{}: {}", ago(last.decision.at_ms), last.decision.reason),
+        );
+        let verdict = r
+            .verdict
+            .and_then(|v| serde_json::to_value(v).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "-".to_owned());
+        let s = &r.state;
         table.row(vec![
-            text(&r["canary"]),
-            text(&r["stable"]),
-            text(&r["phase"]),
-            step(&r["step"], &r["steps_bp"]),
-            percent(&r["weight_bp"]),
-            text(&r["verdict"]),
+            s.canary.clone(),
+            s.stable.clone(),
+            phase_name(s.phase),
+            step(s.step, Some(s.steps_bp.len())),
+            percent(s.weight_bp),
+            verdict,
             decision,
         ]);
     }
@@ -154,8 +158,8 @@ fn cluster_table(clusters: &Value) -> String {
             c["score"]
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}")),
-            millis(&c["p99_ms"]),
-            millis(&c["target_p99_ms"]),
+            millis(c["p99_ms"].as_f64()),
+            millis(c["target_p99_ms"].as_f64()),
         ]);
     }
     lines("CLUSTERS", &table)

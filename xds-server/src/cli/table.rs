@@ -55,16 +55,13 @@ impl Table {
 }
 
 /// Basis points as a percentage: `2500` → `25 %`, `125` → `1.25 %`.
-pub(crate) fn percent(bp: &Value) -> String {
-    match bp.as_u64() {
-        Some(bp) => format!("{} %", bp as f64 / 100.0),
-        None => "-".to_owned(),
-    }
+pub(crate) fn percent(bp: u32) -> String {
+    format!("{} %", f64::from(bp) / 100.0)
 }
 
 /// Milliseconds, rounded for reading: `12.3 ms`, `-` when absent.
-pub(crate) fn millis(ms: &Value) -> String {
-    match ms.as_f64() {
+pub(crate) fn millis(ms: Option<f64>) -> String {
+    match ms {
         Some(ms) if ms >= 100.0 => format!("{ms:.0} ms"),
         Some(ms) => format!("{} ms", (ms * 10.0).round() / 10.0),
         None => "-".to_owned(),
@@ -77,10 +74,7 @@ pub(crate) fn text(value: &Value) -> String {
 }
 
 /// How long ago `at_ms` was, from this machine's clock: `4 s ago`, `3 min ago`.
-pub(crate) fn ago(at_ms: &Value) -> String {
-    let Some(at_ms) = at_ms.as_u64() else {
-        return "-".to_owned();
-    };
+pub(crate) fn ago(at_ms: u64) -> String {
     let secs = crate::serving::now_ms().saturating_sub(at_ms) / 1000;
     match secs {
         0..=119 => format!("{secs} s ago"),
@@ -92,8 +86,6 @@ pub(crate) fn ago(at_ms: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -109,11 +101,10 @@ mod tests {
 
     #[test]
     fn formats_values() {
-        assert_eq!(percent(&json!(2500)), "25 %");
-        assert_eq!(percent(&json!(125)), "1.25 %");
-        assert_eq!(percent(&json!(null)), "-");
-        assert_eq!(millis(&json!(12.34)), "12.3 ms");
-        assert_eq!(millis(&json!(250.4)), "250 ms");
-        assert_eq!(millis(&json!(null)), "-");
+        assert_eq!(percent(2500), "25 %");
+        assert_eq!(percent(125), "1.25 %");
+        assert_eq!(millis(Some(12.34)), "12.3 ms");
+        assert_eq!(millis(Some(250.4)), "250 ms");
+        assert_eq!(millis(None), "-");
     }
 }
