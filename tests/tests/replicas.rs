@@ -248,6 +248,23 @@ async fn followers_serve_the_leaders_decisions_and_forward_commands_to_it() {
     }
     assert_eq!(status["replication"]["role"], "follower");
     assert_eq!(status["replication"]["leader"], "r0");
+
+    // `weir status` against the follower prints them.
+    let printed = std::process::Command::new(weir_testbed::paths::weir_binary())
+        .args(["status", "--server"])
+        .arg(format!("http://{}", follower.admin_addr()))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        printed.contains("REPLICAS (asked r1, a follower; leader r0; lease TTL 2 s)"),
+        "{printed}"
+    );
+    let leader_row = printed
+        .lines()
+        .find(|l| l.starts_with("r0 "))
+        .unwrap_or_default();
+    assert!(leader_row.contains("leader"), "{printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

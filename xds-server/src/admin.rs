@@ -24,7 +24,10 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use weir_policy::Feed;
 
-use crate::api::{CommandAnswer, DecisionView, History, RolloutDetail, RolloutSummary, Rollouts};
+use crate::api::{
+    ClusterView, Clusters, CommandAnswer, DecisionView, History, LimitView, NodeSummary,
+    NodeTypeView, NodesAnswer, RolloutDetail, RolloutSummary, Rollouts, Served,
+};
 use crate::controller::{Command, Decision};
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
@@ -207,11 +210,11 @@ async fn status(State(state): State<AdminState>) -> Response {
 
 /// This replica's role, the leader, the lease, every replica, and the policy
 /// digest this one serves.
-fn replication_status(state: &AdminState, control: &Control) -> Value {
+fn replication_status(state: &AdminState, control: &Control) -> crate::api::ReplicationView {
     let mut status = state.replication.status();
-    if let Value::Object(map) = &mut status {
-        map.insert("policy".into(), json!(control.policy_digest()));
-        map.insert("deciding".into(), json!(control.deciding()));
+    if status.role != crate::replication::Role::Single {
+        status.policy = Some(control.policy_digest().to_owned());
+        status.deciding = Some(control.deciding());
     }
     status
 }
@@ -467,35 +470,45 @@ async fn clusters(State(state): State<AdminState>) -> Response {
         return busy();
     };
     let served = control.feed();
-    let mut clusters: BTreeMap<String, Value> = control
+    let score = |name: &str| served.sla_scores.get(name).copied().unwrap_or(1.0);
+    let mut clusters: BTreeMap<String, ClusterView> = control
         .controller()
         .sla()
         .into_iter()
         .map(|sla| {
-            let name = sla.cluster.clone();
-            let mut view = serde_json::to_value(&sla).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut view {
-                map.insert(
-                    "score".into(),
-                    json!(served.sla_scores.get(&name).copied().unwrap_or(1.0)),
-                );
-            }
-            (name, view)
+            let view = ClusterView {
+                score: score(&sla.cluster),
+                published: Some(sla.published),
+                smoothed: Some(sla.smoothed),
+                raw: sla.raw,
+                p99_ms: sla.p99_ms,
+                target_p99_ms: sla.target_p99_ms,
+                cluster: sla.cluster.clone(),
+            };
+            (sla.cluster, view)
         })
         .collect();
     // A score pinned for a cluster the controller does not score.
     for (name, score) in &served.sla_scores {
-        clusters
-            .entry(name.clone())
-            .or_insert_with(|| json!({"cluster": name, "score": score}));
+        clusters.entry(name.clone()).or_insert_with(|| ClusterView {
+            cluster: name.clone(),
+            score: *score,
+            published: None,
+            smoothed: None,
+            raw: None,
+            p99_ms: None,
+            target_p99_ms: None,
+        });
     }
-    let clusters: Vec<Value> = clusters.into_values().collect();
     // The limit admission runs under, beside the controller's view of it.
-    let mut limit = serde_json::to_value(control.controller().limit()).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut limit {
-        map.insert("served".into(), json!(served.concurrency_limit));
-    }
-    Json(json!({"clusters": clusters, "limit": limit})).into_response()
+    Json(Clusters {
+        clusters: clusters.into_values().collect(),
+        limit: LimitView {
+            status: control.controller().limit(),
+            served: served.concurrency_limit,
+        },
+    })
+    .into_response()
 }
 
 /// Every node: per type (by its short name) what it ACKed, its standing
@@ -505,49 +518,54 @@ async fn nodes(State(state): State<AdminState>) -> Response {
         Ok(control) => control.snapshot(),
         Err(_) => return busy(),
     };
-    let serving: BTreeMap<&str, &str> = type_url::ALL
+    let serving: BTreeMap<String, String> = type_url::ALL
         .iter()
-        .filter_map(|t| Some((type_name(t)?, snapshot.of_type(t).version.as_str())))
+        .filter_map(|t| {
+            Some((
+                type_name(t)?.to_owned(),
+                snapshot.of_type(t).version.clone(),
+            ))
+        })
         .collect();
-    let nodes: Vec<Value> = state
+    let nodes = state
         .nodes
         .list()
         .into_iter()
         .map(|node| {
-            let mut in_sync_all = true;
-            let types: serde_json::Map<String, Value> = node
+            let types: BTreeMap<String, NodeTypeView> = node
                 .types
-                .iter()
+                .into_iter()
                 .map(|(url, view)| {
-                    let name = type_name(url).unwrap_or(url.as_str());
+                    let name = type_name(&url).map_or_else(|| url.clone(), str::to_owned);
                     let in_sync = view.nack.is_none()
-                        && view.acked.as_ref().map(|a| a.version.as_str())
-                            == serving.get(name).copied();
-                    in_sync_all &= in_sync;
-                    let entry = json!({
-                        "type_url": url,
-                        "acked": view.acked,
-                        "nack": view.nack,
-                        "in_sync": in_sync,
-                    });
-                    (name.to_owned(), entry)
+                        && view.acked.as_ref().map(|a| &a.version) == serving.get(&name);
+                    let entry = NodeTypeView {
+                        type_url: url,
+                        acked: view.acked,
+                        nack: view.nack,
+                        in_sync,
+                    };
+                    (name, entry)
                 })
                 .collect();
-            json!({
-                "id": node.id,
-                "connected": node.streams > 0,
-                "streams": node.streams,
-                "last_request": node.last_request,
-                "in_sync": in_sync_all && !types.is_empty(),
-                "types": types,
-                "last_nack": node.last_nack,
-            })
+            NodeSummary {
+                connected: node.streams > 0,
+                in_sync: !types.is_empty() && types.values().all(|t| t.in_sync),
+                id: node.id,
+                streams: node.streams,
+                last_request: node.last_request,
+                types,
+                last_nack: node.last_nack,
+            }
         })
         .collect();
-    Json(json!({
-        "snapshot": {"version": snapshot.version, "types": serving},
-        "nodes": nodes,
-    }))
+    Json(NodesAnswer {
+        snapshot: Served {
+            version: snapshot.version.clone(),
+            types: serving,
+        },
+        nodes,
+    })
     .into_response()
 }
 

@@ -5,7 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{Decision, Evidence, RolloutState, Verdict};
+use std::collections::BTreeMap;
+
+use crate::controller::{Decision, Evidence, LimitStatus, RolloutState, Verdict};
+use crate::replication::{ReplicaInfo, Role};
+use crate::xds::{AckView, NackView};
 
 /// A decision as the API shows it: its fields, its `kind` (see
 /// [`crate::telemetry::decision_kind`]) and its time in RFC 3339.
@@ -59,6 +63,134 @@ pub struct History {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandAnswer {
     pub decision: DecisionView,
+}
+
+/// One cluster in `GET /v1/clusters`: the score served and, for a cluster
+/// the controller scores, what it came from (absent for a score pinned on a
+/// cluster it does not score).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub cluster: String,
+    pub score: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothed: Option<f64>,
+    #[serde(default)]
+    pub raw: Option<f64>,
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    #[serde(default)]
+    pub target_p99_ms: Option<f64>,
+}
+
+/// The concurrency limit in `GET /v1/clusters`: the controller's view, and
+/// the limit in the feed served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LimitView {
+    #[serde(flatten)]
+    pub status: LimitStatus,
+    pub served: Option<u32>,
+}
+
+/// `GET /v1/clusters`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Clusters {
+    pub clusters: Vec<ClusterView>,
+    pub limit: LimitView,
+}
+
+/// The versions served, in `GET /v1/nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Served {
+    pub version: String,
+    /// By short type name (`cds`…).
+    pub types: BTreeMap<String, String>,
+}
+
+/// One type on one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeTypeView {
+    pub type_url: String,
+    pub acked: Option<AckView>,
+    pub nack: Option<NackView>,
+    /// It runs the version served now.
+    pub in_sync: bool,
+}
+
+/// One Envoy in `GET /v1/nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub id: String,
+    pub connected: bool,
+    pub streams: usize,
+    pub last_request: String,
+    pub in_sync: bool,
+    /// By short type name, the types it asked for.
+    pub types: BTreeMap<String, NodeTypeView>,
+    pub last_nack: Option<NackView>,
+}
+
+/// `GET /v1/nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodesAnswer {
+    pub snapshot: Served,
+    pub nodes: Vec<NodeSummary>,
+}
+
+/// `replication` in `GET /v1/status`: this replica, the leader, the lease
+/// and every replica (only `role` when `weir` runs alone).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationView {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Whether this process decides now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deciding: Option<bool>,
+    /// The digest of the policy text this replica serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseView>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl ReplicationView {
+    /// One `weir` alone.
+    pub fn single() -> Self {
+        Self {
+            role: Role::Single,
+            replica: None,
+            leader: None,
+            deciding: None,
+            policy: None,
+            lease: None,
+            replicas: Vec::new(),
+            last_error: None,
+        }
+    }
+}
+
+/// This replica's lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// etcd's lease id, in hex; `None` between leases.
+    pub id: Option<String>,
+    pub ttl_seconds: u64,
+    /// Since when it leads (ms since the epoch), if it does.
+    pub leading_since_ms: Option<u64>,
+}
+
+/// The part of `GET /v1/status` the CLI reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReplication {
+    pub replication: ReplicationView,
 }
 
 /// `name` as one path segment: everything but unreserved characters

@@ -21,7 +21,6 @@ mod term;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 pub(crate) use forward::{FORWARDED, Forwarder, forward_command};
 pub(crate) use term::run;
@@ -62,7 +61,7 @@ pub struct ReplicaInfo {
 }
 
 /// What this replica does now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// One `weir`, no replicas: it decides.
@@ -218,28 +217,31 @@ impl Replication {
         self.view().last_error = error;
     }
 
-    /// `replication` in `GET /v1/status`.
-    pub(crate) fn status(&self) -> Value {
+    /// `replication` in `GET /v1/status`, but for what the serving state
+    /// adds (`deciding`, `policy`).
+    pub(crate) fn status(&self) -> crate::api::ReplicationView {
         let view = self.view();
         let role = view.role.unwrap_or(Role::Candidate);
         if role == Role::Single {
-            return json!({"role": role});
+            return crate::api::ReplicationView::single();
         }
         let leader = match role {
             Role::Leader => Some(self.inner.me.id.clone()),
             _ => view.leader.as_ref().map(|l| l.id.clone()),
         };
-        json!({
-            "role": role,
-            "replica": self.inner.me.id,
-            "leader": leader,
-            "lease": {
-                "id": view.lease.map(|id| format!("{id:x}")),
-                "ttl_seconds": self.inner.ttl_secs,
-                "leading_since_ms": view.leading_since_ms,
-            },
-            "replicas": view.replicas,
-            "last_error": view.last_error,
-        })
+        crate::api::ReplicationView {
+            role,
+            replica: Some(self.inner.me.id.clone()),
+            leader,
+            deciding: None,
+            policy: None,
+            lease: Some(crate::api::LeaseView {
+                id: view.lease.map(|id| format!("{id:x}")),
+                ttl_seconds: self.inner.ttl_secs,
+                leading_since_ms: view.leading_since_ms,
+            }),
+            replicas: view.replicas.clone(),
+            last_error: view.last_error.clone(),
+        }
     }
 }

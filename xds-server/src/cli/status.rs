@@ -1,12 +1,16 @@
 //! `weir status`: rollouts, clusters and connected Envoys of a running `weir
 //! serve`, from its admin API.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::client::{Client, ClientArgs, Failure};
 use super::rollout::phase_name;
-use super::table::{Table, ago, millis, percent, text};
-use crate::api::{RolloutSummary, Rollouts};
+use super::table::{Table, ago, millis, percent};
+use crate::api::{
+    ClusterView, Clusters, LimitView, NodeSummary, NodeTypeView, NodesAnswer, ReplicationView,
+    RolloutSummary, Rollouts, StatusReplication,
+};
+use crate::replication::Role;
 use crate::snapshot::type_url;
 use crate::xds::type_name;
 
@@ -14,71 +18,67 @@ use crate::xds::type_name;
 pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
     let client = Client::new(args)?;
     let rollouts: Rollouts = client.get_as("/v1/rollouts")?;
-    let clusters = client.get("/v1/clusters")?;
-    let nodes = client.get("/v1/nodes")?;
-    let status = client.get("/v1/status")?;
-    let replication = &status["replication"];
+    let clusters: Clusters = client.get_as("/v1/clusters")?;
+    let nodes: NodesAnswer = client.get_as("/v1/nodes")?;
+    let status: StatusReplication = client.get_as("/v1/status")?;
+    let replication = &status.replication;
     if args.json {
         let all = json!({
             "replication": replication,
             "rollouts": rollouts.rollouts,
-            "clusters": clusters["clusters"],
-            "limit": clusters["limit"],
-            "snapshot": nodes["snapshot"],
-            "nodes": nodes["nodes"],
+            "clusters": clusters.clusters,
+            "limit": clusters.limit,
+            "snapshot": nodes.snapshot,
+            "nodes": nodes.nodes,
         });
         return Ok(format!("{:#}\n", all));
     }
     let mut out = String::new();
     out.push_str(&rollout_table(&rollouts.rollouts));
     out.push('\n');
-    out.push_str(&cluster_table(&clusters["clusters"]));
-    out.push_str(&limit_line(&clusters["limit"]));
+    out.push_str(&cluster_table(&clusters.clusters));
+    out.push_str(&limit_line(&clusters.limit));
     out.push('\n');
-    out.push_str(&node_table(&nodes["nodes"]));
-    if !replication.is_null() && replication["role"] != "single" {
+    out.push_str(&node_table(&nodes.nodes));
+    if replication.role != Role::Single {
         out.push('\n');
         out.push_str(&replica_table(replication));
     }
     Ok(out)
 }
 
-fn number(value: &Value) -> String {
-    value
-        .as_u64()
-        .map_or_else(|| "-".to_owned(), |n| n.to_string())
-}
-
 /// Every replica with its role, the policy and snapshot it serves and its
 /// Envoys, under a line on the leader and its lease.
-fn replica_table(replication: &Value) -> String {
-    let leader = replication["leader"]
-        .as_str()
+fn replica_table(replication: &ReplicationView) -> String {
+    let leader = replication
+        .leader
+        .as_deref()
         .unwrap_or("none (an election is under way)");
-    let lease = &replication["lease"];
+    let role = serde_json::to_value(replication.role)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let ttl = replication
+        .lease
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |l| l.ttl_seconds.to_string());
     let mut out = format!(
-        "REPLICAS (asked {}, a {}; leader {leader}; lease TTL {} s)\n",
-        text(&replication["replica"]),
-        text(&replication["role"]),
-        number(&lease["ttl_seconds"]),
+        "REPLICAS (asked {}, a {role}; leader {leader}; lease TTL {ttl} s)\n",
+        replication.replica.as_deref().unwrap_or("-"),
     );
     let mut table = Table::new(&[
         "REPLICA", "ROLE", "ADMIN", "XDS", "POLICY", "SNAPSHOT", "ENVOYS",
     ]);
-    for r in items(&replication["replicas"]) {
-        let role = if r["leader"] == true {
-            "leader"
-        } else {
-            "follower"
-        };
+    for r in &replication.replicas {
+        let role = if r.leader { "leader" } else { "follower" };
         table.row(vec![
-            text(&r["id"]),
+            r.id.clone(),
             role.to_owned(),
-            text(&r["admin"]),
-            text(&r["xds"]),
-            text(&r["policy"]),
-            text(&r["snapshot"]),
-            number(&r["envoys"]),
+            r.admin.clone(),
+            r.xds.clone(),
+            r.policy.clone(),
+            r.snapshot.clone(),
+            r.envoys.to_string(),
         ]);
     }
     for line in table.lines() {
@@ -86,10 +86,6 @@ fn replica_table(replication: &Value) -> String {
         out.push('\n');
     }
     out
-}
-
-fn items(list: &Value) -> &[Value] {
-    list.as_array().map_or(&[], Vec::as_slice)
 }
 
 fn lines(title: &str, table: &Table) -> String {
@@ -146,43 +142,41 @@ fn rollout_table(rollouts: &[RolloutSummary]) -> String {
     lines("ROLLOUTS", &table)
 }
 
-fn cluster_table(clusters: &Value) -> String {
-    let clusters = items(clusters);
+fn cluster_table(clusters: &[ClusterView]) -> String {
     if clusters.is_empty() {
         return "CLUSTERS\nnone\n".to_owned();
     }
     let mut table = Table::new(&["CLUSTER", "SLA SCORE", "P99", "P99 TARGET"]);
     for c in clusters {
         table.row(vec![
-            text(&c["cluster"]),
-            c["score"]
-                .as_f64()
-                .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}")),
-            millis(c["p99_ms"].as_f64()),
-            millis(c["target_p99_ms"].as_f64()),
+            c.cluster.clone(),
+            format!("{:.2}", c.score),
+            millis(c.p99_ms),
+            millis(c.target_p99_ms),
         ]);
     }
     lines("CLUSTERS", &table)
 }
 
 /// The concurrency limit each Envoy admits under, and where it comes from.
-fn limit_line(limit: &Value) -> String {
-    let Some(served) = limit["served"].as_u64() else {
+fn limit_line(limit: &LimitView) -> String {
+    let Some(served) = limit.served else {
         return String::new();
     };
-    let how = if limit["adaptive"] == true {
-        let pressure = limit["pressure"].as_f64().map_or_else(
+    let status = &limit.status;
+    let how = if status.adaptive {
+        let pressure = status.pressure.map_or_else(
             || "no latency data".to_owned(),
             |p| format!("p99/target {p:.2}"),
         );
         format!(
             "adaptive between {} and {}, {pressure}",
-            limit["min"], limit["max"]
+            status.min, status.max
         )
     } else {
         "fixed by the policy".to_owned()
     };
-    let pinned = if limit["published"].as_u64().is_some_and(|p| p != served) {
+    let pinned = if status.published != served {
         ", pinned through the admin API"
     } else {
         ""
@@ -192,22 +186,17 @@ fn limit_line(limit: &Value) -> String {
 
 /// One type's state on one node: `ok` (runs the version served), `old` (an
 /// earlier one), `NACK` (rejected the latest), `-` (never accepted one).
-fn type_cell(entry: &Value) -> &'static str {
-    if entry.is_null() {
-        "-"
-    } else if !entry["nack"].is_null() {
-        "NACK"
-    } else if entry["in_sync"] == true {
-        "ok"
-    } else if entry["acked"].is_null() {
-        "-"
-    } else {
-        "old"
+fn type_cell(entry: Option<&NodeTypeView>) -> &'static str {
+    match entry {
+        None => "-",
+        Some(t) if t.nack.is_some() => "NACK",
+        Some(t) if t.in_sync => "ok",
+        Some(t) if t.acked.is_none() => "-",
+        Some(_) => "old",
     }
 }
 
-fn node_table(nodes: &Value) -> String {
-    let nodes = items(nodes);
+fn node_table(nodes: &[NodeSummary]) -> String {
     if nodes.is_empty() {
         return "ENVOYS\nnone has connected since weir started\n".to_owned();
     }
@@ -219,33 +208,31 @@ fn node_table(nodes: &Value) -> String {
     let mut table = Table::new(&header);
     let mut nacks = Vec::new();
     for node in nodes {
-        let types = &node["types"];
-        let state = if node["connected"] != true {
+        let state = if !node.connected {
             "disconnected"
-        } else if names.iter().any(|n| !types[n]["nack"].is_null()) {
+        } else if node.types.values().any(|t| t.nack.is_some()) {
             "NACK"
-        } else if node["in_sync"] == true {
+        } else if node.in_sync {
             "in sync"
         } else {
             "updating"
         };
-        let mut row = vec![
-            text(&node["id"]),
-            node["streams"].as_u64().unwrap_or(0).to_string(),
-            state.to_owned(),
-        ];
-        row.extend(names.iter().map(|n| type_cell(&types[n]).to_owned()));
-        row.push(text(&node["last_request"]));
+        let mut row = vec![node.id.clone(), node.streams.to_string(), state.to_owned()];
+        row.extend(
+            names
+                .iter()
+                .map(|n| type_cell(node.types.get(*n)).to_owned()),
+        );
+        row.push(node.last_request.clone());
         table.row(row);
         for name in &names {
-            let nack = &types[name]["nack"];
-            if !nack.is_null() {
+            if let Some(nack) = node.types.get(*name).and_then(|t| t.nack.as_ref()) {
                 nacks.push(format!(
                     "{} rejected {} version {}: {}",
-                    text(&node["id"]),
+                    node.id,
                     name.to_uppercase(),
-                    text(&nack["version"]),
-                    text(&nack["message"]).trim()
+                    nack.version,
+                    nack.message.trim()
                 ));
             }
         }
@@ -256,44 +243,53 @@ fn node_table(nodes: &Value) -> String {
     }
     out
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn limit(adaptive: bool, pressure: Option<f64>, published: u32, served: u32) -> LimitView {
+        serde_json::from_value(json!({
+            "adaptive": adaptive, "min": if adaptive { 40 } else { 200 }, "max": 200,
+            "pressure": pressure, "ratio": 1.0, "computed": 1.0, "published": published,
+            "served": served
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn the_limit_says_where_it_comes_from() {
-        let fixed =
-            json!({"adaptive": false, "min": 200, "max": 200, "published": 200, "served": 200});
         assert_eq!(
-            limit_line(&fixed),
+            limit_line(&limit(false, None, 200, 200)),
             "CONCURRENCY LIMIT  200 per Envoy (fixed by the policy)\n"
         );
-        let adaptive = json!({"adaptive": true, "min": 40, "max": 200, "pressure": 1.318,
-                              "published": 120, "served": 120});
         assert_eq!(
-            limit_line(&adaptive),
+            limit_line(&limit(true, Some(1.318), 120, 120)),
             "CONCURRENCY LIMIT  120 per Envoy (adaptive between 40 and 200, p99/target 1.32)\n"
         );
-        let pinned =
-            json!({"adaptive": false, "min": 200, "max": 200, "published": 200, "served": 80});
         assert!(
-            limit_line(&pinned).ends_with("(fixed by the policy, pinned through the admin API)\n")
+            limit_line(&limit(false, None, 200, 80))
+                .ends_with("(fixed by the policy, pinned through the admin API)\n")
         );
-        assert_eq!(limit_line(&json!(null)), "");
+        let mut unserved = limit(false, None, 200, 200);
+        unserved.served = None;
+        assert_eq!(limit_line(&unserved), "");
     }
 
     #[test]
     fn nodes_show_each_type() {
-        let nodes = json!([{
+        let at = "2026-01-01T00:00:00Z";
+        let ack = |version: &str| json!({"version": version, "nonce": "1", "at": at});
+        let nodes: Vec<NodeSummary> = serde_json::from_value(json!([{
             "id": "envoy-1", "connected": true, "streams": 1, "in_sync": false,
-            "last_request": "2026-01-01T00:00:00Z",
+            "last_request": at, "last_nack": null,
             "types": {
-                "cds": {"in_sync": true, "acked": {"version": "a"}, "nack": null},
-                "lds": {"in_sync": false, "acked": {"version": "b"}, "nack": {"version": "c", "message": "bad\n"}},
-                "rds": {"in_sync": false, "acked": {"version": "d"}, "nack": null}
+                "cds": {"type_url": "c", "in_sync": true, "acked": ack("a"), "nack": null},
+                "lds": {"type_url": "l", "in_sync": false, "acked": ack("b"), "nack": {
+                    "type_url": "l", "version": "c", "nonce": "2", "message": "bad\n", "at": at}},
+                "rds": {"type_url": "r", "in_sync": false, "acked": ack("d"), "nack": null}
             }
-        }]);
+        }]))
+        .unwrap();
         let text = node_table(&nodes);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "ENVOYS");

@@ -1,7 +1,5 @@
 //! Aligned plain-text tables and the value formats the commands share.
 
-use serde_json::Value;
-
 /// A table: a header row, then rows; columns left-aligned, two spaces apart.
 pub(crate) struct Table {
     rows: Vec<Vec<String>>,
@@ -66,11 +64,6 @@ pub(crate) fn millis(ms: Option<f64>) -> String {
         Some(ms) => format!("{} ms", (ms * 10.0).round() / 10.0),
         None => "-".to_owned(),
     }
-}
-
-/// A string field, `-` when absent.
-pub(crate) fn text(value: &Value) -> String {
-    value.as_str().unwrap_or("-").to_owned()
 }
 
 /// How long ago `at_ms` was, from this machine's clock: `4 s ago`, `3 min ago`.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::snapshot::type_url;
@@ -109,7 +109,7 @@ pub struct TypeView {
 }
 
 /// An ACK.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckView {
     /// The version accepted.
     pub version: String,
@@ -120,7 +120,7 @@ pub struct AckView {
 }
 
 /// A NACK.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NackView {
     /// The type URL rejected.
     pub type_url: String,
