@@ -293,6 +293,17 @@ async fn a_canary_reported_bad_only_to_a_follower_is_rolled_back_by_the_leader()
     );
     let decided = rollout(w.replica(0)).await;
     assert_eq!(decided["phase"], "rolled_back");
+    // The follower shows the leader's verdict, not a blank.
+    eventually(
+        "the follower to show the verdict",
+        Duration::from_secs(5),
+        || async {
+            let rollouts = w.replica(1).get_json("/v1/rollouts").await.ok()?;
+            (rollouts["rollouts"][0]["verdict"] == "bad").then_some(())
+        },
+    )
+    .await
+    .unwrap();
     let forwarding = &w.replica(1).status().await.unwrap()["otlp"]["forwarding"];
     assert!(
         forwarding["batches_forwarded"].as_u64() > Some(0),

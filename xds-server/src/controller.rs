@@ -86,8 +86,9 @@ struct Rollout {
     evidence: Evidence,
 }
 
-/// What the controller smooths over time, persisted so that a restart
-/// neither resets routing nor the limit.
+/// What the controller smooths over time and last saw, persisted so that a
+/// restart neither resets routing nor the limit, and so that a follower
+/// replica shows the leader's latest verdicts.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     /// Every cluster's SLA score.
@@ -96,6 +97,9 @@ pub struct Scores {
     /// The concurrency limit's state.
     #[serde(default)]
     pub limit: Option<LimitStatus>,
+    /// Each rollout's latest evidence, by canary cluster.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub evidence: BTreeMap<String, Evidence>,
 }
 
 /// The canary and SLA controller of one policy.
@@ -285,6 +289,7 @@ impl Controller {
         Scores {
             sla: self.sla.status(),
             limit: Some(self.limit.status().clone()),
+            evidence: self.evidence(),
         }
     }
 
@@ -294,6 +299,11 @@ impl Controller {
         self.sla.restore(&scores.sla);
         if let Some(limit) = &scores.limit {
             self.limit.restore(limit);
+        }
+        for (canary, evidence) in &scores.evidence {
+            if let Some(rollout) = self.rollouts.get_mut(canary) {
+                rollout.evidence = evidence.clone();
+            }
         }
         self.last_feed = self.feed();
     }

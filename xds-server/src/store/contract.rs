@@ -197,6 +197,8 @@ pub(crate) fn scores(smoothed: f64) -> Scores {
             published: 90,
             adjusted_at_ms: 7,
         }),
+        // The latest evidence travels with the scores (a follower shows it).
+        evidence: std::collections::BTreeMap::from([("c".to_owned(), decision(1).evidence)]),
     }
 }
 
