@@ -101,6 +101,7 @@ pub(crate) fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
+        .route("/v1/snapshot", get(snapshot))
         .route("/v1/feed", get(get_feed).put(put_feed).delete(delete_feed))
         .route("/v1/rollouts", get(rollouts))
         .route("/v1/rollouts/{canary}", get(rollout))
@@ -188,17 +189,12 @@ async fn status(State(state): State<AdminState>) -> Response {
     let Ok(control) = state.control.lock() else {
         return busy();
     };
-    let snapshot = control.snapshot();
-    let types: serde_json::Map<String, Value> = type_url::ALL
-        .iter()
-        .map(|t| ((*t).to_owned(), json!(snapshot.of_type(t).version)))
-        .collect();
     Json(json!({
         "policy": {
             "file": control.policy_path().display().to_string(),
             "last_error": control.last_error,
         },
-        "snapshot": {"version": snapshot.version, "types": types},
+        "snapshot": snapshot_versions(&control.snapshot()),
         "rollouts": control.controller().rollouts(),
         "limit": control.controller().limit(),
         "otlp": state.ingest.status(),
@@ -217,6 +213,23 @@ fn replication_status(state: &AdminState, control: &Control) -> crate::api::Repl
         status.deciding = Some(control.deciding());
     }
     status
+}
+
+/// The snapshot served, its version and each type's: what `status` says of
+/// it, without the rest (cheap to poll however many Envoys are connected).
+async fn snapshot(State(state): State<AdminState>) -> Response {
+    let Ok(control) = state.control.lock() else {
+        return busy();
+    };
+    Json(snapshot_versions(&control.snapshot())).into_response()
+}
+
+fn snapshot_versions(snapshot: &crate::snapshot::Snapshot) -> Value {
+    let types: serde_json::Map<String, Value> = type_url::ALL
+        .iter()
+        .map(|t| ((*t).to_owned(), json!(snapshot.of_type(t).version)))
+        .collect();
+    json!({"version": snapshot.version, "types": types})
 }
 
 async fn get_feed(State(state): State<AdminState>) -> Response {

@@ -31,8 +31,12 @@ const DELTA_PATH: &str =
 /// Each stream's initial encode and decode buffer.
 const BUFFER_BYTES: usize = 1024;
 
-/// Encoded responses are handed to the connection at this size at the latest.
-const YIELD_BYTES: usize = 32 * 1024;
+/// Encoded responses are handed to the connection once this many bytes are
+/// encoded. tonic keeps encoding the responses a stream has ready into one
+/// buffer until then, and the buffer keeps its size for the stream's life:
+/// a few KiB, so a push of several types does not leave every stream
+/// holding all of them at once (32 KiB by default).
+const YIELD_BYTES: usize = 4 * BUFFER_BYTES;
 
 /// Prost's codec with small per-stream buffers.
 struct SmallBuffers<T, U>(PhantomData<fn() -> (T, U)>);
