@@ -199,9 +199,21 @@ async fn status(State(state): State<AdminState>) -> Response {
         "limit": control.controller().limit(),
         "otlp": state.ingest.status(),
         "nodes": state.nodes.status(),
+        "envoys": envoy_counts(&state.nodes),
         "replication": replication_status(&state, &control),
     }))
     .into_response()
+}
+
+/// How many Envoys have a stream open, how many are remembered without one,
+/// and the streams: what `nodes` lists, counted.
+fn envoy_counts(nodes: &Nodes) -> Value {
+    let counts = nodes.counts();
+    json!({
+        "connected": counts.nodes_connected,
+        "disconnected": counts.nodes_disconnected,
+        "streams": counts.streams,
+    })
 }
 
 /// This replica's role, the leader, the lease, every replica, and the policy

@@ -109,7 +109,7 @@ function setLive(kind, title) {
 async function refreshStatus() {
   try {
     const status = await api("/v1/status");
-    const nodes = Object.keys(status.nodes || {}).length;
+    const nodes = status.envoys?.connected ?? 0;
     const parts = [
       h("span", {}, "policy ", h("code", {}, status.policy?.file ?? "?")),
       h("span", {}, "snapshot ", h("code", {}, status.snapshot?.version ?? "?")),
