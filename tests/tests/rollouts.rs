@@ -158,9 +158,22 @@ async fn a_canary_as_noisy_as_stable_is_not_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_traffic_the_rollout_holds() {
     let w = world(policy("[50, 100]", "1s")).await;
-    // Several holds pass with no traffic at all: no data means hold, never pass.
-    // (Waiting is the behaviour under test here.)
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Several holds pass with no traffic at all: no data means hold, never
+    // pass. Waited for by the controller's own clock: four holds' worth of
+    // evaluations after the first one seen.
+    let evaluated = |r: &Value| r["evaluated_ms"].as_u64();
+    let first = eventually("an evaluation", Duration::from_secs(10), || async {
+        evaluated(&rollout(&w.weir).await)
+    })
+    .await
+    .unwrap();
+    eventually(
+        "four holds of evaluations",
+        Duration::from_secs(20),
+        || async { (evaluated(&rollout(&w.weir).await)? >= first + 4_000).then_some(()) },
+    )
+    .await
+    .unwrap();
     let rollout = rollout(&w.weir).await;
     assert_eq!(
         (rollout["phase"].as_str(), rollout["weight_bp"].as_u64()),
