@@ -504,3 +504,63 @@ async fn replicas_reading_different_policies_each_serve_a_whole_one() {
     );
     assert_ne!(served[0].1, served[1].1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_member_etcd_losing_one_member_keeps_one_leader_deciding() {
+    let etcd = Etcd::cluster(3).await.unwrap();
+    let mut w = World::with_etcd(policy("[50, 75, 100]", "10m"), 2, etcd).await;
+    let envoy = w.envoy_on(&[0, 1], "fleet-envoy", 1).await;
+    wait_envoy_weight(&envoy, 5_000, Duration::from_secs(10)).await;
+
+    // The member both replicas list first goes away: their clients fail
+    // over to the others, and the cluster keeps its quorum.
+    w.etcd.kill(0);
+    // Replicas whose streams ran through that member start a new term, and
+    // etcd may elect a new raft leader: a command answered 503 meanwhile
+    // ("try again") changes nothing, and is taken once things settle.
+    let mut unavailable = 0;
+    let deadline = std::time::Instant::now() + TTL * 5;
+    loop {
+        let answer = http_client()
+            .post(format!(
+                "http://{}/v1/rollouts/{CANARY}/promote",
+                w.replica(1).admin_addr()
+            ))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        if status == 200 {
+            break;
+        }
+        let body = answer.text().await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(
+            canary::envoy_weight(&envoy).await.unwrap(),
+            Some(5_000),
+            "{body}"
+        );
+        unavailable += 1;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{unavailable} × 503, the last: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.wait_leader(TTL * 4).await;
+    wait_envoy_weight(&envoy, 10_000, Duration::from_secs(10)).await;
+    eventually(
+        "both replicas to show the promotion",
+        Duration::from_secs(5),
+        || async {
+            for (_, weir) in w.alive() {
+                if rollout(weir).await["phase"] != "promoted" {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+    .unwrap();
+}

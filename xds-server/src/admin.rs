@@ -32,7 +32,7 @@ use crate::controller::{Command, Decision};
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
 use crate::replication::{Replication, forward_command};
-use crate::serving::Control;
+use crate::serving::{CommandFailure, Control};
 use crate::snapshot::type_url;
 use crate::telemetry::{self, Origin, Scrape, Telemetry};
 use crate::xds::{Nodes, rfc3339, type_name};
@@ -485,7 +485,8 @@ async fn command(
             })
             .into_response()
         }
-        Err(err) => error(StatusCode::CONFLICT, err),
+        Err(CommandFailure::Refused(err)) => error(StatusCode::CONFLICT, err),
+        Err(CommandFailure::Unavailable(err)) => error(StatusCode::SERVICE_UNAVAILABLE, err),
     }
 }
 

@@ -28,6 +28,15 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Why an operator's command did not take effect.
+#[derive(Debug, PartialEq)]
+pub(crate) enum CommandFailure {
+    /// It does not apply to the rollout as it is (`409`).
+    Refused(String),
+    /// It could not be decided or kept now; it may work later (`503`).
+    Unavailable(String),
+}
+
 /// What is being served, and what went wrong last.
 pub(crate) struct Control {
     policy_path: PathBuf,
@@ -186,19 +195,41 @@ impl Control {
     }
 
     /// An operator's command on a rollout: recorded, persisted, then pushed.
-    pub(crate) fn command(&mut self, canary: &str, command: Command) -> Result<Decision, String> {
+    pub(crate) fn command(
+        &mut self,
+        canary: &str,
+        command: Command,
+    ) -> Result<Decision, CommandFailure> {
         if !self.deciding {
-            return Err(
+            return Err(CommandFailure::Unavailable(
                 "this replica does not lead: commands take effect through the leader".into(),
-            );
+            ));
         }
-        let mut decision = self.controller.command(canary, command, now_ms())?;
+        let before = Saved {
+            rollouts: self.controller.rollouts(),
+            decisions: self.controller.decisions().to_vec(),
+            scores: self.controller.scores(),
+            ..Saved::default()
+        };
+        let mut decision = self
+            .controller
+            .command(canary, command, now_ms())
+            .map_err(CommandFailure::Refused)?;
         decision.policy.clone_from(&self.policy_digest);
         self.controller.stamp_policy(&self.policy_digest);
-        self.checkpoint(std::slice::from_ref(&decision))
-            .map_err(|e| format!("{e:#}"))?;
+        if let Err(err) = self.checkpoint(std::slice::from_ref(&decision)) {
+            // Not kept, so not served either: the command did not happen (a
+            // later save must not make it happen behind the operator's back).
+            let mut controller = Controller::new(&self.policy, before.rollouts, now_ms());
+            controller.restore_history(before.decisions);
+            controller.restore_scores(&before.scores);
+            self.controller = controller;
+            return Err(CommandFailure::Unavailable(format!(
+                "not applied, the state could not be saved: {err:#}; try again"
+            )));
+        }
         tracing::info!(canary, ?command, to = ?decision.to, weight_bp = decision.weight_bp, "rollout command");
-        self.rebuild()?;
+        self.rebuild().map_err(CommandFailure::Unavailable)?;
         Ok(decision)
     }
 

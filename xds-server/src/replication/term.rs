@@ -98,6 +98,8 @@ pub(crate) async fn run(
         let started = Instant::now();
         let ended = term.run(&mut shutdown).await;
         term.stop_deciding();
+        // Who leads is known again once the next term observes the election.
+        replication.set_leader(None);
         match ended {
             Ok(Ended::Shutdown) => return,
             Ok(Ended::LeaseLost(why)) => {
