@@ -378,3 +378,73 @@ fn overlay(mut feed: Feed, pinned: Option<&Feed>) -> Feed {
     }
     feed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::Phase;
+    use crate::resources::WasmSource;
+    use crate::store::{EtcdOptions, EtcdStore, Writes};
+
+    const POLICY: &str = include_str!("../../examples/policies/iot-fleet.yaml");
+
+    /// Serving state deciding on a real etcd store whose writes `writes` allows.
+    fn control(etcd: &weir_testbed::etcd::Etcd, writes: Writes) -> Control {
+        let policy = weir_policy::source::load("iot-fleet.yaml", POLICY).unwrap();
+        let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
+        let store = EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap();
+        store.set_writes(writes);
+        let controller = Controller::new(&policy, Vec::new(), now_ms());
+        let options = Options::new(WasmSource::Local("/weir_filter.wasm".into()));
+        let metrics = Arc::new(Mutex::new(MetricsStore::new(60_000)));
+        let (control, _snapshots) = Control::new(
+            "iot-fleet.yaml".into(),
+            policy,
+            POLICY,
+            true,
+            options,
+            controller,
+            Box::new(store),
+            metrics,
+            Telemetry::default(),
+        )
+        .unwrap();
+        control
+    }
+
+    fn first_canary(control: &Control) -> crate::controller::RolloutState {
+        control.controller().rollouts().remove(0)
+    }
+
+    #[test]
+    fn a_command_that_cannot_be_saved_changes_nothing() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let etcd = runtime.block_on(weir_testbed::etcd::Etcd::start()).unwrap();
+        let mut control = control(&etcd, Writes::Refused);
+        let before = first_canary(&control);
+        let (served, decisions) = (
+            control.snapshot().version.clone(),
+            control.controller().decisions().len(),
+        );
+        let failed = control.command(&before.canary, Command::Abort).unwrap_err();
+        assert!(
+            matches!(&failed, CommandFailure::Unavailable(m) if m.contains("not applied")),
+            "{failed:?}"
+        );
+        assert_eq!(first_canary(&control), before);
+        assert_eq!(control.controller().decisions().len(), decisions);
+        assert_eq!(control.snapshot().version, served);
+
+        // The same command where the store takes it.
+        let mut control = self::control(&etcd, Writes::Open);
+        let decision = control.command(&before.canary, Command::Abort).unwrap();
+        assert_eq!(decision.to, Phase::RolledBack);
+        assert_eq!(first_canary(&control).phase, Phase::RolledBack);
+        assert_ne!(control.snapshot().version, served);
+        // A command that does not apply is refused, not "unavailable".
+        assert!(matches!(
+            control.command(&before.canary, Command::Pause),
+            Err(CommandFailure::Refused(_))
+        ));
+    }
+}
