@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, ValueEnum};
 
 use crate::admin;
-use crate::controller::Controller;
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
 use crate::policy_source::{self, Watcher};
@@ -196,9 +195,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !saved.rollouts.is_empty() {
         tracing::info!(rollouts = saved.rollouts.len(), store = %state.describe(), "resuming rollouts");
     }
-    let mut controller = Controller::new(&policy, saved.rollouts, now_ms());
-    controller.restore_history(saved.decisions);
-    controller.restore_scores(&saved.scores);
+    let controller = crate::serving::restored_controller(
+        &policy,
+        std::mem::take(&mut saved.rollouts),
+        std::mem::take(&mut saved.decisions),
+        &saved.scores,
+    );
     let metrics = Arc::new(Mutex::new(MetricsStore::new(METRICS_RETENTION_MS)));
     let telemetry = Telemetry::default();
     let (control, receiver) = Control::new(

@@ -102,10 +102,8 @@ impl Control {
     /// serves the feed it makes under this replica's own policy, so the
     /// snapshot is always one this policy makes.
     pub(crate) fn adopt(&mut self, saved: Saved, deciding: bool) {
-        let mut controller = Controller::new(&self.policy, saved.rollouts, now_ms());
-        controller.restore_history(saved.decisions);
-        controller.restore_scores(&saved.scores);
-        self.controller = controller;
+        self.controller =
+            restored_controller(&self.policy, saved.rollouts, saved.decisions, &saved.scores);
         self.deciding = deciding;
         self.feed_override = saved.pins.filter(|pins| {
             let problems = pins.validate(&self.policy);
@@ -220,10 +218,12 @@ impl Control {
         if let Err(err) = self.checkpoint(std::slice::from_ref(&decision)) {
             // Not kept, so not served either: the command did not happen (a
             // later save must not make it happen behind the operator's back).
-            let mut controller = Controller::new(&self.policy, before.rollouts, now_ms());
-            controller.restore_history(before.decisions);
-            controller.restore_scores(&before.scores);
-            self.controller = controller;
+            self.controller = restored_controller(
+                &self.policy,
+                before.rollouts,
+                before.decisions,
+                &before.scores,
+            );
             return Err(CommandFailure::Unavailable(format!(
                 "not applied, the state could not be saved: {err:#}; try again"
             )));
@@ -358,6 +358,20 @@ impl Control {
         }
         version
     }
+}
+
+/// A controller of `policy` that resumes from saved state: the rollouts
+/// where they stood, their decisions, the scores and the latest evidence.
+pub(crate) fn restored_controller(
+    policy: &Policy,
+    rollouts: Vec<crate::controller::RolloutState>,
+    decisions: Vec<Decision>,
+    scores: &crate::controller::Scores,
+) -> Controller {
+    let mut controller = Controller::new(policy, rollouts, now_ms());
+    controller.restore_history(decisions);
+    controller.restore_scores(scores);
+    controller
 }
 
 /// The first 12 hex digits of the sha256 of a policy text.
