@@ -564,3 +564,36 @@ async fn a_three_member_etcd_losing_one_member_keeps_one_leader_deciding() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_bound_to_every_address_must_say_where_it_is_reached() {
+    let etcd = Etcd::start().await.unwrap();
+    let fleet = Fleet::start(policy("[50, 100]", "10m")).unwrap();
+    let policy_file = PolicyFile::new("policy.yaml", fleet.policy()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(weir_testbed::paths::weir_binary())
+        .arg("serve")
+        .arg("--policy")
+        .arg(policy_file.path())
+        .args([
+            "--xds-address",
+            "127.0.0.1:0",
+            "--admin-address",
+            "0.0.0.0:0",
+        ])
+        .args(["--admin-token", "t", "--listener-address", "127.0.0.1:0"])
+        .arg("--wasm")
+        .arg(weir_testbed::paths::filter_wasm())
+        .arg("--state")
+        .arg(dir.path().join("state.redb"))
+        .env("WEIR_STORE", etcd.store_url())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--advertise-admin"), "{stderr}");
+}

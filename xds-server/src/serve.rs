@@ -169,11 +169,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let replication = match &etcd {
         None => Replication::single(),
         Some(_) => {
-            let admin = args
-                .replication
-                .advertise_admin
-                .clone()
-                .unwrap_or_else(|| admin_addr.into());
+            let admin = match args.replication.advertise_admin.clone() {
+                Some(admin) => admin,
+                // Other replicas forward commands and metrics here.
+                None if admin_addr.ip().is_unspecified() => anyhow::bail!(
+                    "with --store etcd://…, the other replicas reach this one's admin API at \
+                     its address, and {admin_addr} is none: set --advertise-admin HOST:PORT \
+                     (WEIR_ADVERTISE_ADMIN), e.g. the pod's IP and port {}",
+                    admin_addr.port()
+                ),
+                None => admin_addr.into(),
+            };
             let me = ReplicaInfo {
                 id: args
                     .replication
