@@ -22,31 +22,73 @@ const REGISTRY_EVERY: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A leader the observer saw: its election key and its record.
-type Seen = anyhow::Result<(Vec<u8>, Option<ReplicaInfo>)>;
+type Seen = (Vec<u8>, Option<ReplicaInfo>);
 
-/// Sends every leader of `election` to `seen`, and the error that ends it.
+/// The campaign in flight.
+type Campaign = std::pin::Pin<
+    Box<dyn Future<Output = Result<etcd_client::CampaignResponse, etcd_client::Error>> + Send>,
+>;
+
+/// How long the observer waits before observing again after a failure.
+const OBSERVE_AGAIN_AFTER: Duration = Duration::from_millis(200);
+
+/// Sends every leader of `election` to `seen`, observing again whenever the
+/// stream fails, until `seen` is closed (the term ended).
 async fn observe(mut client: Client, election: String, seen: tokio::sync::mpsc::Sender<Seen>) {
-    let outcome: anyhow::Result<()> = async {
-        let mut leaders = client
-            .observe(election)
-            .await
-            .context("cannot observe the election")?;
-        while let Some(leader) = leaders
-            .message()
-            .await
-            .context("the election's observer failed")?
-        {
-            let Some(kv) = leader.kv() else { continue };
-            let info = serde_json::from_slice(kv.value()).ok();
-            if seen.send(Ok((kv.key().to_vec(), info))).await.is_err() {
-                return Ok(());
+    loop {
+        let outcome: anyhow::Result<()> = async {
+            let mut leaders = client
+                .observe(election.clone())
+                .await
+                .context("cannot observe the election")?;
+            while let Some(leader) = leaders
+                .message()
+                .await
+                .context("the election's observer failed")?
+            {
+                let Some(kv) = leader.kv() else { continue };
+                let info = serde_json::from_slice(kv.value()).ok();
+                if seen.send((kv.key().to_vec(), info)).await.is_err() {
+                    return Ok(());
+                }
             }
+            Err(anyhow!("etcd ended the election's observer"))
         }
-        Err(anyhow!("etcd ended the election's observer"))
+        .await;
+        match outcome {
+            Ok(()) => return,
+            Err(err) => tracing::debug!("{err:#}; observing again"),
+        }
+        if seen.is_closed() {
+            return;
+        }
+        tokio::time::sleep(OBSERVE_AGAIN_AFTER).await;
     }
-    .await;
-    if let Err(err) = outcome {
-        let _ = seen.send(Err(err)).await;
+}
+
+/// The next renewal answer, or never while the keep-alive is not open.
+async fn next_ack(
+    keepalive: &mut Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
+) -> anyhow::Result<etcd_client::LeaseKeepAliveResponse> {
+    match keepalive {
+        Some((_, acks)) => acks
+            .message()
+            .await?
+            .ok_or_else(|| anyhow!("etcd closed the lease's keep-alive stream")),
+        None => std::future::pending().await,
+    }
+}
+
+/// The next change of the state, or never while the watch is not open.
+async fn next_change(
+    changes: &mut Option<etcd_client::WatchStream>,
+) -> anyhow::Result<etcd_client::WatchResponse> {
+    match changes {
+        Some(stream) => stream
+            .message()
+            .await?
+            .ok_or_else(|| anyhow!("etcd ended the watch of the leader's state")),
+        None => std::future::pending().await,
     }
 }
 
@@ -147,11 +189,7 @@ impl Term<'_> {
     ) -> anyhow::Result<Ended> {
         let replication = self.replication;
         let ttl = Duration::from_secs(replication.ttl_secs());
-        let mut client = self.client.clone();
-        let (mut keeper, mut acks) = self
-            .deadline(client.lease_keep_alive(lease))
-            .await
-            .context("cannot keep the lease alive")?;
+        let mut keepalive = Some(self.keep_alive(lease).await?);
         let mut registered = None;
         self.register(lease, &mut registered).await?;
 
@@ -160,34 +198,23 @@ impl Term<'_> {
         self.adopt(&mirror, false);
         replication.set_role(Role::Follower, Some(lease));
         replication.set_error(None);
-        let (from, end) = self.etcd.watched();
-        let mut changes = self
-            .deadline(
-                client.watch(
-                    from,
-                    Some(
-                        WatchOptions::new()
-                            .with_range(end)
-                            .with_start_revision(revision.saturating_add(1)),
-                    ),
-                ),
-            )
-            .await
-            .context("cannot watch the leader's state")?;
+        let mut watch_from = revision.saturating_add(1);
+        let mut changes = Some(self.watch(watch_from).await?);
         let election = self.election_name();
-        // etcd answers an observer only once somebody leads: it runs beside.
+        // etcd answers an observer only once somebody leads: it runs beside,
+        // observing again whenever its stream fails, until the term ends.
         let (leader_seen, mut leaders) = tokio::sync::mpsc::channel(4);
-        // Stopped when the term ends, whichever way.
         let _observer = AbortOnDrop(tokio::spawn(observe(
             self.client.clone(),
             election.clone(),
             leader_seen,
         )));
-        let mut campaigner = self.client.clone();
         let me = serde_json::to_vec(replication.me())?;
-        let campaign = campaigner.campaign(election, me, lease);
-        tokio::pin!(campaign);
+        let mut campaign = self.campaign(&election, &me, lease);
 
+        // A stream through an etcd member that went away fails while the
+        // lease lives on the others: each is opened again within the term.
+        // Only a lease that cannot be renewed in time ends it.
         let renew_every = ttl / 4;
         let mut renew = tokio::time::interval(renew_every);
         let mut registry = tokio::time::interval(REGISTRY_EVERY);
@@ -212,41 +239,71 @@ impl Term<'_> {
                     if Instant::now() + renew_every >= lease_valid_until {
                         return Ok(Ended::LeaseLost("etcd did not renew it in time"));
                     }
-                    keeper.keep_alive().await.context("cannot renew the lease")?;
-                    unacked.push_back(Instant::now());
-                }
-                ack = acks.message() => {
-                    let ack = ack.context("the lease's keep-alive stream failed")?
-                        .ok_or_else(|| anyhow!("etcd closed the lease's keep-alive stream"))?;
-                    if ack.ttl() <= 0 {
-                        return Ok(Ended::LeaseLost("it expired"));
+                    if keepalive.is_none() {
+                        keepalive = self.keep_alive(lease).await.map_err(|err| {
+                            tracing::debug!("the lease's keep-alive is not open again yet: {err:#}");
+                        }).ok();
+                        unacked.clear();
                     }
-                    let sent = unacked.pop_front().unwrap_or(granted_at);
-                    let granted = Duration::from_secs(u64::try_from(ack.ttl()).unwrap_or(0));
-                    lease_valid_until = sent + granted;
-                }
-                won = &mut campaign, if leading.is_none() => {
-                    let mut won = won.context("the campaign failed")?;
-                    let key = won.take_leader().ok_or_else(|| anyhow!("etcd elected no key"))?;
-                    self.lead(&key).await?;
-                    replication.set_role(Role::Leader, Some(lease));
-                    replication.set_leader(Some(replication.me().clone()));
-                    tracing::info!(replica = replication.id(), "leading");
-                    leading = Some(key);
-                    self.register(lease, &mut registered).await?;
-                }
-                response = changes.message(), if leading.is_none() => {
-                    let response = response.context("the watch of the leader's state failed")?
-                        .ok_or_else(|| anyhow!("etcd ended the watch of the leader's state"))?;
-                    if response.canceled() {
-                        bail!("etcd canceled the watch: {}", response.cancel_reason());
-                    }
-                    if self.apply(&mut mirror, response.events())? {
-                        self.adopt(&mirror, false);
+                    if let Some((keeper, _)) = &mut keepalive {
+                        match keeper.keep_alive().await {
+                            Ok(()) => unacked.push_back(Instant::now()),
+                            Err(err) => {
+                                tracing::debug!("cannot renew the lease: {err}");
+                                keepalive = None;
+                            }
+                        }
                     }
                 }
+                ack = next_ack(&mut keepalive) => match ack {
+                    Ok(ack) if ack.ttl() <= 0 => return Ok(Ended::LeaseLost("it expired")),
+                    Ok(ack) => {
+                        let sent = unacked.pop_front().unwrap_or(granted_at);
+                        let granted = Duration::from_secs(u64::try_from(ack.ttl()).unwrap_or(0));
+                        lease_valid_until = sent + granted;
+                    }
+                    Err(err) => {
+                        tracing::debug!("the lease's keep-alive stream failed: {err:#}");
+                        keepalive = None;
+                    }
+                },
+                won = &mut campaign, if leading.is_none() => match won {
+                    Ok(mut won) => {
+                        let key = won.take_leader().ok_or_else(|| anyhow!("etcd elected no key"))?;
+                        self.lead(&key).await?;
+                        replication.set_role(Role::Leader, Some(lease));
+                        replication.set_leader(Some(replication.me().clone()));
+                        tracing::info!(replica = replication.id(), "leading");
+                        leading = Some(key);
+                        let _ = self.register(lease, &mut registered).await;
+                    }
+                    Err(err) => {
+                        tracing::debug!("the campaign failed: {err}; campaigning again");
+                        campaign = self.campaign(&election, &me, lease);
+                    }
+                },
+                response = next_change(&mut changes), if leading.is_none() => match response {
+                    Ok(response) => {
+                        if response.canceled() {
+                            // Compacted past what this replica has: read it all again.
+                            bail!("etcd canceled the watch: {}", response.cancel_reason());
+                        }
+                        if let Some(header) = response.header() {
+                            watch_from = watch_from.max(header.revision().saturating_add(1));
+                        }
+                        if self.apply(&mut mirror, response.events())? {
+                            self.adopt(&mirror, false);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::debug!("the watch of the leader's state failed: {err:#}");
+                        changes = None;
+                    }
+                },
                 leader = leaders.recv() => {
-                    let (key, info) = leader.ok_or_else(|| anyhow!("the election's observer ended"))??;
+                    let Some((key, info)) = leader else {
+                        bail!("the election's observer ended");
+                    };
                     if let Some(ours) = &leading && key != ours.key() {
                         return Ok(Ended::LeaseLost("another replica's key leads the election"));
                     }
@@ -255,9 +312,46 @@ impl Term<'_> {
                         replication.set_leader(info);
                     }
                 }
-                _ = registry.tick() => self.register(lease, &mut registered).await?,
+                _ = registry.tick() => {
+                    if let Err(err) = self.register(lease, &mut registered).await {
+                        tracing::debug!("{err:#}");
+                    }
+                    if changes.is_none() && leading.is_none() {
+                        changes = self.watch(watch_from).await.map_err(|err| {
+                            tracing::debug!("the watch is not open again yet: {err:#}");
+                        }).ok();
+                    }
+                }
             }
         }
+    }
+
+    async fn keep_alive(
+        &self,
+        lease: i64,
+    ) -> anyhow::Result<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> {
+        let mut client = self.client.clone();
+        self.deadline(client.lease_keep_alive(lease))
+            .await
+            .context("cannot keep the lease alive")
+    }
+
+    /// A watch of the state from revision `from`.
+    async fn watch(&self, from: i64) -> anyhow::Result<etcd_client::WatchStream> {
+        let mut client = self.client.clone();
+        let (key, end) = self.etcd.watched();
+        let options = WatchOptions::new()
+            .with_range(end)
+            .with_start_revision(from);
+        self.deadline(client.watch(key, Some(options)))
+            .await
+            .context("cannot watch the leader's state")
+    }
+
+    /// Campaigning with `lease`: resolves once this replica leads.
+    fn campaign(&self, election: &str, me: &[u8], lease: i64) -> Campaign {
+        let (mut client, election, me) = (self.client.clone(), election.to_owned(), me.to_vec());
+        Box::pin(async move { client.campaign(election, me, lease).await })
     }
 
     /// Takes the lead: fences the store on `key`, then adopts the state the
