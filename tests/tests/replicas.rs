@@ -316,7 +316,8 @@ async fn a_canary_reported_bad_only_to_a_follower_is_rolled_back_by_the_leader()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() {
-    let mut w = World::start(policy("[50, 75, 100]", "3s"), 1).await;
+    // Steps enough that the rollout is still walking when the canary breaks.
+    let mut w = World::start(policy("[50, 75, 85, 95, 100]", "3s"), 1).await;
     let envoy = w.envoy_on_then_start(0, 1, "fleet-envoy").await;
 
     let traffic = Traffic::start(&envoy, 100, Duration::from_secs(60));
@@ -343,6 +344,8 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() 
         (&before["step"], &before["weight_bp"]),
         "the new leader resumes at the same step and weight"
     );
+    // A canary that goes bad after the failover is still rolled back.
+    break_the_canary(&w.fleet);
     eventually(
         "the Envoy on the new leader",
         Duration::from_secs(10),
@@ -350,10 +353,11 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() 
     )
     .await
     .unwrap();
-
-    // A canary that goes bad after the failover is still rolled back.
-    break_the_canary(&w.fleet);
-    wait_envoy_weight(&envoy, 0, Duration::from_secs(10)).await;
+    eventually("Envoy to run 0 bp", Duration::from_secs(15), || async {
+        (canary::envoy_weight(&envoy).await.ok().flatten() == Some(0)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", w.logs()));
     assert_eq!(rollout(w.replica(1)).await["phase"], "rolled_back");
     let failed = traffic.failed();
     let expected = 100 * sending.elapsed().as_secs();
