@@ -201,12 +201,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !saved.rollouts.is_empty() {
         tracing::info!(rollouts = saved.rollouts.len(), store = %state.describe(), "resuming rollouts");
     }
-    let controller = crate::serving::restored_controller(
-        &policy,
-        std::mem::take(&mut saved.rollouts),
-        std::mem::take(&mut saved.decisions),
-        &saved.scores,
-    );
+    let controller = crate::controller::Controller::new(&policy, Vec::new(), now_ms());
     let metrics = Arc::new(Mutex::new(MetricsStore::new(METRICS_RETENTION_MS)));
     let telemetry = Telemetry::default();
     let (control, receiver) = Control::new(
@@ -221,7 +216,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         telemetry.clone(),
     )?;
     let mut control = control;
-    control.restore_pins(saved.pins.take());
+    // What was saved is resumed as a replica takes over a leader's state.
+    let timeline = std::mem::take(&mut saved.timeline);
+    control.adopt(saved, etcd.is_none());
     let control = Arc::new(Mutex::new(control));
     let ingest = Ingest::new(Arc::clone(&metrics), now_ms);
     let nodes = Nodes::default();
@@ -255,8 +252,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         args.simulator_dir.clone(),
     );
-    let saved_until_ms = saved.timeline.last().map_or(0, |p| p.at_ms);
-    dashboard.timeline().restore(now_ms(), saved.timeline);
+    let saved_until_ms = timeline.last().map_or(0, |p| p.at_ms);
+    dashboard.timeline().restore(now_ms(), timeline);
     let mut timeline_saver = TimelineSaver {
         saved_until_ms,
         unsaved: 0,

@@ -97,8 +97,8 @@ impl Control {
         Ok((control, receiver))
     }
 
-    /// Takes over the state another replica saved — the leader's, while this
-    /// one follows; the state it left, when this one starts leading — and
+    /// Takes over saved state — this process's own at start-up; the leader's,
+    /// while this replica follows; the state it left, when this one leads — and
     /// serves the feed it makes under this replica's own policy, so the
     /// snapshot is always one this policy makes.
     pub(crate) fn adopt(&mut self, saved: Saved, deciding: bool) {
@@ -134,25 +134,6 @@ impl Control {
     /// The digest of the policy text served.
     pub(crate) fn policy_digest(&self) -> &str {
         &self.policy_digest
-    }
-
-    /// Serves the pins a store kept, where they still fit the policy.
-    pub(crate) fn restore_pins(&mut self, pins: Option<Feed>) {
-        let Some(pins) = pins else { return };
-        let problems = pins.validate(&self.policy);
-        if !problems.is_empty() {
-            tracing::warn!(
-                ?problems,
-                "the kept pinned feed values no longer fit the policy: dropped"
-            );
-            return;
-        }
-        self.feed_override = Some(pins);
-        if let Err(err) = self.rebuild() {
-            tracing::error!(error = %err, "the kept pinned feed values are not served");
-            self.feed_override = None;
-        }
-        tracing::info!(pins = ?self.feed_override, "pinned feed values restored");
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {

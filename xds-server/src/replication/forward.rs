@@ -113,6 +113,8 @@ struct ForwarderInner {
 struct Pending {
     request: ExportMetricsServiceRequest,
     bytes: usize,
+    /// The exports merged into `request`.
+    exports: u64,
 }
 
 impl Forwarder {
@@ -147,6 +149,7 @@ impl Forwarder {
             .resource_metrics
             .extend(request.resource_metrics.iter().cloned());
         pending.bytes = pending.bytes.saturating_add(size);
+        pending.exports += 1;
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -174,7 +177,9 @@ impl Forwarder {
         let CommandTarget::Leader(leader) = self.inner.replication.command_target() else {
             // The leadership moved here (or is changing): these were already
             // counted locally, where this replica now decides or nobody does.
-            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .dropped
+                .fetch_add(pending.exports, Ordering::Relaxed);
             return;
         };
         for batch in batches(pending.request) {
