@@ -7,7 +7,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryResponse, DiscoveryResponse, Resource as DeltaResource,
+};
 use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
 use sha2::{Digest, Sha256};
 
 /// Type URLs of the resources Weir serves, in the order updates are pushed:
@@ -39,14 +44,47 @@ pub struct Resource {
     pub version: String,
     /// The resource.
     pub body: Any,
+    /// How it goes on the wire, encoded once and shared by every stream.
+    pub wire: Wire,
+}
+
+/// A resource's encodings as an entry of a response's `resources`: the
+/// bytes of that one field, which a response made of its other fields and
+/// any number of such entries, concatenated, carries as is (protobuf merges
+/// concatenated encodings of a message).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Wire {
+    /// In a state-of-the-world `DiscoveryResponse`: the body.
+    pub sotw: Bytes,
+    /// In a `DeltaDiscoveryResponse`: name, version and body.
+    pub delta: Bytes,
 }
 
 impl Resource {
     /// A resource named `name`, versioned by its content.
     pub fn new(name: impl Into<String>, body: Any) -> Self {
+        let name = name.into();
+        let version = short_hash(&[body.type_url.as_bytes(), &body.value]);
+        let sotw = DiscoveryResponse {
+            resources: vec![body.clone()],
+            ..Default::default()
+        };
+        let delta = DeltaDiscoveryResponse {
+            resources: vec![DeltaResource {
+                name: name.clone(),
+                version: version.clone(),
+                resource: Some(body.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
         Self {
-            name: name.into(),
-            version: short_hash(&[body.type_url.as_bytes(), &body.value]),
+            wire: Wire {
+                sotw: sotw.encode_to_vec().into(),
+                delta: delta.encode_to_vec().into(),
+            },
+            name,
+            version,
             body,
         }
     }
@@ -59,6 +97,9 @@ pub struct TypeResources {
     pub version: String,
     /// Resources by name.
     pub items: BTreeMap<String, Resource>,
+    /// Every resource as state-of-the-world `resources` entries, in name
+    /// order: what a wildcard subscriber is sent.
+    pub sotw_wire: Bytes,
 }
 
 /// An immutable set of resources of every type.
@@ -88,6 +129,12 @@ impl Snapshot {
                 .flat_map(|r| [r.name.as_bytes(), r.version.as_bytes()])
                 .collect();
             resources.version = short_hash(&parts);
+            resources.sotw_wire = resources
+                .items
+                .values()
+                .flat_map(|r| r.wire.sotw.iter().copied())
+                .collect::<Vec<u8>>()
+                .into();
         }
         let versions: Vec<&[u8]> = types.values().map(|t| t.version.as_bytes()).collect();
         Self {

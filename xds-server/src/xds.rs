@@ -10,6 +10,7 @@ mod delta;
 mod nodes;
 mod service;
 mod sotw;
+mod wire;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
 
 use crate::snapshot::{Snapshot, type_url};
+use wire::Encoded;
 
 pub use auth::{XdsAuth, XdsAuthArgs};
 pub(crate) use nodes::rfc3339;
@@ -49,7 +51,7 @@ const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// A stream's responses, produced as the connection takes them.
-pub(crate) type ResponseStream<R> = BoxStream<'static, Result<R, Status>>;
+pub(crate) type ResponseStream = BoxStream<'static, Result<Encoded, Status>>;
 
 /// The ADS server: every stream serves the latest published snapshot.
 #[derive(Debug)]
@@ -81,7 +83,7 @@ impl AdsServer {
         &self,
         requests: Streaming<P::Request>,
         start: impl FnOnce(Arc<Snapshot>) -> P,
-    ) -> ResponseStream<P::Response> {
+    ) -> ResponseStream {
         let mut snapshots = self.snapshots.clone();
         let protocol = start(snapshots.borrow_and_update().clone());
         let state = StreamState {
@@ -103,16 +105,16 @@ impl AdsServer {
 /// a request arrives between a new snapshot and its push.
 trait Protocol: Send + 'static {
     type Request: Send + 'static;
-    type Response: Send + 'static;
 
     fn node(request: &Self::Request) -> Option<&Node>;
 
-    fn type_url(response: &Self::Response) -> &str;
+    fn on_request(&mut self, request: Self::Request, peer: &nodes::Peer) -> Vec<Response>;
 
-    fn on_request(&mut self, request: Self::Request, peer: &nodes::Peer) -> Vec<Self::Response>;
-
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Self::Response>;
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response>;
 }
+
+/// A response to send, or why the stream cannot go on (one too large).
+type Response = Result<Encoded, Status>;
 
 /// One stream: the protocol's state, what it reads, and the responses made
 /// but not yet taken.
@@ -122,7 +124,7 @@ struct StreamState<P: Protocol> {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     peer: nodes::Peer,
     nodes: Nodes,
-    pending: VecDeque<P::Response>,
+    pending: VecDeque<Response>,
     /// Once the publisher is gone the last snapshot keeps being served.
     watching: bool,
 }
@@ -130,11 +132,13 @@ struct StreamState<P: Protocol> {
 impl<P: Protocol> StreamState<P> {
     /// The next response, reading requests and snapshots until there is
     /// one; `None` ends the stream (the Envoy closed it, or it failed).
-    async fn next(mut self) -> Option<(Result<P::Response, Status>, Self)> {
+    async fn next(mut self) -> Option<(Response, Self)> {
         loop {
             if let Some(response) = self.pending.pop_front() {
-                self.nodes.pushed(P::type_url(&response));
-                return Some((Ok(response), self));
+                if let Ok(encoded) = &response {
+                    self.nodes.pushed(encoded.type_url());
+                }
+                return Some((response, self));
             }
             let out = tokio::select! {
                 request = self.requests.next() => match request {

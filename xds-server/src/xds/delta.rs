@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 
 use super::nodes::Peer;
-use super::{Nonces, Protocol, served_type, wildcard_by_default};
+use super::wire::Encoded;
+use super::{Nonces, Protocol, Response, served_type, wildcard_by_default};
 use crate::snapshot::{Snapshot, TypeResources, type_url};
 
 /// One stream's state.
@@ -84,7 +86,7 @@ impl Watch {
 
     /// What Envoy lacks of `resources`, and what it has that is gone; from
     /// then on, Envoy is taken to have what was sent.
-    fn diff(&mut self, resources: &TypeResources) -> (Vec<DeltaResource>, Vec<String>) {
+    fn diff(&mut self, resources: &TypeResources) -> (Vec<Bytes>, Vec<String>) {
         let mut removed = BTreeSet::new();
         let known = std::mem::take(&mut self.known);
         for (name, version) in known {
@@ -115,12 +117,7 @@ impl Watch {
             }
             self.known
                 .insert(resource.name.clone(), resource.version.clone());
-            changed.push(DeltaResource {
-                name: resource.name.clone(),
-                version: resource.version.clone(),
-                resource: Some(resource.body.clone()),
-                ..Default::default()
-            });
+            changed.push(resource.wire.delta.clone());
         }
         (changed, removed.into_iter().collect())
     }
@@ -139,7 +136,7 @@ impl Delta {
     /// `type_url`, if any. A first request is answered even when Envoy has it
     /// all (after a reconnect, say), so that a wildcard subscriber stops
     /// waiting and every node's ACK of the current version is on record.
-    fn respond(&mut self, type_url: &'static str) -> Option<DeltaDiscoveryResponse> {
+    fn respond(&mut self, type_url: &'static str) -> Option<Response> {
         let watch = self.watches.get_mut(type_url)?;
         let resources = self.snapshot.of_type(type_url);
         let (changed, removed) = watch.diff(resources);
@@ -149,34 +146,25 @@ impl Delta {
         }
         let nonce = self.nonces.next();
         watch.sent = Some((resources.version.clone(), nonce.clone()));
-        Some(DeltaDiscoveryResponse {
+        let own = DeltaDiscoveryResponse {
             system_version_info: resources.version.clone(),
-            resources: changed,
             type_url: type_url.to_owned(),
             removed_resources: removed,
             nonce,
             ..Default::default()
-        })
+        };
+        Some(Encoded::new(type_url, &own, changed))
     }
 }
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
 
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
     }
 
-    fn type_url(response: &DeltaDiscoveryResponse) -> &str {
-        &response.type_url
-    }
-
-    fn on_request(
-        &mut self,
-        request: DeltaDiscoveryRequest,
-        peer: &Peer,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    fn on_request(&mut self, request: DeltaDiscoveryRequest, peer: &Peer) -> Vec<Response> {
         let Some(type_url) = served_type(&request.type_url) else {
             tracing::debug!(
                 node = %peer.id(), type_url = %request.type_url,
@@ -208,7 +196,7 @@ impl Protocol for Delta {
         self.respond(type_url).into_iter().collect()
     }
 
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response> {
         self.snapshot = snapshot;
         type_url::ALL
             .into_iter()
@@ -254,6 +242,33 @@ mod tests {
         response.resources.iter().map(|r| r.name.as_str()).collect()
     }
 
+    /// The protocol's answers, as Envoy decodes them.
+    trait Decoded {
+        fn request(
+            &mut self,
+            request: DeltaDiscoveryRequest,
+            peer: &Peer,
+        ) -> Vec<DeltaDiscoveryResponse>;
+        fn snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse>;
+    }
+
+    impl Decoded for Delta {
+        fn request(
+            &mut self,
+            request: DeltaDiscoveryRequest,
+            peer: &Peer,
+        ) -> Vec<DeltaDiscoveryResponse> {
+            decoded(self.on_request(request, peer))
+        }
+        fn snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
+            decoded(self.on_snapshot(snapshot))
+        }
+    }
+
+    fn decoded(out: Vec<Response>) -> Vec<DeltaDiscoveryResponse> {
+        out.into_iter().map(|r| r.unwrap().decode()).collect()
+    }
+
     fn peer() -> Peer {
         let mut peer = Peer::new(Nodes::default());
         peer.saw_request(None);
@@ -267,23 +282,23 @@ mod tests {
         // Nothing subscribed: nothing to say.
         assert!(
             stream
-                .on_request(request(type_url::ENDPOINT, &[], &[], ""), &peer)
+                .request(request(type_url::ENDPOINT, &[], &[], ""), &peer)
                 .is_empty()
         );
-        let out = stream.on_request(request(type_url::ENDPOINT, &["a", "zz"], &[], ""), &peer);
+        let out = stream.request(request(type_url::ENDPOINT, &["a", "zz"], &[], ""), &peer);
         assert_eq!(names(&out[0]), ["a"]);
         assert_eq!(out[0].removed_resources, ["zz"]);
         // A snapshot that does not change them says nothing more.
         assert!(
             stream
-                .on_snapshot(snapshot(&[
+                .snapshot(snapshot(&[
                     (type_url::ENDPOINT, "a", "1"),
                     (type_url::CLUSTER, "c", "1")
                 ]))
                 .is_empty()
         );
         // Until it appears.
-        let out = stream.on_snapshot(snapshot(&[
+        let out = stream.snapshot(snapshot(&[
             (type_url::ENDPOINT, "a", "1"),
             (type_url::ENDPOINT, "zz", "1"),
         ]));
@@ -305,7 +320,7 @@ mod tests {
         first
             .initial_resource_versions
             .insert("weir_filter".into(), version);
-        let out = stream.on_request(first, &peer);
+        let out = stream.request(first, &peer);
         assert_eq!(out.len(), 1);
         assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
     }
@@ -317,12 +332,12 @@ mod tests {
             (type_url::ENDPOINT, "a", "1"),
             (type_url::ENDPOINT, "b", "1"),
         ]));
-        let out = stream.on_request(request(type_url::ENDPOINT, &["a", "b"], &[], ""), &peer);
+        let out = stream.request(request(type_url::ENDPOINT, &["a", "b"], &[], ""), &peer);
         assert_eq!(names(&out[0]), ["a", "b"]);
         // Unsubscribing needs no answer, and the next change of `b` is not sent.
         assert!(
             stream
-                .on_request(
+                .request(
                     request(type_url::ENDPOINT, &[], &["b"], &out[0].nonce),
                     &peer
                 )
@@ -330,14 +345,14 @@ mod tests {
         );
         assert!(
             stream
-                .on_snapshot(snapshot(&[
+                .snapshot(snapshot(&[
                     (type_url::ENDPOINT, "a", "1"),
                     (type_url::ENDPOINT, "b", "2")
                 ]))
                 .is_empty()
         );
         // Subscribing again sends it again.
-        let out = stream.on_request(request(type_url::ENDPOINT, &["b"], &[], ""), &peer);
+        let out = stream.request(request(type_url::ENDPOINT, &["b"], &[], ""), &peer);
         assert_eq!(names(&out[0]), ["b"]);
     }
 
@@ -349,13 +364,13 @@ mod tests {
         let mut stream = Delta::new(snap);
         let mut first = request(type_url::CLUSTER, &["*"], &[], "");
         first.initial_resource_versions.insert("a".into(), version);
-        let out = stream.on_request(first, &peer);
+        let out = stream.request(first, &peer);
         assert_eq!(out.len(), 1);
         assert!(out[0].resources.is_empty() && out[0].removed_resources.is_empty());
         // Leaving the wildcard drops everything, silently: Envoy knows.
         assert!(
             stream
-                .on_request(
+                .request(
                     request(type_url::CLUSTER, &[], &["*"], &out[0].nonce),
                     &peer
                 )
@@ -363,7 +378,7 @@ mod tests {
         );
         assert!(
             stream
-                .on_snapshot(snapshot(&[(type_url::CLUSTER, "a", "2")]))
+                .snapshot(snapshot(&[(type_url::CLUSTER, "a", "2")]))
                 .is_empty()
         );
     }

@@ -9,7 +9,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use super::nodes::Peer;
-use super::{Nonces, Protocol, served_type, wildcard_by_default};
+use super::wire::Encoded;
+use super::{Nonces, Protocol, Response, served_type, wildcard_by_default};
 use crate::snapshot::{Snapshot, type_url};
 
 /// One stream's state.
@@ -64,48 +65,43 @@ impl Sotw {
     /// The response for `type_url` from the current snapshot, if the stream
     /// asked for anything the snapshot has (a wildcard asks for everything,
     /// even nothing: then Envoy learns it has no listener, or no cluster).
-    fn respond(&mut self, type_url: &'static str) -> Option<DiscoveryResponse> {
+    fn respond(&mut self, type_url: &'static str) -> Option<Response> {
         let watch = self.watches.get_mut(type_url)?;
         let resources = self.snapshot.of_type(type_url);
-        let bodies: Vec<_> = match &watch.names {
-            Names::All => resources.items.values().map(|r| r.body.clone()).collect(),
+        let entries: Vec<_> = match &watch.names {
+            Names::All => vec![resources.sotw_wire.clone()],
             Names::These(names) => names
                 .iter()
                 .filter_map(|name| resources.items.get(name))
-                .map(|r| r.body.clone())
+                .map(|r| r.wire.sotw.clone())
                 .collect(),
         };
-        if bodies.is_empty() && watch.names != Names::All {
+        if entries.is_empty() {
             return None;
         }
         let nonce = self.nonces.next();
+        let own = DiscoveryResponse {
+            version_info: resources.version.clone(),
+            type_url: type_url.to_owned(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
         watch.sent = Some(Sent {
             version: resources.version.clone(),
-            nonce: nonce.clone(),
-        });
-        Some(DiscoveryResponse {
-            version_info: resources.version.clone(),
-            resources: bodies,
-            type_url: type_url.to_owned(),
             nonce,
-            ..Default::default()
-        })
+        });
+        Some(Encoded::new(type_url, &own, entries))
     }
 }
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()
     }
 
-    fn type_url(response: &DiscoveryResponse) -> &str {
-        &response.type_url
-    }
-
-    fn on_request(&mut self, request: DiscoveryRequest, peer: &Peer) -> Vec<DiscoveryResponse> {
+    fn on_request(&mut self, request: DiscoveryRequest, peer: &Peer) -> Vec<Response> {
         let Some(type_url) = served_type(&request.type_url) else {
             tracing::debug!(
                 node = %peer.id(), type_url = %request.type_url,
@@ -151,7 +147,7 @@ impl Protocol for Sotw {
         }
     }
 
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response> {
         self.snapshot = snapshot;
         let mut out = Vec::new();
         for type_url in type_url::ALL {
@@ -212,6 +208,25 @@ mod tests {
             .collect()
     }
 
+    /// The protocol's answers, as Envoy decodes them.
+    trait Decoded {
+        fn request(&mut self, request: DiscoveryRequest, peer: &Peer) -> Vec<DiscoveryResponse>;
+        fn snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse>;
+    }
+
+    impl Decoded for Sotw {
+        fn request(&mut self, request: DiscoveryRequest, peer: &Peer) -> Vec<DiscoveryResponse> {
+            decoded(self.on_request(request, peer))
+        }
+        fn snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
+            decoded(self.on_snapshot(snapshot))
+        }
+    }
+
+    fn decoded(out: Vec<Response>) -> Vec<DiscoveryResponse> {
+        out.into_iter().map(|r| r.unwrap().decode()).collect()
+    }
+
     fn peer() -> Peer {
         let mut peer = Peer::new(Nodes::default());
         peer.saw_request(None);
@@ -224,23 +239,23 @@ mod tests {
         let mut stream = Sotw::new(snapshot(&[(type_url::CLUSTER, "a", "1")]));
         assert!(
             stream
-                .on_request(request("type.googleapis.com/x.Y", &[], ""), &peer)
+                .request(request("type.googleapis.com/x.Y", &[], ""), &peer)
                 .is_empty()
         );
-        assert!(stream.on_request(request("", &[], ""), &peer).is_empty());
+        assert!(stream.request(request("", &[], ""), &peer).is_empty());
 
-        let first = stream.on_request(request(type_url::CLUSTER, &[], ""), &peer);
+        let first = stream.request(request(type_url::CLUSTER, &[], ""), &peer);
         assert_eq!(first.len(), 1);
         // A request answering a nonce never sent is ignored, even with new names.
         assert!(
             stream
-                .on_request(request(type_url::CLUSTER, &["a"], "99"), &peer)
+                .request(request(type_url::CLUSTER, &["a"], "99"), &peer)
                 .is_empty()
         );
         // The ACK to the latest response asks for nothing new.
         assert!(
             stream
-                .on_request(request(type_url::CLUSTER, &[], &first[0].nonce), &peer)
+                .request(request(type_url::CLUSTER, &[], &first[0].nonce), &peer)
                 .is_empty()
         );
     }
@@ -255,22 +270,22 @@ mod tests {
         // No name: no subscription for a type that is not wildcard.
         assert!(
             stream
-                .on_request(request(type_url::ENDPOINT, &[], ""), &peer)
+                .request(request(type_url::ENDPOINT, &[], ""), &peer)
                 .is_empty()
         );
-        let missing = stream.on_request(request(type_url::ENDPOINT, &["zz"], ""), &peer);
+        let missing = stream.request(request(type_url::ENDPOINT, &["zz"], ""), &peer);
         assert!(missing.is_empty());
 
-        let out = stream.on_request(request(type_url::ENDPOINT, &["b", "zz"], ""), &peer);
+        let out = stream.request(request(type_url::ENDPOINT, &["b", "zz"], ""), &peer);
         assert_eq!(names(&out[0]), ["b=1"]);
         // The missing one is sent when it appears.
-        let pushed = stream.on_snapshot(snapshot(&[
+        let pushed = stream.snapshot(snapshot(&[
             (type_url::ENDPOINT, "b", "1"),
             (type_url::ENDPOINT, "zz", "1"),
         ]));
         assert_eq!(names(&pushed[0]), ["b=1", "zz=1"]);
         // A wildcard with nothing to send still answers.
-        let empty = stream.on_request(request(type_url::LISTENER, &[], ""), &peer);
+        let empty = stream.request(request(type_url::LISTENER, &[], ""), &peer);
         assert_eq!(empty.len(), 1);
         assert!(empty[0].resources.is_empty());
     }
@@ -279,24 +294,24 @@ mod tests {
     fn a_nacked_version_is_not_resent_but_the_next_one_is() {
         let peer = peer();
         let mut stream = Sotw::new(snapshot(&[(type_url::CLUSTER, "a", "1")]));
-        let sent = stream.on_request(request(type_url::CLUSTER, &[], ""), &peer);
+        let sent = stream.request(request(type_url::CLUSTER, &[], ""), &peer);
         let mut nack = request(type_url::CLUSTER, &[], &sent[0].nonce);
         nack.error_detail = Some(Status {
             code: 3,
             message: "no".into(),
             details: Vec::new(),
         });
-        assert!(stream.on_request(nack, &peer).is_empty());
+        assert!(stream.request(nack, &peer).is_empty());
         // A snapshot that changes another type only does not resend it.
         assert!(
             stream
-                .on_snapshot(snapshot(&[
+                .snapshot(snapshot(&[
                     (type_url::CLUSTER, "a", "1"),
                     (type_url::LISTENER, "l", "1"),
                 ]))
                 .is_empty()
         );
-        let next = stream.on_snapshot(snapshot(&[(type_url::CLUSTER, "a", "2")]));
+        let next = stream.snapshot(snapshot(&[(type_url::CLUSTER, "a", "2")]));
         assert_eq!(names(&next[0]), ["a=2"]);
         assert_ne!(next[0].version_info, sent[0].version_info);
         assert_ne!(next[0].nonce, sent[0].nonce);

@@ -1,0 +1,227 @@
+//! Responses as they go on the wire. Every stream sends the same resources,
+//! so a response is the few bytes that are this stream's own (versions,
+//! nonce, the gRPC length prefix) followed by resources encoded once per
+//! snapshot ([`crate::snapshot::Wire`]) and shared by reference: a push to
+//! ten thousand streams copies no resource, and no stream keeps an encode
+//! buffer the size of its largest response.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use http_body::Frame;
+use tonic::Status;
+use tonic::codegen::http::HeaderMap;
+
+use super::{MAX_RESPONSE_BYTES, ResponseStream};
+
+/// The gRPC message prefix: a compression flag and the length.
+const GRPC_PREFIX_BYTES: usize = 5;
+
+/// One response, ready to send.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    type_url: &'static str,
+    /// The prefix and this stream's fields first, then the shared entries.
+    chunks: Vec<Bytes>,
+}
+
+impl Encoded {
+    /// A response of `type_url`: `own` (a response holding only this
+    /// stream's fields) followed by `shared`, entries of the same message's
+    /// repeated `resources` field as [`crate::snapshot::Wire`] holds them.
+    pub(super) fn new<M: prost::Message>(
+        type_url: &'static str,
+        own: &M,
+        shared: impl IntoIterator<Item = Bytes>,
+    ) -> Result<Self, Status> {
+        let own_len = own.encoded_len();
+        let shared: Vec<Bytes> = shared.into_iter().filter(|b| !b.is_empty()).collect();
+        let len = own_len + shared.iter().map(Bytes::len).sum::<usize>();
+        let Some(len) = u32::try_from(len)
+            .ok()
+            .filter(|l| *l as usize <= MAX_RESPONSE_BYTES)
+        else {
+            return Err(Status::resource_exhausted(format!(
+                "a {type_url} response of {len} bytes exceeds the largest sent ({MAX_RESPONSE_BYTES})"
+            )));
+        };
+        let mut head = BytesMut::with_capacity(GRPC_PREFIX_BYTES + own_len);
+        head.put_u8(0);
+        head.put_u32(len);
+        own.encode(&mut head)
+            .map_err(|e| Status::internal(format!("encoding a response: {e}")))?;
+        let mut chunks = Vec::with_capacity(1 + shared.len());
+        chunks.push(head.freeze());
+        chunks.extend(shared);
+        Ok(Self { type_url, chunks })
+    }
+
+    pub(super) fn type_url(&self) -> &'static str {
+        self.type_url
+    }
+
+    /// The message as the Envoy will decode it.
+    #[cfg(test)]
+    pub(super) fn decode<M: prost::Message + Default>(&self) -> M {
+        let bytes: Vec<u8> = self.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let len = u32::from_be_bytes(bytes[1..GRPC_PREFIX_BYTES].try_into().unwrap()) as usize;
+        assert_eq!(
+            len,
+            bytes.len() - GRPC_PREFIX_BYTES,
+            "the prefix gives the length"
+        );
+        M::decode(&bytes[GRPC_PREFIX_BYTES..]).unwrap()
+    }
+}
+
+/// A stream's responses as an HTTP/2 body: each response's chunks as data
+/// frames, then the trailers that end a gRPC call (`grpc-status`).
+pub(super) struct Body {
+    responses: ResponseStream,
+    chunks: std::vec::IntoIter<Bytes>,
+    ended: bool,
+}
+
+impl Body {
+    pub(super) fn new(responses: ResponseStream) -> Self {
+        Self {
+            responses,
+            chunks: Vec::new().into_iter(),
+            ended: false,
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        loop {
+            if let Some(chunk) = self.chunks.next() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            let status = match ready!(self.responses.poll_next_unpin(cx)) {
+                Some(Ok(response)) => {
+                    self.chunks = response.chunks.into_iter();
+                    continue;
+                }
+                Some(Err(status)) => status,
+                None => Status::ok(""),
+            };
+            self.ended = true;
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.chunks.len() == 0
+    }
+}
+
+fn trailers(status: &Status) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    if status.add_header(&mut trailers).is_err() {
+        // Only a message that cannot be a header value fails: say less.
+        let _ = Status::new(status.code(), "").add_header(&mut trailers);
+    }
+    trailers
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    use envoy_types::pb::google::protobuf::Any;
+    use futures::stream;
+    use http_body::Body as _;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::snapshot::{Resource, type_url};
+
+    fn resource(name: &str) -> Resource {
+        let body = Any {
+            type_url: type_url::CLUSTER.into(),
+            value: name.as_bytes().to_vec(),
+        };
+        Resource::new(name, body)
+    }
+
+    fn own(nonce: &str) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: "v1".into(),
+            type_url: type_url::CLUSTER.into(),
+            nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn own_fields_and_shared_entries_make_the_whole_message() {
+        let (a, b) = (resource("a"), resource("b"));
+        let encoded = Encoded::new(
+            type_url::CLUSTER,
+            &own("7"),
+            [a.wire.sotw.clone(), b.wire.sotw.clone()],
+        )
+        .unwrap();
+        let whole = DiscoveryResponse {
+            resources: vec![a.body, b.body],
+            ..own("7")
+        };
+        assert_eq!(encoded.decode::<DiscoveryResponse>(), whole);
+    }
+
+    #[tokio::test]
+    async fn the_body_sends_every_chunk_then_an_ok_status() {
+        let a = resource("a");
+        let responses = vec![
+            Encoded::new(type_url::CLUSTER, &own("1"), [a.wire.sotw.clone()]),
+            Encoded::new(type_url::CLUSTER, &own("2"), []),
+        ];
+        let mut body = Body::new(Box::pin(stream::iter(responses)));
+        let mut data = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let frame = frame.unwrap();
+            match frame.into_data() {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        assert!(body.is_end_stream());
+        assert_eq!(trailers.unwrap()["grpc-status"], "0");
+        // Two length-prefixed messages, back to back.
+        let first_len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+        let first = DiscoveryResponse::decode(&data[5..5 + first_len]).unwrap();
+        assert_eq!(first.resources, vec![a.body]);
+        let second = DiscoveryResponse::decode(&data[10 + first_len..]).unwrap();
+        assert_eq!(second, own("2"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_response_ends_the_stream_with_its_status() {
+        let responses = vec![Err(Status::resource_exhausted("too large"))];
+        let mut body = Body::new(Box::pin(stream::iter(responses)));
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        let trailers = frame.into_trailers().unwrap();
+        assert_eq!(trailers["grpc-status"], "8");
+        assert!(
+            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+                .await
+                .is_none()
+        );
+    }
+}
