@@ -206,14 +206,16 @@ async fn status(State(state): State<AdminState>) -> Response {
 }
 
 /// How many Envoys have a stream open, how many are remembered without one,
-/// and the streams: what `nodes` lists, counted.
-fn envoy_counts(nodes: &Nodes) -> Value {
+/// the streams, and how many of the nodes `status` lists.
+fn envoy_counts(nodes: &Nodes) -> crate::api::EnvoyCounts {
     let counts = nodes.counts();
-    json!({
-        "connected": counts.nodes_connected,
-        "disconnected": counts.nodes_disconnected,
-        "streams": counts.streams,
-    })
+    let known = counts.nodes_connected + counts.nodes_disconnected;
+    crate::api::EnvoyCounts {
+        connected: counts.nodes_connected,
+        disconnected: counts.nodes_disconnected,
+        streams: counts.streams,
+        listed: known.min(crate::xds::STATUS_NODES as u64),
+    }
 }
 
 /// This replica's role, the leader, the lease, every replica, and the policy
@@ -537,9 +539,35 @@ async fn clusters(State(state): State<AdminState>) -> Response {
     .into_response()
 }
 
-/// Every node: per type (by its short name) what it ACKed, its standing
-/// NACK, and whether it runs the version served now.
-async fn nodes(State(state): State<AdminState>) -> Response {
+#[derive(Deserialize)]
+struct NodesQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// Nodes per page of `GET /v1/nodes` unless `?limit=` says fewer, and at most.
+const NODES_PAGE: usize = 1000;
+
+/// The nodes by id, a page at a time (`?limit=N&after=ID`): per type (by
+/// its short name) what each ACKed, its standing NACK, and whether it runs
+/// the version served now.
+async fn nodes(
+    State(state): State<AdminState>,
+    query: Result<Query<NodesQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}; `limit` is a number of nodes, `after` a node id",
+                    err.body_text()
+                ),
+            );
+        }
+    };
+    let limit = query.limit.unwrap_or(NODES_PAGE).clamp(1, NODES_PAGE);
     let snapshot = match state.control.lock() {
         Ok(control) => control.snapshot(),
         Err(_) => return busy(),
@@ -553,9 +581,12 @@ async fn nodes(State(state): State<AdminState>) -> Response {
             ))
         })
         .collect();
-    let nodes = state
-        .nodes
-        .list()
+    let mut page = state.nodes.page(query.after.as_deref(), limit + 1);
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|n| n.id.clone()).unwrap_or_default()
+    });
+    let nodes = page
         .into_iter()
         .map(|node| {
             let types: BTreeMap<String, NodeTypeView> = node
@@ -591,6 +622,7 @@ async fn nodes(State(state): State<AdminState>) -> Response {
             types: serving,
         },
         nodes,
+        next,
     })
     .into_response()
 }

@@ -131,11 +131,14 @@ pub struct NodeSummary {
     pub last_nack: Option<NackView>,
 }
 
-/// `GET /v1/nodes`.
+/// `GET /v1/nodes`: a page of nodes by id.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodesAnswer {
     pub snapshot: Served,
     pub nodes: Vec<NodeSummary>,
+    /// When more follow: the `after` that asks for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `replication` in `GET /v1/status`: this replica, the leader, the lease
@@ -191,6 +194,21 @@ pub struct LeaseView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusReplication {
     pub replication: ReplicationView,
+    pub envoys: EnvoyCounts,
+}
+
+/// `envoys` in `GET /v1/status`: what `nodes` there lists, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvoyCounts {
+    /// Nodes with a stream open.
+    pub connected: u64,
+    /// Nodes remembered without one.
+    pub disconnected: u64,
+    /// Streams open.
+    pub streams: u64,
+    /// Nodes `status` lists (the first by id, at most
+    /// [`crate::xds::STATUS_NODES`]); `GET /v1/nodes` pages through all.
+    pub listed: u64,
 }
 
 /// `name` as one path segment: everything but unreserved characters

@@ -26,7 +26,9 @@ use wire::Encoded;
 
 pub use auth::{XdsAuth, XdsAuthArgs};
 pub(crate) use nodes::rfc3339;
-pub use nodes::{AckView, NackView, NodeView, Nodes, TypeCounts, TypeView, XdsCounts};
+pub use nodes::{
+    AckView, NackView, NodeView, Nodes, STATUS_NODES, TypeCounts, TypeView, XdsCounts,
+};
 pub use service::AdsService;
 
 /// The short name of a type Weir serves, as operators say it (`cds`, `eds`,

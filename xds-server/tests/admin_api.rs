@@ -878,3 +878,65 @@ async fn with_an_xds_token_ads_and_otlp_calls_must_carry_it() {
         .collect();
     assert_eq!(ids, ["with-token"], "{nodes}");
 }
+
+#[tokio::test]
+async fn nodes_are_paged_and_status_lists_a_bounded_number() {
+    // More Envoys than `/v1/status` lists, each on its own ADS stream of one
+    // HTTP/2 connection.
+    const ENVOYS: usize = weir::xds::STATUS_NODES + 20;
+    let server = Server::start(&[], None).await;
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.xds))
+        .await
+        .unwrap();
+    let mut streams = Vec::new();
+    for i in 0..ENVOYS {
+        let (requests, outbound) = mpsc::channel(1);
+        let id = format!("envoy-{i:04}");
+        requests
+            .send(request(type_url::CLUSTER, Some(&id)))
+            .await
+            .unwrap();
+        let responses = client
+            .stream_aggregated_resources(ReceiverStream::new(outbound))
+            .await
+            .unwrap()
+            .into_inner();
+        streams.push((requests, responses));
+    }
+    let status = eventually("every Envoy counted", || async {
+        let status = server.get("/v1/status").await;
+        (status["envoys"]["connected"] == ENVOYS).then_some(status)
+    })
+    .await;
+    assert_eq!(status["envoys"]["streams"], ENVOYS);
+    assert_eq!(status["envoys"]["listed"], weir::xds::STATUS_NODES);
+    let listed = status["nodes"].as_object().unwrap();
+    assert_eq!(listed.len(), weir::xds::STATUS_NODES);
+    assert!(listed.contains_key("envoy-0000"), "the first by id");
+
+    // Pages of 50 reach every node once, in id order.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..ENVOYS {
+        let path = match &after {
+            Some(id) => format!("/v1/nodes?limit=50&after={id}"),
+            None => "/v1/nodes?limit=50".to_owned(),
+        };
+        let page = server.get(&path).await;
+        let nodes = page["nodes"].as_array().unwrap();
+        assert!(nodes.len() <= 50);
+        seen.extend(nodes.iter().map(|n| n["id"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..ENVOYS).map(|i| format!("envoy-{i:04}")).collect();
+    assert_eq!(seen, expected);
+
+    let (code, body) = server
+        .call(reqwest::Method::GET, "/v1/nodes?limit=many")
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    drop(streams);
+}

@@ -14,12 +14,15 @@ use crate::replication::Role;
 use crate::snapshot::type_url;
 use crate::xds::type_name;
 
+/// The Envoys `weir status` lists, the first by id; a fleet's are counted.
+const SHOWN_NODES: usize = 50;
+
 /// Runs `weir status`; what it prints, or the one-line failure.
 pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
     let client = Client::new(args)?;
     let rollouts: Rollouts = client.get_as("/v1/rollouts")?;
     let clusters: Clusters = client.get_as("/v1/clusters")?;
-    let nodes: NodesAnswer = client.get_as("/v1/nodes")?;
+    let nodes: NodesAnswer = client.get_as(&format!("/v1/nodes?limit={SHOWN_NODES}"))?;
     let status: StatusReplication = client.get_as("/v1/status")?;
     let replication = &status.replication;
     if args.json {
@@ -40,6 +43,16 @@ pub(crate) fn run(args: &ClientArgs) -> Result<String, Failure> {
     out.push_str(&limit_line(&clusters.limit));
     out.push('\n');
     out.push_str(&node_table(&nodes.nodes));
+    if nodes.next.is_some() {
+        let envoys = &status.envoys;
+        out.push_str(&format!(
+            "… the first {} of {} Envoys ({} connected, {} streams); GET /v1/nodes?after=ID pages through all\n",
+            nodes.nodes.len(),
+            envoys.connected + envoys.disconnected,
+            envoys.connected,
+            envoys.streams,
+        ));
+    }
     if replication.role != Role::Single {
         out.push('\n');
         out.push_str(&replica_table(replication));

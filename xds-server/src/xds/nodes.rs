@@ -3,7 +3,7 @@
 //! metrics, tests and benchmarks. Streams report here; nothing here drives
 //! the streams.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,23 +21,63 @@ pub(super) const UNKNOWN_NODE: &str = "unknown";
 /// to this many: enough to explain a fleet's recent past, bounded all the same.
 const MAX_DISCONNECTED: usize = 1024;
 
+/// The nodes `status` lists, the first by id: the admin API's status stays
+/// small however many Envoys are connected (`/v1/nodes` pages through all).
+pub const STATUS_NODES: usize = 100;
+
 /// Node status registry, shared with the admin API.
+///
+/// Which nodes exist is behind one lock, taken when a stream opens or
+/// closes; what each node ACKs and NACKs is behind its own, which its
+/// streams hold a handle to, so that ten thousand Envoys ACKing a push do not
+/// queue on one lock or search one map.
 #[derive(Clone, Debug, Default)]
 pub struct Nodes {
-    inner: Arc<Mutex<BTreeMap<String, NodeState>>>,
+    inner: Arc<Mutex<Registry>>,
     counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    nodes: BTreeMap<String, Member>,
+    /// Nodes without a stream, oldest first: (when the last one closed, id).
+    idle: BTreeSet<(SystemTime, String)>,
+    streams: usize,
+}
+
+#[derive(Debug)]
+struct Member {
+    streams: usize,
+    /// When its last stream closed, while it has none.
+    idle_since: Option<SystemTime>,
+    state: Arc<Mutex<NodeState>>,
 }
 
 #[derive(Debug)]
 struct NodeState {
-    streams: usize,
     last_request: SystemTime,
-    /// Per type URL: the last version and nonce the node ACKed.
-    acked: BTreeMap<String, Acked>,
-    /// Per type URL: the node's NACK of the latest version it was sent, until
-    /// it ACKs a later one.
-    nacked: BTreeMap<String, Nack>,
+    /// Per type, in [`type_url::ALL`] order: the last version and nonce the
+    /// node ACKed.
+    acked: [Option<Acked>; type_url::ALL.len()],
+    /// Per type: the node's NACK of the latest version it was sent, until it
+    /// ACKs a later one.
+    nacked: [Option<Nack>; type_url::ALL.len()],
     last_nack: Option<Nack>,
+}
+
+impl NodeState {
+    fn new(now: SystemTime) -> Self {
+        Self {
+            last_request: now,
+            acked: Default::default(),
+            nacked: Default::default(),
+            last_nack: None,
+        }
+    }
+}
+
+fn type_index(type_url: &str) -> Option<usize> {
+    type_url::ALL.iter().position(|t| *t == type_url)
 }
 
 /// Counts since the process started, per type in [`type_url::ALL`] order.
@@ -155,38 +195,33 @@ impl Nodes {
     /// number of connected `streams`, the time of its `last_request`, per type
     /// URL the last ACKed `version` and `nonce` (`acked`), and its `last_nack`
     /// (type URL, rejected version, nonce, Envoy's message) or `null`. Times
-    /// are RFC 3339, UTC, to the second.
+    /// are RFC 3339, UTC, to the second. At most [`STATUS_NODES`], by id.
     pub fn status(&self) -> Value {
-        let nodes = self.lock();
-        let view: serde_json::Map<String, Value> = nodes
+        let registry = self.lock();
+        let view: serde_json::Map<String, Value> = registry
+            .nodes
             .iter()
-            .map(|(id, node)| {
-                let acked: serde_json::Map<String, Value> = node
-                    .acked
+            .take(STATUS_NODES)
+            .map(|(id, member)| {
+                let node = lock(&member.state);
+                let acked: serde_json::Map<String, Value> = type_url::ALL
                     .iter()
-                    .map(|(type_url, acked)| {
+                    .zip(&node.acked)
+                    .filter_map(|(type_url, acked)| {
+                        let acked = acked.as_ref()?;
                         let entry = json!({
                             "version": acked.version,
                             "nonce": acked.nonce,
                             "at": rfc3339(acked.at),
                         });
-                        (type_url.clone(), entry)
+                        Some(((*type_url).to_owned(), entry))
                     })
                     .collect();
-                let last_nack = node.last_nack.as_ref().map(|nack| {
-                    json!({
-                        "type_url": nack.type_url,
-                        "version": nack.version,
-                        "nonce": nack.nonce,
-                        "message": nack.message,
-                        "at": rfc3339(nack.at),
-                    })
-                });
                 let entry = json!({
-                    "streams": node.streams,
+                    "streams": member.streams,
                     "last_request": rfc3339(node.last_request),
                     "acked": acked,
-                    "last_nack": last_nack,
+                    "last_nack": node.last_nack.as_ref().map(Nack::view),
                 });
                 (id.clone(), entry)
             })
@@ -196,24 +231,38 @@ impl Nodes {
 
     /// Every node, by id: what it accepted and rejected per type.
     pub fn list(&self) -> Vec<NodeView> {
-        let nodes = self.lock();
-        nodes
-            .iter()
-            .map(|(id, node)| {
+        self.page(None, usize::MAX)
+    }
+
+    /// Up to `limit` nodes by id, from the first after `after`.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> Vec<NodeView> {
+        use std::ops::Bound;
+        let registry = self.lock();
+        let from = after.map_or(Bound::Unbounded, |id| Bound::Excluded(id.to_owned()));
+        registry
+            .nodes
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, member)| {
+                let node = lock(&member.state);
                 let mut types: BTreeMap<String, TypeView> = BTreeMap::new();
-                for (type_url, acked) in &node.acked {
-                    types.entry(type_url.clone()).or_default().acked = Some(AckView {
-                        version: acked.version.clone(),
-                        nonce: acked.nonce.clone(),
-                        at: rfc3339(acked.at),
-                    });
+                for (type_url, acked) in type_url::ALL.iter().zip(&node.acked) {
+                    if let Some(acked) = acked {
+                        types.entry((*type_url).to_owned()).or_default().acked = Some(AckView {
+                            version: acked.version.clone(),
+                            nonce: acked.nonce.clone(),
+                            at: rfc3339(acked.at),
+                        });
+                    }
                 }
-                for (type_url, nack) in &node.nacked {
-                    types.entry(type_url.clone()).or_default().nack = Some(nack.view());
+                for (type_url, nack) in type_url::ALL.iter().zip(&node.nacked) {
+                    if let Some(nack) = nack {
+                        types.entry((*type_url).to_owned()).or_default().nack = Some(nack.view());
+                    }
                 }
                 NodeView {
                     id: id.clone(),
-                    streams: node.streams,
+                    streams: member.streams,
                     last_request: rfc3339(node.last_request),
                     types,
                     last_nack: node.last_nack.as_ref().map(Nack::view),
@@ -238,15 +287,14 @@ impl Nodes {
                 (*t, counts)
             })
             .collect();
-        let nodes = self.lock();
-        let streams: usize = nodes.values().map(|n| n.streams).sum();
-        let connected = nodes.values().filter(|n| n.streams > 0).count();
+        let registry = self.lock();
+        let disconnected = registry.idle.len();
         XdsCounts {
             types,
             streams_opened: n(&c.streams_opened),
-            streams: streams as u64,
-            nodes_connected: connected as u64,
-            nodes_disconnected: (nodes.len() - connected) as u64,
+            streams: registry.streams as u64,
+            nodes_connected: (registry.nodes.len() - disconnected) as u64,
+            nodes_disconnected: disconnected as u64,
         }
     }
 
@@ -257,55 +305,73 @@ impl Nodes {
 
     /// Whether the last version node `id` ACKed for `type_url` is `version`.
     pub fn acked(&self, id: &str, type_url: &str, version: &str) -> bool {
-        self.lock()
-            .get(id)
-            .and_then(|node| node.acked.get(type_url))
-            .is_some_and(|acked| acked.version == version)
+        let Some(i) = type_index(type_url) else {
+            return false;
+        };
+        let registry = self.lock();
+        registry.nodes.get(id).is_some_and(|member| {
+            lock(&member.state)
+                .acked
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|acked| acked.version == version)
+        })
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, NodeState>> {
-        // The map stays consistent whatever a panicking holder was doing:
-        // every update is a single assignment.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.inner)
     }
 
-    fn connect(&self, id: &str, now: SystemTime) {
-        let mut nodes = self.lock();
-        let node = nodes.entry(id.to_owned()).or_insert_with(|| NodeState {
-            streams: 0,
-            last_request: now,
-            acked: BTreeMap::new(),
-            nacked: BTreeMap::new(),
-            last_nack: None,
-        });
+    /// A stream of node `id` opened: the handle its requests update.
+    fn connect(&self, id: &str, now: SystemTime) -> Arc<Mutex<NodeState>> {
         self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
-        node.streams += 1;
-        node.last_request = now;
+        let mut registry = self.lock();
+        let registry = &mut *registry;
+        let member = registry
+            .nodes
+            .entry(id.to_owned())
+            .or_insert_with(|| Member {
+                streams: 0,
+                idle_since: None,
+                state: Arc::new(Mutex::new(NodeState::new(now))),
+            });
+        if let Some(since) = member.idle_since.take() {
+            registry.idle.remove(&(since, id.to_owned()));
+        }
+        member.streams += 1;
+        registry.streams += 1;
+        lock(&member.state).last_request = now;
+        Arc::clone(&member.state)
     }
 
-    fn disconnect(&self, id: &str) {
-        let mut nodes = self.lock();
-        if let Some(node) = nodes.get_mut(id) {
-            node.streams = node.streams.saturating_sub(1);
+    fn disconnect(&self, id: &str, now: SystemTime) {
+        let mut registry = self.lock();
+        let registry = &mut *registry;
+        let Some(member) = registry.nodes.get_mut(id) else {
+            return;
+        };
+        if member.streams == 0 {
+            return;
         }
-        let disconnected = nodes.values().filter(|n| n.streams == 0).count();
-        if disconnected > MAX_DISCONNECTED {
-            let oldest = nodes
-                .iter()
-                .filter(|(_, n)| n.streams == 0)
-                .min_by_key(|(_, n)| n.last_request)
-                .map(|(id, _)| id.clone());
-            if let Some(oldest) = oldest {
-                nodes.remove(&oldest);
-            }
+        member.streams -= 1;
+        registry.streams = registry.streams.saturating_sub(1);
+        if member.streams == 0 {
+            member.idle_since = Some(now);
+            registry.idle.insert((now, id.to_owned()));
+        }
+        while registry.idle.len() > MAX_DISCONNECTED {
+            let Some((_, oldest)) = registry.idle.pop_first() else {
+                break;
+            };
+            registry.nodes.remove(&oldest);
         }
     }
+}
 
-    fn update(&self, id: &str, change: impl FnOnce(&mut NodeState)) {
-        if let Some(node) = self.lock().get_mut(id) {
-            change(node);
-        }
-    }
+/// The registry stays consistent whatever a panicking holder was doing:
+/// every update is a single assignment.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One stream's view of the registry: it learns the node's id from the first
@@ -314,19 +380,19 @@ impl Nodes {
 #[derive(Debug)]
 pub(super) struct Peer {
     nodes: Nodes,
-    id: Option<String>,
+    node: Option<(String, Arc<Mutex<NodeState>>)>,
 }
 
 impl Peer {
     pub(super) fn new(nodes: Nodes) -> Self {
-        Self { nodes, id: None }
+        Self { nodes, node: None }
     }
 
     /// A request arrived, naming `node` or not (only the first must).
     pub(super) fn saw_request(&mut self, node: Option<&Node>) {
         let now = SystemTime::now();
-        match &self.id {
-            Some(id) => self.nodes.update(id, |n| n.last_request = now),
+        match &self.node {
+            Some((_, state)) => lock(state).last_request = now,
             None => {
                 let id = node
                     .map(|n| n.id.as_str())
@@ -334,27 +400,40 @@ impl Peer {
                     .unwrap_or(UNKNOWN_NODE)
                     .to_owned();
                 tracing::info!(node = %id, "xDS stream opened");
-                self.nodes.connect(&id, now);
-                self.id = Some(id);
+                let state = self.nodes.connect(&id, now);
+                self.node = Some((id, state));
             }
         }
     }
 
     /// The node's id (`unknown` until its first request).
     pub(super) fn id(&self) -> &str {
-        self.id.as_deref().unwrap_or(UNKNOWN_NODE)
+        self.node
+            .as_ref()
+            .map_or(UNKNOWN_NODE, |(id, _)| id.as_str())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut NodeState)) {
+        if let Some((_, state)) = &self.node {
+            change(&mut lock(state));
+        }
     }
 
     pub(super) fn ack(&self, type_url: &str, version: &str, nonce: &str) {
+        Counters::add(&self.nodes.counters.acks, type_url);
+        let Some(i) = type_index(type_url) else {
+            return;
+        };
         let acked = Acked {
             version: version.to_owned(),
             nonce: nonce.to_owned(),
             at: SystemTime::now(),
         };
-        Counters::add(&self.nodes.counters.acks, type_url);
-        self.nodes.update(self.id(), |n| {
-            n.nacked.remove(type_url);
-            n.acked.insert(type_url.to_owned(), acked);
+        self.update(|n| {
+            if let (Some(nacked), Some(slot)) = (n.nacked.get_mut(i), n.acked.get_mut(i)) {
+                *nacked = None;
+                *slot = Some(acked);
+            }
         });
     }
 
@@ -363,6 +442,7 @@ impl Peer {
             node = %self.id(), type_url, version, nonce, message,
             "Envoy rejected the configuration; it keeps its last accepted version"
         );
+        Counters::add(&self.nodes.counters.nacks, type_url);
         let nack = Nack {
             type_url: type_url.to_owned(),
             version: version.to_owned(),
@@ -370,9 +450,11 @@ impl Peer {
             message: message.to_owned(),
             at: SystemTime::now(),
         };
-        Counters::add(&self.nodes.counters.nacks, type_url);
-        self.nodes.update(self.id(), |n| {
-            n.nacked.insert(type_url.to_owned(), nack.clone());
+        let i = type_index(type_url);
+        self.update(|n| {
+            if let Some(slot) = i.and_then(|i| n.nacked.get_mut(i)) {
+                *slot = Some(nack.clone());
+            }
             n.last_nack = Some(nack);
         });
     }
@@ -380,9 +462,9 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if let Some(id) = &self.id {
+        if let Some((id, _)) = &self.node {
             tracing::info!(node = %id, "xDS stream closed");
-            self.nodes.disconnect(id);
+            self.nodes.disconnect(id, SystemTime::now());
         }
     }
 }
@@ -467,35 +549,36 @@ mod tests {
         second.saw_request(None);
         assert_eq!(nodes.status()["envoy-1"]["streams"], 2);
 
-        first.ack("t", "v1", "1");
-        assert!(nodes.acked("envoy-1", "t", "v1"));
-        assert!(!nodes.acked("envoy-1", "t", "v2"));
-        assert!(!nodes.acked("envoy-1", "other", "v1"));
-        assert!(!nodes.acked("envoy-2", "t", "v1"));
+        const T: &str = type_url::LISTENER;
+        first.ack(T, "v1", "1");
+        assert!(nodes.acked("envoy-1", T, "v1"));
+        assert!(!nodes.acked("envoy-1", T, "v2"));
+        assert!(!nodes.acked("envoy-1", type_url::ROUTE, "v1"));
+        assert!(!nodes.acked("envoy-2", T, "v1"));
 
-        first.nack("t", "v2", "2", "bad cluster");
+        first.nack(T, "v2", "2", "bad cluster");
         let status = nodes.status();
-        assert_eq!(status["envoy-1"]["acked"]["t"]["version"], "v1");
-        assert_eq!(status["envoy-1"]["acked"]["t"]["nonce"], "1");
+        assert_eq!(status["envoy-1"]["acked"][T]["version"], "v1");
+        assert_eq!(status["envoy-1"]["acked"][T]["nonce"], "1");
         assert_eq!(status["envoy-1"]["last_nack"]["version"], "v2");
         assert_eq!(status["envoy-1"]["last_nack"]["message"], "bad cluster");
         assert!(
-            nodes.acked("envoy-1", "t", "v1"),
+            nodes.acked("envoy-1", T, "v1"),
             "a NACK keeps the last ACKed version"
         );
 
         let view = &nodes.list()[0];
         assert_eq!(
-            view.types["t"].nack.as_ref().map(|n| n.version.as_str()),
+            view.types[T].nack.as_ref().map(|n| n.version.as_str()),
             Some("v2")
         );
         assert_eq!(
-            view.types["t"].acked.as_ref().map(|a| a.version.as_str()),
+            view.types[T].acked.as_ref().map(|a| a.version.as_str()),
             Some("v1")
         );
-        first.ack("t", "v3", "3");
+        first.ack(T, "v3", "3");
         let view = &nodes.list()[0];
-        assert_eq!(view.types["t"].nack, None, "a later ACK makes a NACK good");
+        assert_eq!(view.types[T].nack, None, "a later ACK makes a NACK good");
         assert_eq!(
             view.last_nack.as_ref().map(|n| n.version.as_str()),
             Some("v2")
@@ -505,6 +588,7 @@ mod tests {
         nodes.pushed(type_url::CLUSTER);
         first.ack(type_url::CLUSTER, "c1", "4");
         first.nack(type_url::CLUSTER, "c2", "5", "no");
+        first.ack("t", "c1", "6");
         let counts = nodes.counts();
         assert_eq!(counts.streams, 2);
         assert_eq!(counts.streams_opened, 2);
@@ -546,12 +630,50 @@ mod tests {
         for i in 0..=MAX_DISCONNECTED {
             let id = format!("n{i}");
             nodes.connect(&id, at(i as u64));
-            nodes.disconnect(&id);
+            nodes.disconnect(&id, at(i as u64 + 1));
         }
-        let status = nodes.status();
-        let view = status.as_object().map_or(0, |m| m.len());
-        assert_eq!(view, MAX_DISCONNECTED);
-        assert!(status.get("n0").is_none());
-        assert!(status.get(format!("n{MAX_DISCONNECTED}")).is_some());
+        // One that comes back is not forgotten, however old its first visit.
+        nodes.connect("n1", at(5000));
+        nodes.disconnect("n1", at(5001));
+        nodes.connect("late", at(6000));
+        nodes.disconnect("late", at(6001));
+        let listed: Vec<String> = nodes.list().into_iter().map(|n| n.id).collect();
+        assert_eq!(listed.len(), MAX_DISCONNECTED);
+        assert!(!listed.contains(&"n0".to_owned()) && !listed.contains(&"n2".to_owned()));
+        assert!(listed.contains(&"n1".to_owned()) && listed.contains(&"late".to_owned()));
+        assert!(listed.contains(&format!("n{MAX_DISCONNECTED}")));
+        let counts = nodes.counts();
+        assert_eq!(
+            (
+                counts.nodes_connected,
+                counts.nodes_disconnected,
+                counts.streams
+            ),
+            (0, MAX_DISCONNECTED as u64, 0)
+        );
+    }
+
+    #[test]
+    fn status_lists_a_bounded_number_of_nodes_and_pages_list_them_all() {
+        let nodes = Nodes::default();
+        let _streams: Vec<Peer> = (0..STATUS_NODES + 5)
+            .map(|i| {
+                let mut peer = Peer::new(nodes.clone());
+                peer.saw_request(Some(&node(&format!("n{i:04}"))));
+                peer
+            })
+            .collect();
+        assert_eq!(
+            nodes.status().as_object().map(|m| m.len()),
+            Some(STATUS_NODES)
+        );
+        assert_eq!(nodes.counts().nodes_connected, (STATUS_NODES + 5) as u64);
+        let first = nodes.page(None, 3);
+        let ids: Vec<&str> = first.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n0000", "n0001", "n0002"]);
+        let next = nodes.page(Some("n0002"), 2);
+        let ids: Vec<&str> = next.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["n0003", "n0004"]);
+        assert!(nodes.page(Some("n9999"), 10).is_empty());
     }
 }

@@ -19,6 +19,10 @@ use super::{MAX_RESPONSE_BYTES, ResponseStream};
 /// The gRPC message prefix: a compression flag and the length.
 const GRPC_PREFIX_BYTES: usize = 5;
 
+/// Shared entries smaller than this are copied into the response's first
+/// chunk rather than sent as chunks of their own.
+const COPY_BELOW_BYTES: usize = 2048;
+
 /// One response, ready to send.
 #[derive(Debug)]
 pub(crate) struct Encoded {
@@ -47,14 +51,23 @@ impl Encoded {
                 "a {type_url} response of {len} bytes exceeds the largest sent ({MAX_RESPONSE_BYTES})"
             )));
         };
-        let mut head = BytesMut::with_capacity(GRPC_PREFIX_BYTES + own_len);
+        // Small entries are copied after the stream's own fields: each chunk
+        // becomes an HTTP/2 DATA frame, and a frame costs both ends more than
+        // copying a few hundred bytes.
+        let (small, large): (Vec<Bytes>, Vec<Bytes>) =
+            shared.into_iter().partition(|b| b.len() < COPY_BELOW_BYTES);
+        let copied: usize = small.iter().map(Bytes::len).sum();
+        let mut head = BytesMut::with_capacity(GRPC_PREFIX_BYTES + own_len + copied);
         head.put_u8(0);
         head.put_u32(len);
         own.encode(&mut head)
             .map_err(|e| Status::internal(format!("encoding a response: {e}")))?;
-        let mut chunks = Vec::with_capacity(1 + shared.len());
+        for entry in &small {
+            head.put_slice(entry);
+        }
+        let mut chunks = Vec::with_capacity(1 + large.len());
         chunks.push(head.freeze());
-        chunks.extend(shared);
+        chunks.extend(large);
         Ok(Self { type_url, chunks })
     }
 
@@ -178,6 +191,29 @@ mod tests {
             ..own("7")
         };
         assert_eq!(encoded.decode::<DiscoveryResponse>(), whole);
+    }
+
+    #[test]
+    fn large_entries_are_sent_by_reference_small_ones_copied() {
+        let big = Resource::new(
+            "big",
+            Any {
+                type_url: type_url::CLUSTER.into(),
+                value: vec![7; 3 * COPY_BELOW_BYTES],
+            },
+        );
+        let small = resource("small");
+        let shared = big.wire.sotw.clone();
+        let encoded = Encoded::new(
+            type_url::CLUSTER,
+            &own("1"),
+            [small.wire.sotw.clone(), shared.clone()],
+        )
+        .unwrap();
+        assert_eq!(encoded.chunks.len(), 2, "the small entry joins the head");
+        assert_eq!(encoded.chunks[1].as_ptr(), shared.as_ptr(), "not a copy");
+        let decoded: DiscoveryResponse = encoded.decode();
+        assert_eq!(decoded.resources, vec![small.body, big.body]);
     }
 
     #[tokio::test]
