@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use super::nodes::Peer;
 use super::wire::Encoded;
 use super::{Nonces, Protocol, Response, served_type, wildcard_by_default};
-use crate::snapshot::{Snapshot, TypeResources, type_url};
+use crate::snapshot::{Snapshot, type_url};
 
 /// One stream's state.
 #[derive(Debug)]
@@ -31,9 +31,16 @@ struct Watch {
     wildcard: bool,
     /// Subscribed to these by name.
     names: BTreeSet<String>,
-    /// What Envoy has: name → version. Updated when sent, not when ACKed: a
-    /// rejected version is not sent again, a newer one is.
-    known: BTreeMap<String, String>,
+    /// What Envoy has, but for `exceptions`: what it subscribes to of the
+    /// snapshot it was last brought up to date with. Taken to have been
+    /// received when sent, not when ACKed: a rejected version is not sent
+    /// again, a newer one is. Every stream that was sent the same snapshot
+    /// holds the same one, instead of a map of names and versions each.
+    sent_from: Option<Arc<Snapshot>>,
+    /// Names whose version Envoy has is not `sent_from`'s: the version it
+    /// said it has (reconnecting), or `None` for one to send again (it
+    /// subscribed anew).
+    exceptions: BTreeMap<String, Option<String>>,
     /// Names subscribed to that the snapshot lacks and Envoy has been told
     /// so (in `removed_resources`), so it stops waiting for them.
     absent: BTreeSet<String>,
@@ -49,24 +56,28 @@ impl Watch {
         Self {
             wildcard,
             names: subscribe.iter().filter(|n| *n != "*").cloned().collect(),
-            known: request
+            exceptions: request
                 .initial_resource_versions
                 .iter()
-                .map(|(name, version)| (name.clone(), version.clone()))
+                .map(|(name, version)| (name.clone(), Some(version.clone())))
                 .collect(),
-            absent: BTreeSet::new(),
-            sent: None,
+            ..Self::default()
         }
     }
 
     fn subscribe(&mut self, request: &DeltaDiscoveryRequest) {
         for name in &request.resource_names_subscribe {
             if name == "*" {
+                if !self.wildcard {
+                    // Envoy dropped what it had only by the wildcard: what
+                    // it still has is sent again rather than tracked apart.
+                    self.sent_from = None;
+                }
                 self.wildcard = true;
             } else {
                 // A name subscribed to again is sent again.
                 self.names.insert(name.clone());
-                self.known.remove(name);
+                self.exceptions.insert(name.clone(), None);
                 self.absent.remove(name);
             }
         }
@@ -84,22 +95,42 @@ impl Watch {
         self.wildcard || self.names.contains(name)
     }
 
-    /// What Envoy lacks of `resources`, and what it has that is gone; from
-    /// then on, Envoy is taken to have what was sent.
-    fn diff(&mut self, resources: &TypeResources) -> (Vec<Bytes>, Vec<String>) {
-        let mut removed = BTreeSet::new();
-        let known = std::mem::take(&mut self.known);
-        for (name, version) in known {
-            if !self.subscribed(&name) {
-                // Envoy dropped it when it unsubscribed.
-                continue;
-            }
-            if resources.items.contains_key(&name) {
-                self.known.insert(name, version);
-            } else {
-                removed.insert(name);
-            }
+    /// The version of `name` Envoy has, if any (subscribed or not).
+    fn known(&self, type_url: &str, name: &str) -> Option<&str> {
+        if let Some(exception) = self.exceptions.get(name) {
+            return exception.as_deref();
         }
+        let resources = self.sent_from.as_ref()?.of_type(type_url);
+        resources.items.get(name).map(|r| r.version.as_str())
+    }
+
+    /// The names Envoy has and still subscribes to.
+    fn held<'a>(&'a self, type_url: &str) -> impl Iterator<Item = &'a str> {
+        let from_snapshot = self
+            .sent_from
+            .iter()
+            .flat_map(move |snapshot| snapshot.of_type(type_url).items.keys())
+            .filter(|name| !self.exceptions.contains_key(*name));
+        let excepted = self
+            .exceptions
+            .iter()
+            .filter(|(_, version)| version.is_some())
+            .map(|(name, _)| name);
+        from_snapshot
+            .chain(excepted)
+            .map(String::as_str)
+            .filter(|name| self.subscribed(name))
+    }
+
+    /// What Envoy lacks of `snapshot`'s resources of `type_url`, and what
+    /// it has that is gone; from then on, Envoy is taken to have what was sent.
+    fn diff(&mut self, type_url: &str, snapshot: &Arc<Snapshot>) -> (Vec<Bytes>, Vec<String>) {
+        let resources = snapshot.of_type(type_url);
+        let mut removed: BTreeSet<String> = self
+            .held(type_url)
+            .filter(|name| !resources.items.contains_key(*name))
+            .map(str::to_owned)
+            .collect();
         for name in &self.names {
             if !resources.items.contains_key(name) && self.absent.insert(name.clone()) {
                 removed.insert(name.clone());
@@ -108,17 +139,16 @@ impl Watch {
         self.absent
             .retain(|name| self.names.contains(name) && !resources.items.contains_key(name));
 
-        let mut changed = Vec::new();
-        for resource in resources.items.values() {
-            if !self.subscribed(&resource.name)
-                || self.known.get(&resource.name) == Some(&resource.version)
-            {
-                continue;
-            }
-            self.known
-                .insert(resource.name.clone(), resource.version.clone());
-            changed.push(resource.wire.delta.clone());
-        }
+        let changed = resources
+            .items
+            .values()
+            .filter(|r| {
+                self.subscribed(&r.name) && self.known(type_url, &r.name) != Some(&r.version)
+            })
+            .map(|r| r.wire.delta.clone())
+            .collect();
+        self.sent_from = Some(Arc::clone(snapshot));
+        self.exceptions.clear();
         (changed, removed.into_iter().collect())
     }
 }
@@ -138,8 +168,8 @@ impl Delta {
     /// waiting and every node's ACK of the current version is on record.
     fn respond(&mut self, type_url: &'static str) -> Option<Response> {
         let watch = self.watches.get_mut(type_url)?;
+        let (changed, removed) = watch.diff(type_url, &self.snapshot);
         let resources = self.snapshot.of_type(type_url);
-        let (changed, removed) = watch.diff(resources);
         let first_answer = watch.sent.is_none() && (watch.wildcard || !watch.names.is_empty());
         if changed.is_empty() && removed.is_empty() && !first_answer {
             return None;
@@ -381,5 +411,60 @@ mod tests {
                 .snapshot(snapshot(&[(type_url::CLUSTER, "a", "2")]))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn what_goes_away_is_removed_and_a_wildcard_taken_again_is_sent_again() {
+        let peer = peer();
+        let mut stream = Delta::new(snapshot(&[
+            (type_url::CLUSTER, "a", "1"),
+            (type_url::CLUSTER, "b", "1"),
+        ]));
+        let out = stream.request(request(type_url::CLUSTER, &["*"], &[], ""), &peer);
+        assert_eq!(names(&out[0]), ["a", "b"]);
+        // `b` goes, `a` changes: only those are said.
+        let out = stream.snapshot(snapshot(&[(type_url::CLUSTER, "a", "2")]));
+        assert_eq!(names(&out[0]), ["a"]);
+        assert_eq!(out[0].removed_resources, ["b"]);
+        // The same again: nothing.
+        assert!(
+            stream
+                .snapshot(snapshot(&[(type_url::CLUSTER, "a", "2")]))
+                .is_empty()
+        );
+        // Leaving the wildcard and taking it again: Envoy dropped `a`.
+        let nonce = out[0].nonce.clone();
+        assert!(
+            stream
+                .request(request(type_url::CLUSTER, &[], &["*"], &nonce), &peer)
+                .is_empty()
+        );
+        let out = stream.request(request(type_url::CLUSTER, &["*"], &[], &nonce), &peer);
+        assert_eq!(names(&out[0]), ["a"]);
+    }
+
+    #[test]
+    fn a_reconnect_with_an_older_version_is_sent_the_current_one() {
+        let peer = peer();
+        let mut stream = Delta::new(snapshot(&[
+            (type_url::CLUSTER, "a", "2"),
+            (type_url::CLUSTER, "b", "1"),
+        ]));
+        let b_version = stream.snapshot.of_type(type_url::CLUSTER).items["b"]
+            .version
+            .clone();
+        let mut first = request(type_url::CLUSTER, &["*"], &[], "");
+        first
+            .initial_resource_versions
+            .insert("a".into(), "old".into());
+        first
+            .initial_resource_versions
+            .insert("b".into(), b_version);
+        first
+            .initial_resource_versions
+            .insert("gone".into(), "1".into());
+        let out = stream.request(first, &peer);
+        assert_eq!(names(&out[0]), ["a"]);
+        assert_eq!(out[0].removed_resources, ["gone"]);
     }
 }
