@@ -32,6 +32,8 @@ use etcd_client::{
 use weir_policy::Feed;
 
 use super::{Checkpoint, MAX_STORED_DECISIONS, Saved, Store};
+
+mod members;
 use crate::controller::{Decision, RolloutState, Scores};
 use crate::timeline::Point;
 
@@ -242,6 +244,11 @@ impl EtcdStore {
             .with_context(|| format!("cannot connect to {described}"))
         };
         let (client, streams) = (connect(true)?, connect(false)?);
+        runtime.spawn(members::keep_to_healthy(
+            options.urls(),
+            options.connect_options(true)?,
+            vec![client.clone(), streams.clone()],
+        ));
         let store = Self {
             runtime: Some(runtime),
             client,
