@@ -112,7 +112,7 @@ trait Protocol: Send + 'static {
 
     fn on_request(&mut self, request: Self::Request, peer: &nodes::Peer) -> Vec<Response>;
 
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response>;
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>, peer: &nodes::Peer) -> Vec<Response>;
 }
 
 /// A response to send, or why the stream cannot go on (one too large).
@@ -157,7 +157,7 @@ impl<P: Protocol> StreamState<P> {
                 changed = self.snapshots.changed(), if self.watching => match changed {
                     Ok(()) => {
                         let snapshot = self.snapshots.borrow_and_update().clone();
-                        self.protocol.on_snapshot(snapshot)
+                        self.protocol.on_snapshot(snapshot, &self.peer)
                     }
                     Err(_) => {
                         self.watching = false;

@@ -44,8 +44,17 @@ struct Watch {
     /// Names subscribed to that the snapshot lacks and Envoy has been told
     /// so (in `removed_resources`), so it stops waiting for them.
     absent: BTreeSet<String>,
-    /// The version and nonce of the last response.
-    sent: Option<(String, String)>,
+    /// The last response.
+    sent: Option<Sent>,
+}
+
+#[derive(Debug)]
+struct Sent {
+    /// The type's version it brought Envoy up to.
+    version: String,
+    nonce: String,
+    /// Envoy accepted it.
+    acked: bool,
 }
 
 impl Watch {
@@ -166,16 +175,30 @@ impl Delta {
     /// `type_url`, if any. A first request is answered even when Envoy has it
     /// all (after a reconnect, say), so that a wildcard subscriber stops
     /// waiting and every node's ACK of the current version is on record.
-    fn respond(&mut self, type_url: &'static str) -> Option<Response> {
+    ///
+    /// A stream that accepted its last response and lacks nothing of a new
+    /// version (it subscribes to resources the version leaves as they were)
+    /// counts as running it, as in the state of the world.
+    fn respond(&mut self, type_url: &'static str, peer: &Peer) -> Option<Response> {
         let watch = self.watches.get_mut(type_url)?;
         let (changed, removed) = watch.diff(type_url, &self.snapshot);
         let resources = self.snapshot.of_type(type_url);
         let first_answer = watch.sent.is_none() && (watch.wildcard || !watch.names.is_empty());
         if changed.is_empty() && removed.is_empty() && !first_answer {
+            if let Some(sent) = watch.sent.as_mut().filter(|s| s.acked)
+                && sent.version != resources.version
+            {
+                sent.version.clone_from(&resources.version);
+                peer.ack(type_url, &sent.version, &sent.nonce);
+            }
             return None;
         }
         let nonce = self.nonces.next();
-        watch.sent = Some((resources.version.clone(), nonce.clone()));
+        watch.sent = Some(Sent {
+            version: resources.version.clone(),
+            nonce: nonce.clone(),
+            acked: false,
+        });
         let own = DeltaDiscoveryResponse {
             system_version_info: resources.version.clone(),
             type_url: type_url.to_owned(),
@@ -205,14 +228,17 @@ impl Protocol for Delta {
         let Some(watch) = self.watches.get_mut(type_url) else {
             self.watches
                 .insert(type_url, Watch::first(type_url, &request));
-            return self.respond(type_url).into_iter().collect();
+            return self.respond(type_url, peer).into_iter().collect();
         };
         if !request.response_nonce.is_empty() {
-            match &watch.sent {
-                Some((version, nonce)) if *nonce == request.response_nonce => {
+            match &mut watch.sent {
+                Some(sent) if sent.nonce == request.response_nonce => {
+                    sent.acked = request.error_detail.is_none();
                     match &request.error_detail {
-                        None => peer.ack(type_url, version, nonce),
-                        Some(error) => peer.nack(type_url, version, nonce, &error.message),
+                        None => peer.ack(type_url, &sent.version, &sent.nonce),
+                        Some(error) => {
+                            peer.nack(type_url, &sent.version, &sent.nonce, &error.message);
+                        }
                     }
                 }
                 // Subscriptions change by difference, so unlike in the state
@@ -223,14 +249,14 @@ impl Protocol for Delta {
             }
         }
         watch.subscribe(&request);
-        self.respond(type_url).into_iter().collect()
+        self.respond(type_url, peer).into_iter().collect()
     }
 
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response> {
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>, peer: &Peer) -> Vec<Response> {
         self.snapshot = snapshot;
         type_url::ALL
             .into_iter()
-            .filter_map(|type_url| self.respond(type_url))
+            .filter_map(|type_url| self.respond(type_url, peer))
             .collect()
     }
 }
@@ -291,7 +317,7 @@ mod tests {
             decoded(self.on_request(request, peer))
         }
         fn snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DeltaDiscoveryResponse> {
-            decoded(self.on_snapshot(snapshot))
+            decoded(self.on_snapshot(snapshot, &peer()))
         }
     }
 
@@ -466,5 +492,32 @@ mod tests {
         let out = stream.request(first, &peer);
         assert_eq!(names(&out[0]), ["a"]);
         assert_eq!(out[0].removed_resources, ["gone"]);
+    }
+
+    #[test]
+    fn a_stream_that_lacks_nothing_of_a_new_version_counts_as_running_it() {
+        let nodes = Nodes::default();
+        let mut peer = Peer::new(nodes.clone());
+        peer.saw_request(Some(&Node {
+            id: "n".into(),
+            ..Default::default()
+        }));
+        let mut stream = Delta::new(snapshot(&[
+            (type_url::ENDPOINT, "a", "1"),
+            (type_url::ENDPOINT, "b", "1"),
+        ]));
+        let out = stream.request(request(type_url::ENDPOINT, &["a"], &[], ""), &peer);
+        assert!(
+            stream
+                .request(request(type_url::ENDPOINT, &[], &[], &out[0].nonce), &peer)
+                .is_empty()
+        );
+        let only_b = snapshot(&[
+            (type_url::ENDPOINT, "a", "1"),
+            (type_url::ENDPOINT, "b", "2"),
+        ]);
+        let version = only_b.of_type(type_url::ENDPOINT).version.clone();
+        assert!(stream.on_snapshot(only_b, &peer).is_empty());
+        assert!(nodes.acked("n", type_url::ENDPOINT, &version));
     }
 }

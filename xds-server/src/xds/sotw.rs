@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use super::nodes::Peer;
 use super::wire::Encoded;
 use super::{Nonces, Protocol, Response, served_type, wildcard_by_default};
-use crate::snapshot::{Snapshot, type_url};
+use crate::snapshot::{Snapshot, TypeResources, type_url};
 
 /// One stream's state.
 #[derive(Debug)]
@@ -39,9 +39,29 @@ enum Names {
 struct Sent {
     version: String,
     nonce: String,
+    /// Envoy accepted it.
+    acked: bool,
 }
 
 impl Names {
+    /// Whether `previous` and `current` hold the same versions of what these
+    /// name (never for a wildcard: a new version of its type changed
+    /// something in it).
+    fn unchanged(&self, previous: &TypeResources, current: &TypeResources) -> bool {
+        let Self::These(names) = self else {
+            return false;
+        };
+        names.iter().all(|name| {
+            previous.items.get(name).map(|r| &r.version)
+                == current.items.get(name).map(|r| &r.version)
+        })
+    }
+
+    /// Whether these are some of `before` and no other.
+    fn dropped_from(&self, before: &Self) -> bool {
+        matches!((self, before), (Self::These(now), Self::These(before)) if now.is_subset(before))
+    }
+
     fn of(type_url: &str, names: Vec<String>) -> Self {
         let wildcard =
             names.iter().any(|n| n == "*") || (names.is_empty() && wildcard_by_default(type_url));
@@ -89,6 +109,7 @@ impl Sotw {
         watch.sent = Some(Sent {
             version: resources.version.clone(),
             nonce,
+            acked: false,
         });
         Some(Encoded::new(type_url, &own, entries))
     }
@@ -119,7 +140,7 @@ impl Protocol for Sotw {
             // overtaken by what followed it, and Envoy will answer that too.
             let Some(sent) = watch
                 .sent
-                .as_ref()
+                .as_mut()
                 .filter(|s| s.nonce == request.response_nonce)
             else {
                 tracing::debug!(
@@ -128,6 +149,7 @@ impl Protocol for Sotw {
                 );
                 return Vec::new();
             };
+            sent.acked = request.error_detail.is_none();
             match &request.error_detail {
                 None => peer.ack(type_url, &sent.version, &sent.nonce),
                 // The rejected version stays the one sent: it is not sent
@@ -136,9 +158,15 @@ impl Protocol for Sotw {
             }
         }
         let names = Names::of(type_url, request.resource_names);
-        let renamed = names != watch.names;
-        watch.names = names;
         let current = &self.snapshot.of_type(type_url).version;
+        let up_to_date = watch
+            .sent
+            .as_ref()
+            .is_some_and(|s| &s.version == current && s.acked);
+        // Names only dropped from a subscription that has the current
+        // version need no answer: Envoy keeps what it still asks for.
+        let renamed = names != watch.names && !(up_to_date && names.dropped_from(&watch.names));
+        watch.names = names;
         let behind = watch.sent.as_ref().is_none_or(|s| &s.version != current);
         if fresh || renamed || behind {
             self.respond(type_url).into_iter().collect()
@@ -147,15 +175,28 @@ impl Protocol for Sotw {
         }
     }
 
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<Response> {
-        self.snapshot = snapshot;
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>, peer: &Peer) -> Vec<Response> {
+        let previous = std::mem::replace(&mut self.snapshot, snapshot);
         let mut out = Vec::new();
         for type_url in type_url::ALL {
-            let Some(watch) = self.watches.get(type_url) else {
+            let Some(watch) = self.watches.get_mut(type_url) else {
                 continue;
             };
-            let current = &self.snapshot.of_type(type_url).version;
-            if watch.sent.as_ref().is_some_and(|s| &s.version == current) {
+            let (before, now) = (previous.of_type(type_url), self.snapshot.of_type(type_url));
+            let Some(sent) = &mut watch.sent else {
+                out.extend(self.respond(type_url));
+                continue;
+            };
+            if sent.version == now.version {
+                continue;
+            }
+            // A stream running the last version, subscribed by name to
+            // resources the new one leaves as they were, has nothing to
+            // learn: it is not sent the new version and counts as running it
+            // (EDS, when a cluster it does not use changes).
+            if sent.acked && sent.version == before.version && watch.names.unchanged(before, now) {
+                sent.version.clone_from(&now.version);
+                peer.ack(type_url, &sent.version, &sent.nonce);
                 continue;
             }
             out.extend(self.respond(type_url));
@@ -219,7 +260,7 @@ mod tests {
             decoded(self.on_request(request, peer))
         }
         fn snapshot(&mut self, snapshot: Arc<Snapshot>) -> Vec<DiscoveryResponse> {
-            decoded(self.on_snapshot(snapshot))
+            decoded(self.on_snapshot(snapshot, &peer()))
         }
     }
 
@@ -315,5 +356,85 @@ mod tests {
         assert_eq!(names(&next[0]), ["a=2"]);
         assert_ne!(next[0].version_info, sent[0].version_info);
         assert_ne!(next[0].nonce, sent[0].nonce);
+    }
+
+    #[test]
+    fn a_named_subscriber_is_not_sent_a_version_that_changes_none_of_its_resources() {
+        let nodes = Nodes::default();
+        let mut peer = Peer::new(nodes.clone());
+        peer.saw_request(Some(&Node {
+            id: "n".into(),
+            ..Default::default()
+        }));
+        let mut stream = Sotw::new(snapshot(&[
+            (type_url::ENDPOINT, "a", "1"),
+            (type_url::ENDPOINT, "b", "1"),
+        ]));
+        let sent = stream.request(request(type_url::ENDPOINT, &["a"], ""), &peer);
+        // Not yet ACKed: a new version is sent even if `a` is the same.
+        let resent = decoded(stream.on_snapshot(
+            snapshot(&[
+                (type_url::ENDPOINT, "a", "1"),
+                (type_url::ENDPOINT, "b", "2"),
+            ]),
+            &peer,
+        ));
+        assert_eq!(names(&resent[0]), ["a=1"]);
+        assert_ne!(resent[0].nonce, sent[0].nonce);
+        assert!(
+            stream
+                .request(request(type_url::ENDPOINT, &["a"], &resent[0].nonce), &peer)
+                .is_empty()
+        );
+        // ACKed: only `b` changes, so nothing is sent, and the node counts
+        // as running the new version.
+        let only_b = snapshot(&[
+            (type_url::ENDPOINT, "a", "1"),
+            (type_url::ENDPOINT, "b", "3"),
+        ]);
+        let version = only_b.of_type(type_url::ENDPOINT).version.clone();
+        assert!(stream.on_snapshot(only_b, &peer).is_empty());
+        assert!(nodes.acked("n", type_url::ENDPOINT, &version));
+        // `a` changes: sent.
+        let out = decoded(stream.on_snapshot(
+            snapshot(&[
+                (type_url::ENDPOINT, "a", "2"),
+                (type_url::ENDPOINT, "b", "3"),
+            ]),
+            &peer,
+        ));
+        assert_eq!(names(&out[0]), ["a=2"]);
+    }
+
+    #[test]
+    fn dropping_names_from_an_up_to_date_subscription_needs_no_answer() {
+        let peer = peer();
+        let mut stream = Sotw::new(snapshot(&[
+            (type_url::ENDPOINT, "a", "1"),
+            (type_url::ENDPOINT, "b", "1"),
+        ]));
+        let sent = stream.request(request(type_url::ENDPOINT, &["a", "b"], ""), &peer);
+        assert_eq!(names(&sent[0]), ["a=1", "b=1"]);
+        // The ACK that drops `b`.
+        assert!(
+            stream
+                .request(request(type_url::ENDPOINT, &["a"], &sent[0].nonce), &peer)
+                .is_empty()
+        );
+        // Asking for one more is answered.
+        let out = stream.request(
+            request(type_url::ENDPOINT, &["a", "b"], &sent[0].nonce),
+            &peer,
+        );
+        assert_eq!(names(&out[0]), ["a=1", "b=1"]);
+        // Dropping one while rejecting the version is answered.
+        let mut nack = request(type_url::ENDPOINT, &["b"], &out[0].nonce);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "no".into(),
+            details: Vec::new(),
+        });
+        let out = stream.request(nack, &peer);
+        assert_eq!(names(&out[0]), ["b=1"]);
     }
 }
