@@ -34,6 +34,8 @@ pub struct Weir {
     /// Environment variables it was started with (flags such as `WEIR_XDS_TOKEN`).
     env: Vec<(String, String)>,
     http: reqwest::Client,
+    /// Set when it serves TLS: its admin API is reached over HTTPS with it.
+    https: Option<crate::certs::Https>,
     dir: tempfile::TempDir,
 }
 
@@ -148,8 +150,49 @@ impl Weir {
             delivery,
             env,
             http: crate::http_client(),
+            https: None,
             dir,
         })
+    }
+
+    /// Talks to its admin API over HTTPS with `client` (one that trusts its
+    /// certificate, and shows one if the port asks): for `weir serve --tls-cert`.
+    pub fn over_https(mut self, client: crate::certs::Https) -> Self {
+        self.https = Some(client);
+        self
+    }
+
+    /// `method path` of the admin API with a JSON body: the status and the
+    /// JSON answer (`null` when the answer is not JSON).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let (status, bytes) = match &self.https {
+            Some(https) => {
+                let url = format!("https://{}{path}", self.admin);
+                https.send(method.as_str(), &url, body).await?
+            }
+            None => {
+                let url = format!("http://{}{path}", self.admin);
+                let mut request = self.http.request(method, url);
+                if let Some(body) = body {
+                    request = request
+                        .header("content-type", "application/json")
+                        .body(body);
+                }
+                let response = request.send().await?;
+                let status = response.status().as_u16();
+                (status, response.bytes().await?.to_vec())
+            }
+        };
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
     }
 
     /// Kills it, as a crash would; [`Stopped::start`] brings it back on the
@@ -196,15 +239,9 @@ impl Weir {
 
     /// `GET path` of the admin API, as JSON.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let url = format!("http://{}{path}", self.admin);
-        Ok(self
-            .http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await?;
+        anyhow::ensure!((200..300).contains(&status), "GET {path}: {status} {body}");
+        Ok(body)
     }
 
     /// `PUT /v1/feed`; the new snapshot version, or the errors.
@@ -212,10 +249,11 @@ impl Weir {
         &self,
         feed: &weir_policy::Feed,
     ) -> anyhow::Result<Result<String, Value>> {
-        let url = format!("http://{}/v1/feed", self.admin);
-        let response = self.http.put(url).json(feed).send().await?;
-        let ok = response.status().is_success();
-        let body: Value = response.json().await?;
+        let feed = serde_json::to_value(feed)?;
+        let (status, body) = self
+            .call(reqwest::Method::PUT, "/v1/feed", Some(feed))
+            .await?;
+        let ok = (200..300).contains(&status);
         Ok(if ok {
             Ok(body["version"].as_str().unwrap_or_default().to_owned())
         } else {
@@ -225,8 +263,11 @@ impl Weir {
 
     /// `DELETE /v1/feed`: the controller owns the feed again.
     pub async fn clear_feed(&self) -> anyhow::Result<()> {
-        let url = format!("http://{}/v1/feed", self.admin);
-        self.http.delete(url).send().await?.error_for_status()?;
+        let (status, body) = self.call(reqwest::Method::DELETE, "/v1/feed", None).await?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "DELETE /v1/feed: {status} {body}"
+        );
         Ok(())
     }
 
@@ -305,7 +346,41 @@ pub fn ads_bootstrap_replicas(
     node: &str,
     delta: bool,
 ) -> anyhow::Result<Value> {
-    let path = paths::repo_root().join("envoy/bootstrap.yaml");
+    bootstrap_file("envoy/bootstrap.yaml", xds, node, delta)
+}
+
+/// `envoy/bootstrap-tls.yaml` pointed at `xds` as [`ads_bootstrap`] does,
+/// with the CA that signed weir's certificate and Envoy's own certificate.
+pub fn ads_bootstrap_tls(
+    xds: SocketAddr,
+    node: &str,
+    ca: &Path,
+    envoy: &crate::certs::Pem,
+) -> anyhow::Result<Value> {
+    let mut bootstrap = bootstrap_file("envoy/bootstrap-tls.yaml", &[xds], node, false)?;
+    let clusters = bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow::anyhow!("envoy/bootstrap-tls.yaml has no static clusters"))?;
+    let xds_cluster = clusters
+        .iter_mut()
+        .find(|c| c["name"] == "weir_xds")
+        .ok_or_else(|| anyhow::anyhow!("envoy/bootstrap-tls.yaml has no weir_xds cluster"))?;
+    let context = &mut xds_cluster["transport_socket"]["typed_config"]["common_tls_context"];
+    context["tls_certificates"][0] = json!({
+        "certificate_chain": { "filename": envoy.cert },
+        "private_key": { "filename": envoy.key },
+    });
+    context["validation_context"]["trusted_ca"] = json!({ "filename": ca });
+    Ok(bootstrap)
+}
+
+fn bootstrap_file(
+    file: &str,
+    xds: &[SocketAddr],
+    node: &str,
+    delta: bool,
+) -> anyhow::Result<Value> {
+    let path = paths::repo_root().join(file);
     let text = std::fs::read_to_string(&path)?;
     let mut bootstrap: Value = serde_saphyr::from_str(&text)
         .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;

@@ -18,5 +18,6 @@ pub mod snapshot;
 pub mod store;
 pub mod telemetry;
 pub mod timeline;
+pub mod tls;
 mod token;
 pub mod xds;

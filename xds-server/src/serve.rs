@@ -17,6 +17,7 @@ use crate::resources::{HostPort, Options, WasmSource};
 use crate::serving::{Control, now_ms};
 use crate::store::{Opened, Store, Writes};
 use crate::telemetry::Telemetry;
+use crate::tls::TlsListener;
 use crate::xds::{AdsServer, Nodes};
 
 /// How long metrics samples are kept: several analysis windows.
@@ -78,6 +79,8 @@ pub struct ServeArgs {
     /// `.wasm`); default: `simulator/` beside the weir executable.
     #[arg(long, env = "WEIR_SIMULATOR_DIR")]
     pub simulator_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 }
 
 /// How Envoys get the filter module.
@@ -138,6 +141,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.wasm.display()
         )
     })?;
+    let tls = args.tls.load()?;
+    if tls.is_some() && args.wasm_delivery == WasmDelivery::Http {
+        anyhow::bail!(
+            "--wasm-delivery http cannot be used with --tls-cert yet: Envoy would fetch the \
+             module over plaintext from a TLS port; deliver it as a local file (--wasm-delivery local)"
+        );
+    }
     let xds_listener = tokio::net::TcpListener::bind(args.xds_address).await?;
     let admin_listener = tokio::net::TcpListener::bind(args.admin_address).await?;
     let (xds_addr, admin_addr) = (xds_listener.local_addr()?, admin_listener.local_addr()?);
@@ -240,13 +250,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ads = AdsServer::new(receiver, nodes.clone()).into_service();
     // OTLP/gRPC shares the ADS port: Envoy's stats sink reaches weir through
     // the same cluster as its configuration.
-    let xds = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(tonic::service::InterceptorLayer::new(xds_auth))
-            .add_service(ads)
-            .add_service(ingest.grpc_service())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener)),
-    );
+    let xds_router = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(xds_auth))
+        .add_service(ads)
+        .add_service(ingest.grpc_service());
+    let xds = match &tls {
+        None => tokio::spawn(
+            xds_router
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener)),
+        ),
+        Some((xds_tls, _)) => {
+            tokio::spawn(xds_tls.clone().watch("xds"));
+            let incoming = TlsListener::spawn(xds_listener, xds_tls.clone(), "xds")?;
+            tokio::spawn(xds_router.serve_with_incoming(incoming.into_stream()))
+        }
+    };
     let dashboard = crate::dashboard::Dashboard::new(
         Arc::clone(&control),
         Arc::clone(&metrics),
@@ -271,8 +289,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         replication,
     );
     let admin_router = admin::router(admin_state);
-    let admin = tokio::spawn(async move { axum::serve(admin_listener, admin_router).await });
-    tracing::info!(%xds_addr, %admin_addr, "serving");
+    let admin = match &tls {
+        None => tokio::spawn(async move { axum::serve(admin_listener, admin_router).await }),
+        Some((_, admin_tls)) => {
+            tokio::spawn(admin_tls.clone().watch("admin"));
+            let incoming = TlsListener::spawn(admin_listener, admin_tls.clone(), "admin")?;
+            tokio::spawn(async move { axum::serve(incoming, admin_router).await })
+        }
+    };
+    match &tls {
+        None => tracing::info!(%xds_addr, %admin_addr, "serving"),
+        Some((xds_tls, admin_tls)) => tracing::info!(
+            %xds_addr, %admin_addr,
+            xds_clients = if xds_tls.mutual() { "certificate required" } else { "any" },
+            admin_clients = if admin_tls.mutual() { "certificate required" } else { "any" },
+            "serving over TLS"
+        ),
+    }
     if let Some(path) = &args.ready_file {
         let ready =
             serde_json::json!({"xds": xds_addr.to_string(), "admin": admin_addr.to_string()});

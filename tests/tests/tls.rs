@@ -1,0 +1,188 @@
+//! `weir serve` over TLS and mutual TLS, with certificates made at test time:
+//! a real Envoy from `envoy/bootstrap-tls.yaml` gets its configuration and
+//! serves; clients without a trusted certificate, and plaintext, are refused;
+//! a certificate rotated on disk is served to new connections while Envoy's
+//! stream stays up.
+
+use std::path::Path;
+use std::time::Duration;
+
+use weir_testbed::Envoy;
+use weir_testbed::certs::{Ca, Https, Pem, served_certificate};
+use weir_testbed::fleet::{Fleet, example_policy};
+use weir_testbed::wait::eventually;
+use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap_tls};
+
+const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct World {
+    ca: Ca,
+    server: Pem,
+    client: Pem,
+    fleet: Fleet,
+    weir: Weir,
+    dir: tempfile::TempDir,
+}
+
+/// A CA, weir's certificate and a client's, backends for the example policy,
+/// and `weir serve` over TLS, requiring client certificates on the ports in
+/// `mutual` (`WEIR_CLIENT_CA`, `WEIR_ADMIN_CLIENT_CA`).
+async fn world(mutual: &[&str]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("tls"), "fleet").unwrap();
+    let server = ca.server("weir").unwrap();
+    let client = ca.client("envoy", "spiffe://fleet.example/envoy").unwrap();
+    let fleet = Fleet::start(example_policy()).unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, serde_json::to_string(fleet.policy()).unwrap()).unwrap();
+    let (cert, key, ca_path) = (path(&server.cert), path(&server.key), path(&ca.cert_path()));
+    let mut env = vec![
+        ("WEIR_TLS_CERT", cert.as_str()),
+        ("WEIR_TLS_KEY", key.as_str()),
+    ];
+    env.extend(mutual.iter().map(|var| (*var, ca_path.as_str())));
+    let weir = Weir::start_with_env(&policy, WasmDelivery::Local, &env)
+        .await
+        .unwrap();
+    let identity = mutual.contains(&"WEIR_ADMIN_CLIENT_CA").then_some(&client);
+    let weir = weir.over_https(Https::new(&ca.cert_path(), identity).unwrap());
+    World {
+        ca,
+        server,
+        client,
+        fleet,
+        weir,
+        dir,
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envoy_over_mutual_tls_is_configured_serves_and_reports_its_metrics() {
+    let w = world(&["WEIR_CLIENT_CA"]).await;
+    let bootstrap =
+        ads_bootstrap_tls(w.weir.xds_addr(), "envoy-tls", &w.ca.cert_path(), &w.client).unwrap();
+    let envoy = Envoy::start(&bootstrap, 2).await.unwrap();
+    w.weir.wait_acked("envoy-tls", LDS).await.unwrap();
+    w.weir.wait_acked("envoy-tls", ECDS).await.unwrap();
+    let cluster = envoy
+        .backend_for("/v1/telemetry", &[("x-region", "us-east")])
+        .await
+        .unwrap();
+    assert_eq!(cluster, "ingest-us");
+    // The stats sink shares the cluster, so its OTLP arrives over mTLS too.
+    eventually("Envoy's OTLP export over TLS", PATIENCE, || async {
+        let status = w.weir.status().await.ok()?;
+        (status["otlp"]["requests"]["grpc"].as_u64()? > 0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", w.weir.log()));
+    drop(w.fleet);
+}
+
+#[tokio::test]
+async fn clients_without_a_trusted_certificate_and_plaintext_are_refused() {
+    let w = world(&["WEIR_CLIENT_CA", "WEIR_ADMIN_CLIENT_CA"]).await;
+    let ca = w.ca.cert_path();
+    let admin = format!("https://{}/healthz", w.weir.admin_addr());
+    let xds = format!("https://{}/", w.weir.xds_addr());
+
+    // With the CA's client certificate: answered on both ports.
+    let trusted = Https::new(&ca, Some(&w.client)).unwrap();
+    let (status, body) = trusted.send("GET", &admin, None).await.unwrap();
+    assert_eq!((status, body.as_slice()), (200, b"ok\n".as_slice()));
+    trusted.send("GET", &xds, None).await.unwrap();
+
+    // Without a certificate, or with another CA's: refused on both ports.
+    let other_ca = Ca::new(&w.dir.path().join("other"), "other").unwrap();
+    let stranger = other_ca.client("stranger", "spiffe://elsewhere/x").unwrap();
+    for (who, client) in [
+        ("no certificate", Https::new(&ca, None).unwrap()),
+        ("another CA's", Https::new(&ca, Some(&stranger)).unwrap()),
+    ] {
+        for url in [&admin, &xds] {
+            let refused = client.send("GET", url, None).await;
+            assert!(refused.is_err(), "{who} at {url}: {refused:?}");
+        }
+    }
+    // A client that does not trust weir's CA does not talk to it either.
+    let wrong_trust = Https::new(&other_ca.cert_path(), Some(&w.client)).unwrap();
+    assert!(wrong_trust.send("GET", &admin, None).await.is_err());
+
+    // Plaintext: refused, and the log says why.
+    let plain = format!("http://{}/healthz", w.weir.admin_addr());
+    assert!(
+        weir_testbed::http_client()
+            .get(&plain)
+            .send()
+            .await
+            .is_err()
+    );
+    eventually("the refusal in the log", PATIENCE, || async {
+        w.weir
+            .log()
+            .contains("refused a plaintext connection")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    drop(w.fleet);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_serves_new_connections_while_envoys_stream_stays_up() {
+    let w = world(&["WEIR_CLIENT_CA"]).await;
+    let bootstrap =
+        ads_bootstrap_tls(w.weir.xds_addr(), "envoy-tls", &w.ca.cert_path(), &w.client).unwrap();
+    let envoy = Envoy::start(&bootstrap, 1).await.unwrap();
+    w.weir.wait_acked("envoy-tls", ECDS).await.unwrap();
+    let connections = envoy
+        .stat("cluster.weir_xds.upstream_cx_total")
+        .await
+        .unwrap();
+    let (ca, admin) = (w.ca.cert_path(), w.weir.admin_addr());
+    let before = served_certificate(admin, &ca).await.unwrap();
+
+    // The operator replaces the certificate and key (a new key pair).
+    let rotated = w.ca.server("weir").unwrap();
+    assert_eq!(rotated.cert, w.server.cert);
+    let after = eventually("the new certificate served", PATIENCE, || async {
+        let now = served_certificate(admin, &ca).await.ok()?;
+        (now != before).then_some(now)
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", w.weir.log()));
+
+    // A broken file is not taken: the new certificate stays.
+    std::fs::write(&w.server.cert, "not a certificate").unwrap();
+    eventually("the bad file reported", PATIENCE, || async {
+        w.weir.log().contains("cannot be used").then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(served_certificate(admin, &ca).await.unwrap(), after);
+
+    // Envoy's stream was never dropped: still its one connection, and a
+    // change still reaches it over it.
+    let version = w.weir.snapshot_version().await.unwrap();
+    let mut feed = weir_policy::Feed::initial(w.fleet.policy());
+    feed.canary_weights
+        .insert("ingest-eu-canary".into(), 10_000);
+    let changed = w.weir.put_feed(&feed).await.unwrap().unwrap();
+    assert_ne!(changed, version);
+    w.weir.wait_acked("envoy-tls", ECDS).await.unwrap();
+    assert_eq!(
+        envoy
+            .stat("cluster.weir_xds.upstream_cx_total")
+            .await
+            .unwrap(),
+        connections,
+        "Envoy kept its connection to weir"
+    );
+    drop(w.fleet);
+}

@@ -1,0 +1,191 @@
+//! Accepting TLS connections: TCP connections are taken as they come and
+//! each handshake runs on its own, within a deadline and a bound on how many
+//! run at once, so that a slow or hostile client holds up no other. Finished
+//! connections go to the server (tonic's incoming stream, axum's listener).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::Reloading;
+
+/// A client has this long to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshakes under way at once, per port; more connections wait in the
+/// kernel's backlog.
+const MAX_HANDSHAKES: usize = 256;
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// An established TLS connection.
+pub struct TlsConn {
+    stream: TlsStream<TcpStream>,
+    remote: SocketAddr,
+}
+
+/// The connections of one port, handshakes done.
+pub struct TlsListener {
+    connections: mpsc::Receiver<TlsConn>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Accepts on `listener` with `tls` from now on; `port` names it in logs.
+    pub fn spawn(listener: TcpListener, tls: Reloading, port: &'static str) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (sender, connections) = mpsc::channel(64);
+        tokio::spawn(accept(listener, tls, port, sender));
+        Ok(Self { connections, local })
+    }
+
+    /// The connections as tonic's `serve_with_incoming` takes them.
+    pub fn into_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<TlsConn, io::Error>> + Send + 'static {
+        futures::stream::unfold(self.connections, |mut connections| async move {
+            let conn = connections.recv().await?;
+            Some((Ok(conn), connections))
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TlsConn, SocketAddr) {
+        match self.connections.recv().await {
+            Some(conn) => {
+                let remote = conn.remote;
+                (conn, remote)
+            }
+            // The acceptor is gone only with the runtime.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    tls: Reloading,
+    port: &'static str,
+    sender: mpsc::Sender<TlsConn>,
+) {
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+            return;
+        };
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!(port, %err, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = TlsAcceptor::from(tls.current());
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp));
+            let outcome = handshake.await;
+            drop(permit);
+            match outcome {
+                Ok(Ok(stream)) => {
+                    let _ = sender.send(TlsConn { stream, remote }).await;
+                }
+                Ok(Err(Refused::Plaintext)) => tracing::warn!(
+                    port, %remote,
+                    "refused a plaintext connection: this port speaks TLS (https://, or a TLS \
+                     transport socket on Envoy's cluster)"
+                ),
+                Ok(Err(Refused::Handshake(err))) => {
+                    tracing::warn!(port, %remote, %err, "TLS handshake failed; connection refused");
+                }
+                Err(_) => tracing::warn!(
+                    port, %remote,
+                    "TLS handshake not finished within {HANDSHAKE_TIMEOUT:?}; connection closed"
+                ),
+            }
+        });
+    }
+}
+
+enum Refused {
+    Plaintext,
+    Handshake(io::Error),
+}
+
+async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream) -> Result<TlsStream<TcpStream>, Refused> {
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(1) if first[0] != TLS_HANDSHAKE => return Err(Refused::Plaintext),
+        Ok(_) => {}
+        Err(err) => return Err(Refused::Handshake(err)),
+    }
+    acceptor.accept(tcp).await.map_err(Refused::Handshake)
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = SocketAddr;
+
+    fn connect_info(&self) -> SocketAddr {
+        self.remote
+    }
+}
