@@ -186,3 +186,67 @@ async fn a_rotated_certificate_serves_new_connections_while_envoys_stream_stays_
     );
     drop(w.fleet);
 }
+
+/// `weir serve` with `args` on loopback ports: it must exit at once; what it
+/// printed.
+fn serve_refused(policy: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(weir_testbed::paths::weir_binary())
+        .arg("serve")
+        .arg("--policy")
+        .arg(policy)
+        .args([
+            "--xds-address",
+            "127.0.0.1:0",
+            "--admin-address",
+            "127.0.0.1:0",
+        ])
+        .args(["--listener-address", "127.0.0.1:0"])
+        .arg("--wasm")
+        .arg(weir_testbed::paths::filter_wasm())
+        .arg("--state")
+        .arg(policy.with_extension("redb"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "weir serve {args:?} started");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn bad_tls_files_and_unsupported_combinations_are_refused_at_start_with_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("tls"), "fleet").unwrap();
+    let server = ca.server("weir").unwrap();
+    let other = ca.server("other").unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, serde_json::to_string(&example_policy()).unwrap()).unwrap();
+    let (cert, key, other_key) = (path(&server.cert), path(&server.key), path(&other.key));
+
+    let mismatched = serve_refused(&policy, &["--tls-cert", &cert, "--tls-key", &other_key]);
+    assert!(
+        mismatched.contains("the key does not go with the certificate")
+            && mismatched.contains(&cert),
+        "{mismatched}"
+    );
+    let not_pem = dir.path().join("garbage.crt");
+    std::fs::write(&not_pem, "garbage").unwrap();
+    let garbage = serve_refused(&policy, &["--tls-cert", &path(&not_pem), "--tls-key", &key]);
+    assert!(garbage.contains("no certificate in it"), "{garbage}");
+    let alone = serve_refused(&policy, &["--tls-cert", &cert]);
+    assert!(alone.contains("--tls-key"), "{alone}");
+    let http_module = serve_refused(
+        &policy,
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--wasm-delivery",
+            "http",
+        ],
+    );
+    assert!(
+        http_module.contains("--wasm-delivery http cannot be used with --tls-cert"),
+        "{http_module}"
+    );
+}

@@ -176,6 +176,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (Box::new(Arc::clone(&etcd)), Some(etcd))
         }
     };
+    if tls.is_some() && etcd.is_some() {
+        anyhow::bail!(
+            "--tls-cert cannot be used with --store etcd://… yet: followers forward commands \
+             and metrics to the leader's admin API, and that client does not speak TLS yet"
+        );
+    }
     let replication = match &etcd {
         None => Replication::single(),
         Some(_) => {
