@@ -30,6 +30,11 @@ struct World {
 /// and `weir serve` over TLS, requiring client certificates on the ports in
 /// `mutual` (`WEIR_CLIENT_CA`, `WEIR_ADMIN_CLIENT_CA`).
 async fn world(mutual: &[&str]) -> World {
+    world_with(mutual, &[]).await
+}
+
+/// [`world`], with more of weir's environment.
+async fn world_with(mutual: &[&str], extra: &[(&str, &str)]) -> World {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(&dir.path().join("tls"), "fleet").unwrap();
     let server = ca.server("weir").unwrap();
@@ -43,6 +48,7 @@ async fn world(mutual: &[&str]) -> World {
         ("WEIR_TLS_KEY", key.as_str()),
     ];
     env.extend(mutual.iter().map(|var| (*var, ca_path.as_str())));
+    env.extend_from_slice(extra);
     let weir = Weir::start_with_env(&policy, WasmDelivery::Local, &env)
         .await
         .unwrap();
@@ -127,6 +133,43 @@ async fn clients_without_a_trusted_certificate_and_plaintext_are_refused() {
         w.weir
             .log()
             .contains("refused a plaintext connection")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    drop(w.fleet);
+}
+
+#[tokio::test]
+async fn only_client_certificates_naming_an_allowed_san_are_accepted() {
+    let w = world_with(
+        &["WEIR_CLIENT_CA"],
+        &[(
+            "WEIR_CLIENT_SANS",
+            "spiffe://fleet.example/envoy,spiffe://fleet.example/edge/*",
+        )],
+    )
+    .await;
+    let ca = w.ca.cert_path();
+    let xds = format!("https://{}/", w.weir.xds_addr());
+    let edge =
+        w.ca.client("edge-7", "spiffe://fleet.example/edge/gw-7")
+            .unwrap();
+    let intruder =
+        w.ca.client("intruder", "spiffe://fleet.example/intruder")
+            .unwrap();
+    for allowed in [&w.client, &edge] {
+        let client = Https::new(&ca, Some(allowed)).unwrap();
+        client.send("GET", &xds, None).await.unwrap();
+    }
+    let refused = Https::new(&ca, Some(&intruder))
+        .unwrap()
+        .send("GET", &xds, None)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    eventually("the refusal in the log", PATIENCE, || async {
+        let log = w.weir.log();
+        (log.contains("names no allowed SAN") && log.contains("spiffe://fleet.example/intruder"))
             .then_some(())
     })
     .await

@@ -8,6 +8,7 @@
 
 mod files;
 mod listener;
+mod names;
 
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ use clap::Args;
 
 pub use files::Reloading;
 pub use listener::{TlsConn, TlsListener};
+pub use names::AllowedNames;
 
 /// The TLS flags of `weir serve`.
 #[derive(Clone, Debug, Default, Args)]
@@ -35,6 +37,24 @@ pub struct TlsArgs {
     /// and the module download).
     #[arg(long, env = "WEIR_ADMIN_CLIENT_CA", requires = "tls_cert")]
     pub admin_client_ca: Option<PathBuf>,
+    /// With `--client-ca`: accept only client certificates naming one of
+    /// these SANs (SPIFFE IDs or DNS names; a trailing `*` matches a
+    /// prefix), comma-separated or repeated.
+    #[arg(
+        long,
+        env = "WEIR_CLIENT_SANS",
+        value_delimiter = ',',
+        requires = "client_ca"
+    )]
+    pub client_san: Vec<String>,
+    /// The same for the admin port, with `--admin-client-ca`.
+    #[arg(
+        long,
+        env = "WEIR_ADMIN_CLIENT_SANS",
+        value_delimiter = ',',
+        requires = "admin_client_ca"
+    )]
+    pub admin_client_san: Vec<String>,
 }
 
 impl TlsArgs {
@@ -44,16 +64,22 @@ impl TlsArgs {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        let xds = Reloading::load(files::Paths {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: self.client_ca.clone(),
-        })?;
-        let admin = Reloading::load(files::Paths {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: self.admin_client_ca.clone(),
-        })?;
+        let xds = Reloading::load(
+            files::Paths {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca.clone(),
+            },
+            AllowedNames::new(&self.client_san),
+        )?;
+        let admin = Reloading::load(
+            files::Paths {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.admin_client_ca.clone(),
+            },
+            AllowedNames::new(&self.admin_client_san),
+        )?;
         Ok(Some((xds, admin)))
     }
 }

@@ -10,6 +10,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::AllowedNames;
+
 /// How often the files are checked for a change.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -44,17 +46,24 @@ impl Paths {
 #[derive(Clone, Debug)]
 pub struct Reloading {
     paths: Paths,
+    allowed: AllowedNames,
     current: Arc<RwLock<Arc<ServerConfig>>>,
 }
 
 impl Reloading {
     /// Reads the files once; an error names the file and what is wrong.
-    pub(super) fn load(paths: Paths) -> anyhow::Result<Self> {
+    pub(super) fn load(paths: Paths, allowed: AllowedNames) -> anyhow::Result<Self> {
         let config = build(&paths)?;
         Ok(Self {
             paths,
+            allowed,
             current: Arc::new(RwLock::new(Arc::new(config))),
         })
+    }
+
+    /// The client certificates' names this port accepts.
+    pub fn allowed(&self) -> &AllowedNames {
+        &self.allowed
     }
 
     /// What a connection accepted now is served with.

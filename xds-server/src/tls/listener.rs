@@ -101,6 +101,7 @@ async fn accept(
             }
         };
         let acceptor = TlsAcceptor::from(tls.current());
+        let allowed = tls.allowed().clone();
         let sender = sender.clone();
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp));
@@ -108,7 +109,20 @@ async fn accept(
             drop(permit);
             match outcome {
                 Ok(Ok(stream)) => {
-                    let _ = sender.send(TlsConn { stream, remote }).await;
+                    let leaf = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first());
+                    match leaf.map_or(Ok(()), |leaf| allowed.check(leaf)) {
+                        Ok(()) => {
+                            let _ = sender.send(TlsConn { stream, remote }).await;
+                        }
+                        Err(names) => tracing::warn!(
+                            port, %remote, ?names,
+                            "client certificate names no allowed SAN; connection refused"
+                        ),
+                    }
                 }
                 Ok(Err(Refused::Plaintext)) => tracing::warn!(
                     port, %remote,
