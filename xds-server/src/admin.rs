@@ -3,11 +3,12 @@
 //! own Prometheus metrics, OTLP/HTTP metrics in, and the filter module for
 //! Envoys that fetch it. `docs/api.md` documents each endpoint.
 //!
-//! Errors are JSON `{"error": "…"}` with the status code that fits. With a
-//! token (see [`auth`]) every endpoint but `/healthz` and the filter module
-//! requires it.
+//! Errors are JSON `{"error": "…"}` with the status code that fits. With
+//! tokens (see [`auth`]) every endpoint but the probes and the filter module
+//! requires one that allows it; [`origin`] keeps web pages from driving it.
 
 mod auth;
+mod origin;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,6 +40,8 @@ use crate::xds::{Nodes, rfc3339, type_name};
 
 pub(crate) use auth::Auth;
 pub use auth::AuthArgs;
+pub use origin::OriginArgs;
+pub(crate) use origin::OriginGuard;
 
 /// Where the filter module is served.
 pub const WASM_PATH: &str = "/v1/wasm/weir_filter.wasm";
@@ -96,8 +99,8 @@ impl AdminState {
 }
 
 /// Everything served on the admin address, OTLP/HTTP included; the token
-/// check covers all of it.
-pub(crate) fn router(state: AdminState) -> Router {
+/// check and the `Host`/`Origin` guard cover all of it.
+pub(crate) fn router(state: AdminState, origin: OriginGuard) -> Router {
     let api = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/status", get(status))
@@ -134,6 +137,7 @@ pub(crate) fn router(state: AdminState) -> Router {
             state.replication,
             name_the_leader,
         ))
+        .layer(axum::middleware::from_fn_with_state(origin, origin::guard))
         // The dashboard's page and the simulator's files hold no data: served
         // without the token, which a browser cannot send when it opens a page.
         .merge(crate::dashboard::page_router(state.dashboard))

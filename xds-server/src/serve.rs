@@ -72,6 +72,9 @@ pub struct ServeArgs {
     /// The admin API's bearer token.
     #[command(flatten)]
     pub admin_auth: admin::AuthArgs,
+    /// The names the admin API answers to, and whose pages may command it.
+    #[command(flatten)]
+    pub origin: admin::OriginArgs,
     /// The xDS port's bearer token (ADS and OTLP/gRPC).
     #[command(flatten)]
     pub xds_auth: crate::xds::XdsAuthArgs,
@@ -133,6 +136,7 @@ impl TimelineSaver {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth = admin::Auth::new(&args.admin_auth, args.admin_address)?;
     let xds_auth = crate::xds::XdsAuth::new(&args.xds_auth, args.xds_address)?;
+    let origin = admin::OriginGuard::new(&args.origin, auth.required());
     let (policy, text) =
         policy_source::read(&args.policy).map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
     let wasm_bytes = std::fs::read(&args.wasm).map_err(|err| {
@@ -209,7 +213,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Replication::replica(
                 me,
                 args.replication.lease_ttl_secs,
-                args.admin_auth.token()?,
+                args.admin_auth.forwarding_token()?,
             )
         }
     };
@@ -256,10 +260,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let ads = AdsServer::new(receiver, nodes.clone()).into_service();
     // OTLP/gRPC shares the ADS port: Envoy's stats sink reaches weir through
     // the same cluster as its configuration.
+    let otlp_auth = xds_auth.for_otlp(args.admin_auth.ingest()?);
     let xds_router = tonic::transport::Server::builder()
-        .layer(tonic::service::InterceptorLayer::new(xds_auth))
-        .add_service(ads)
-        .add_service(ingest.grpc_service());
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ads, xds_auth,
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ingest.grpc_service(),
+            otlp_auth,
+        ));
     let xds = match &tls {
         None => tokio::spawn(
             xds_router
@@ -294,7 +303,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         dashboard.clone(),
         replication,
     );
-    let admin_router = admin::router(admin_state);
+    let admin_router = admin::router(admin_state, origin);
     let admin = match &tls {
         None => tokio::spawn(async move { axum::serve(admin_listener, admin_router).await }),
         Some((_, admin_tls)) => {

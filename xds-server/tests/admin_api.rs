@@ -83,6 +83,10 @@ fn serve_command(dir: &Path, extra: &[&str]) -> Command {
         .args(["--listener-address", "127.0.0.1:0"])
         .args(extra)
         .env_remove("WEIR_ADMIN_TOKEN")
+        .env_remove("WEIR_READ_TOKEN")
+        .env_remove("WEIR_WRITE_TOKEN")
+        .env_remove("WEIR_INGEST_TOKEN")
+        .env_remove("WEIR_ALLOWED_HOSTS")
         .env_remove("WEIR_XDS_TOKEN")
         .env_remove("WEIR_XDS_TOKEN_FILE")
         .env_remove("WEIR_XDS_ADDRESS")
@@ -426,7 +430,7 @@ async fn with_a_token_every_endpoint_but_health_and_the_module_requires_it() {
     assert!(stderr.contains("--token or WEIR_ADMIN_TOKEN"), "{stderr}");
     let out = server.cli(&["status", "--token", "nope"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not the admin token"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not one of the tokens"));
     let out = server.cli(&["status", "--token", TOKEN]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("app-canary"));
@@ -786,6 +790,9 @@ async fn metrics_parse_and_move_with_xds_otlp_decisions_and_policy_edits() {
 }
 
 const XDS_TOKEN: &str = "xds-token-for-envoys-only";
+const READ_TOKEN: &str = "read-token-for-prometheus";
+const WRITE_TOKEN: &str = "write-token-for-operators";
+const INGEST_TOKEN: &str = "ingest-token-for-exporters";
 
 #[test]
 fn serve_refuses_an_xds_address_beyond_loopback_without_a_token() {
@@ -814,14 +821,27 @@ async fn with_an_xds_token_ads_and_otlp_calls_must_carry_it() {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 
-    let server = Server::start(&["--xds-token", XDS_TOKEN], None).await;
+    // An ingest token too, which opens OTLP but not ADS; the admin API then
+    // needs a token, the read token here.
+    let server = Server::start(
+        &[
+            "--xds-token",
+            XDS_TOKEN,
+            "--ingest-token",
+            INGEST_TOKEN,
+            "--read-token",
+            READ_TOKEN,
+        ],
+        Some(READ_TOKEN),
+    )
+    .await;
     let url = format!("http://{}", server.xds);
 
     // ADS: a stream without the token (or with another) is refused; with it, served.
     let mut ads = AggregatedDiscoveryServiceClient::connect(url.clone())
         .await
         .unwrap();
-    for token in [None, Some("not-the-token"), Some(TOKEN)] {
+    for token in [None, Some("not-the-token"), Some(TOKEN), Some(INGEST_TOKEN)] {
         let (requests, outbound) = mpsc::channel(1);
         requests
             .send(request(type_url::CLUSTER, Some("no-token")))
@@ -859,12 +879,22 @@ async fn with_an_xds_token_ads_and_otlp_calls_must_carry_it() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
-    otlp.export(authorized(
-        ExportMetricsServiceRequest::default(),
-        Some(XDS_TOKEN),
-    ))
-    .await
-    .unwrap();
+    for token in [XDS_TOKEN, INGEST_TOKEN] {
+        otlp.export(authorized(
+            ExportMetricsServiceRequest::default(),
+            Some(token),
+        ))
+        .await
+        .unwrap();
+    }
+    let refused = otlp
+        .export(authorized(
+            ExportMetricsServiceRequest::default(),
+            Some(READ_TOKEN),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
 
     // Only the Envoy that carried the token is known.
     let (status, nodes) = server.call(reqwest::Method::GET, "/v1/nodes").await;
@@ -939,4 +969,166 @@ async fn nodes_are_paged_and_status_lists_a_bounded_number() {
         .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
     drop(streams);
+}
+
+/// Whether `token` opens `method path`: `false` for 401 and 403, which must
+/// then be JSON naming the token.
+async fn opens(server: &Server, method: &str, path: &str, token: &str) -> bool {
+    let method: reqwest::Method = method.parse().unwrap();
+    let mut request = server
+        .http
+        .request(method.clone(), server.url(path))
+        .bearer_auth(token);
+    request = match path {
+        "/v1/metrics" => request
+            .header("content-type", "application/json")
+            .body(otlp_export().to_string()),
+        "/v1/feed" if method == reqwest::Method::PUT => request
+            .header("content-type", "application/json")
+            .body(json!({"weights": {}}).to_string()),
+        _ => request,
+    };
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
+        if status == StatusCode::FORBIDDEN {
+            assert!(
+                body["error"].as_str().unwrap().contains("does not allow"),
+                "{body}"
+            );
+        }
+        return false;
+    }
+    true
+}
+
+#[tokio::test]
+async fn each_token_opens_only_its_scope_on_every_endpoint() {
+    let server = Server::start(
+        &[
+            "--admin-token",
+            TOKEN,
+            "--read-token",
+            READ_TOKEN,
+            "--write-token",
+            WRITE_TOKEN,
+            "--ingest-token",
+            INGEST_TOKEN,
+        ],
+        Some(TOKEN),
+    )
+    .await;
+    let reads = [
+        "/v1/status",
+        "/v1/snapshot",
+        "/v1/feed",
+        "/v1/rollouts",
+        "/v1/rollouts/app-canary",
+        "/v1/rollouts/app-canary/history",
+        "/v1/clusters",
+        "/v1/nodes",
+        "/metrics",
+        "/v1/timeline",
+        "/v1/policy",
+        "/v1/simulator",
+    ];
+    let writes = [
+        ("POST", "/v1/rollouts/app-canary/pause"),
+        ("POST", "/v1/rollouts/app-canary/resume"),
+        ("PUT", "/v1/feed"),
+        ("DELETE", "/v1/feed"),
+    ];
+    // (token, reads, writes, ingest)
+    let scopes = [
+        (TOKEN, true, true, true),
+        (WRITE_TOKEN, true, true, false),
+        (READ_TOKEN, true, false, false),
+        (INGEST_TOKEN, false, false, true),
+        ("no-such-token", false, false, false),
+    ];
+    for (token, read, write, ingest) in scopes {
+        for path in reads {
+            assert_eq!(
+                opens(&server, "GET", path, token).await,
+                read,
+                "GET {path} with {token}"
+            );
+        }
+        for (method, path) in writes {
+            assert_eq!(
+                opens(&server, method, path, token).await,
+                write,
+                "{method} {path} with {token}"
+            );
+        }
+        assert_eq!(
+            opens(&server, "POST", "/v1/metrics", token).await,
+            ingest,
+            "OTLP with {token}"
+        );
+    }
+    // The scrape token cannot abort a rollout, through the CLI either.
+    let out = server.cli(&["rollout", "abort", "app-canary", "--token", READ_TOKEN]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not allow write requests"));
+    let rollout = server.get("/v1/rollouts/app-canary").await;
+    assert_eq!(rollout["rollout"]["phase"], "progressing", "{rollout}");
+}
+
+#[tokio::test]
+async fn without_a_token_web_pages_can_neither_rebind_nor_command_weir() {
+    let server = Server::start(&["--allowed-host", "weir.internal"], None).await;
+    let http = &server.http;
+    let send = |method: reqwest::Method, path: &str, headers: &[(&str, &str)]| {
+        let mut request = http.request(method, server.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    // DNS rebinding: a page on evil.example resolved to 127.0.0.1.
+    let rebound = send(
+        reqwest::Method::GET,
+        "/v1/status",
+        &[("host", "evil.example:18001")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rebound.status(), StatusCode::FORBIDDEN);
+    let body: Value = rebound.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("--allowed-host"),
+        "{body}"
+    );
+    let named = send(
+        reqwest::Method::GET,
+        "/v1/status",
+        &[("host", "weir.internal")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(named.status(), StatusCode::OK);
+    // Cross-site commands: refused, and the rollout is not paused.
+    let path = "/v1/rollouts/app-canary/pause";
+    for headers in [
+        &[("origin", "http://evil.example")][..],
+        &[("origin", "null")][..],
+        &[("sec-fetch-site", "cross-site")][..],
+    ] {
+        let refused = send(reqwest::Method::POST, path, headers).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    let rollout = server.get("/v1/rollouts/app-canary").await;
+    assert_eq!(rollout["rollout"]["phase"], "progressing", "{rollout}");
+    assert!(server.log().contains("request refused"), "{}", server.log());
+    // weir's own page (same origin) and the CLI (no Origin) may.
+    let own = format!("http://{}", server.admin);
+    let paused = send(reqwest::Method::POST, path, &[("origin", &own)])
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+    let out = server.cli(&["rollout", "resume", "app-canary"]);
+    assert!(out.status.success(), "{out:?}");
 }

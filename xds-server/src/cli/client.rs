@@ -132,7 +132,7 @@ impl Client {
                 .map(str::to_owned);
             Err(Failure(match (status, message) {
                 (StatusCode::UNAUTHORIZED, Some(message)) => format!(
-                    "{message}; pass the admin token with --token or WEIR_ADMIN_TOKEN"
+                    "{message}; pass a token with --token or WEIR_ADMIN_TOKEN"
                 ),
                 (_, Some(message)) => message,
                 (_, None) => {

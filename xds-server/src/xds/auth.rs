@@ -34,6 +34,8 @@ pub struct XdsAuthArgs {
 #[derive(Clone, Debug, Default)]
 pub struct XdsAuth {
     token: Option<Token>,
+    /// Also accepted, by the OTLP/gRPC service only: the ingest token.
+    ingest: Option<Token>,
 }
 
 impl XdsAuth {
@@ -54,7 +56,20 @@ impl XdsAuth {
                  on 127.0.0.1"
             );
         }
-        Ok(Self { token })
+        Ok(Self {
+            token,
+            ingest: None,
+        })
+    }
+
+    /// The check for the OTLP/gRPC service, which accepts the ingest token
+    /// beside the xDS token (an OTLP exporter then cannot read the fleet's
+    /// configuration).
+    pub(crate) fn for_otlp(&self, ingest: Option<Token>) -> Self {
+        Self {
+            token: self.token.clone(),
+            ingest,
+        }
     }
 
     /// Whether calls need a token.
@@ -73,7 +88,12 @@ impl tonic::service::Interceptor for XdsAuth {
             .get("authorization")
             .and_then(|value| bearer(value.as_bytes()));
         match presented {
-            Some(presented) if token.accepts(presented) => Ok(request),
+            Some(presented)
+                if token.accepts(presented)
+                    | self.ingest.as_ref().is_some_and(|t| t.accepts(presented)) =>
+            {
+                Ok(request)
+            }
             Some(_) => Err(Status::unauthenticated(
                 "the bearer token is not the xDS token `weir serve` was given",
             )),
@@ -131,5 +151,15 @@ mod tests {
             Err(Code::Unauthenticated)
         );
         assert_eq!(call(&auth, Some("t0ken")), Err(Code::Unauthenticated));
+    }
+
+    #[test]
+    fn the_ingest_token_opens_otlp_but_not_ads() {
+        let ads = XdsAuth::new(&args(Some("x")), "127.0.0.1:1".parse().unwrap()).unwrap();
+        let ingest = Token::load(Some("i"), None, "the ingest token").unwrap();
+        let otlp = ads.for_otlp(ingest);
+        assert_eq!(call(&otlp, Some("Bearer i")), Ok(()));
+        assert_eq!(call(&otlp, Some("Bearer x")), Ok(()));
+        assert_eq!(call(&ads, Some("Bearer i")), Err(Code::Unauthenticated));
     }
 }
