@@ -62,6 +62,20 @@ impl Ca {
     /// A certificate for weir: [`SERVER_NAME`], `localhost` and 127.0.0.1,
     /// written as `<file>.crt` and `<file>.key`.
     pub fn server(&self, file: &str) -> anyhow::Result<Pem> {
+        self.weir(file, vec![ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    /// A certificate for a replica of weir, which serves with it and shows
+    /// it as a client to the leader: [`Ca::server`]'s names, for both uses.
+    pub fn peer(&self, file: &str) -> anyhow::Result<Pem> {
+        let uses = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.weir(file, uses)
+    }
+
+    fn weir(&self, file: &str, uses: Vec<ExtendedKeyUsagePurpose>) -> anyhow::Result<Pem> {
         let mut params =
             CertificateParams::new(vec![SERVER_NAME.to_owned(), "localhost".to_owned()])?;
         params
@@ -70,7 +84,7 @@ impl Ca {
         params
             .distinguished_name
             .push(DnType::CommonName, SERVER_NAME);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = uses;
         self.sign(params, file)
     }
 

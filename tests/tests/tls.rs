@@ -293,3 +293,182 @@ fn bad_tls_files_and_unsupported_combinations_are_refused_at_start_with_what_is_
         "{http_module}"
     );
 }
+
+/// `weir` (the CLI) with `args`: its exit status, stdout and stderr.
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(weir_testbed::paths::weir_binary())
+        .args(args)
+        .env_remove("WEIR_SERVER")
+        .env_remove("WEIR_CA_FILE")
+        .env_remove("WEIR_CLIENT_CERT")
+        .env_remove("WEIR_CLIENT_KEY")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_a_tls_weir_with_its_ca_and_a_client_certificate() {
+    let w = world(&["WEIR_ADMIN_CLIENT_CA"]).await;
+    let server = format!("https://{}", w.weir.admin_addr());
+    let (ca, cert, key) = (
+        path(&w.ca.cert_path()),
+        path(&w.client.cert),
+        path(&w.client.key),
+    );
+    let status = ["status", "--server", &server];
+    let (ok, stdout, stderr) = cli(&[
+        &status[..],
+        &[
+            "--ca-file",
+            &ca,
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+        ],
+    ]
+    .concat());
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("canary"), "{stdout}");
+    let history = [
+        "rollout",
+        "history",
+        "ingest-eu-canary",
+        "--server",
+        &server,
+    ];
+    let (ok, _, stderr) = cli(&[
+        &history[..],
+        &[
+            "--ca-file",
+            &ca,
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+        ],
+    ]
+    .concat());
+    assert!(ok, "{stderr}");
+    // Without the CA, weir's certificate is not trusted; without a client
+    // certificate, weir refuses the connection. One line each.
+    let (ok, _, stderr) =
+        cli(&[&status[..], &["--client-cert", &cert, "--client-key", &key]].concat());
+    assert!(!ok && stderr.lines().count() == 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach weir") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = cli(&[&status[..], &["--ca-file", &ca]].concat());
+    assert!(!ok && stderr.contains("cannot reach weir"), "{stderr}");
+    let (ok, _, stderr) = cli(&[&status[..], &["--ca-file", &ca, "--client-cert", &cert]].concat());
+    assert!(!ok && stderr.contains("--client-key"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_over_mutual_tls_forward_commands_and_metrics_to_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(&dir.path().join("tls"), "fleet").unwrap();
+    let peer = ca.peer("replica").unwrap();
+    let operator = ca
+        .client("operator", "spiffe://fleet.example/operator")
+        .unwrap();
+    let etcd = weir_testbed::etcd::Etcd::start().await.unwrap();
+    let fleet = Fleet::start(example_policy()).unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, serde_json::to_string(fleet.policy()).unwrap()).unwrap();
+    let (cert, key, ca_path, store) = (
+        path(&peer.cert),
+        path(&peer.key),
+        path(&ca.cert_path()),
+        etcd.store_url(),
+    );
+    let https = Https::new(&ca.cert_path(), Some(&operator)).unwrap();
+    let mut replicas = Vec::new();
+    for id in ["r0", "r1"] {
+        let env = [
+            ("WEIR_TLS_CERT", cert.as_str()),
+            ("WEIR_TLS_KEY", key.as_str()),
+            ("WEIR_ADMIN_CLIENT_CA", ca_path.as_str()),
+            ("WEIR_PEER_CA", ca_path.as_str()),
+            ("WEIR_STORE", store.as_str()),
+            ("WEIR_REPLICA_ID", id),
+        ];
+        let weir = Weir::start_with_env(&policy, WasmDelivery::Local, &env)
+            .await
+            .unwrap()
+            .over_https(https.clone());
+        if id == "r0" {
+            eventually("r0 to lead", PATIENCE, || async {
+                let status = weir.status().await.ok()?;
+                (status["replication"]["deciding"] == true).then_some(())
+            })
+            .await
+            .unwrap_or_else(|err| panic!("{err}\n{}", weir.log()));
+        }
+        replicas.push(weir);
+    }
+    let (leader, follower) = (&replicas[0], &replicas[1]);
+    eventually("r1 to follow r0", PATIENCE, || async {
+        let status = follower.status().await.ok()?;
+        (status["replication"]["leader"] == "r0").then_some(())
+    })
+    .await
+    .unwrap();
+
+    // A command on the follower reaches the leader over mutual TLS.
+    let url = |weir: &Weir, path: &str| format!("https://{}{path}", weir.admin_addr());
+    let (status, body) = https
+        .send(
+            "POST",
+            &url(follower, "/v1/rollouts/ingest-eu-canary/pause"),
+            None,
+        )
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 200, "{body}\n{}", follower.log());
+    assert!(body.contains("\"paused\""), "{body}");
+    assert_eq!(
+        leader.rollout("ingest-eu-canary").await.unwrap()["phase"],
+        "paused"
+    );
+
+    // Metrics exported to the follower are forwarded to the leader.
+    let export = serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": []},
+        "scopeMetrics": [{"metrics": [{
+            "name": "cluster.upstream_rq_xx",
+            "sum": {"aggregationTemporality": 1, "isMonotonic": true, "dataPoints": [{
+                "asInt": "10",
+                "attributes": [
+                    {"key": "envoy.cluster_name", "value": {"stringValue": "ingest-eu-canary"}},
+                    {"key": "envoy.response_code_class", "value": {"stringValue": "2"}}
+                ]
+            }]}
+        }]}]
+    }]});
+    let (status, _) = https
+        .send(
+            "POST",
+            &url(follower, "/v1/metrics"),
+            Some(export.to_string().into_bytes()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    eventually(
+        "the leader to receive the follower's metrics",
+        PATIENCE,
+        || async {
+            let status = leader.status().await.ok()?;
+            (status["otlp"]["requests"]["replicas"].as_u64()? > 0).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", follower.log()));
+    let forwarding = &follower.status().await.unwrap()["otlp"]["forwarding"];
+    assert_eq!(forwarding["batches_failed"], 0, "{forwarding}");
+}

@@ -95,7 +95,9 @@ struct Inner {
     me: ReplicaInfo,
     ttl_secs: u64,
     view: Mutex<View>,
-    http: reqwest::Client,
+    /// The client for the leader's admin API, and its scheme (`https` when
+    /// the replicas serve TLS); `None` alone.
+    http: Option<(crate::http_client::HttpClient, &'static str)>,
     token: Option<String>,
 }
 
@@ -112,20 +114,40 @@ struct View {
 impl Replication {
     /// One `weir` alone.
     pub(crate) fn single() -> Self {
-        Self::new(ReplicaInfo::default(), Role::Single, 0, None)
+        Self::new(ReplicaInfo::default(), Role::Single, 0, None, None)
     }
 
-    /// A replica named by `me`, not leading yet; `token` is the admin token
-    /// it presents to the leader.
-    pub(crate) fn replica(me: ReplicaInfo, ttl_secs: u64, token: Option<String>) -> Self {
-        Self::new(me, Role::Candidate, ttl_secs, token)
+    /// A replica named by `me`, not leading yet; `token` is the token it
+    /// presents to the leader, `tls` how it reaches the leader over TLS
+    /// (`None`: in the clear).
+    pub(crate) fn replica(
+        me: ReplicaInfo,
+        ttl_secs: u64,
+        token: Option<String>,
+        tls: Option<crate::http_client::ClientTlsArgs>,
+    ) -> anyhow::Result<Self> {
+        let timeout = std::time::Duration::from_secs(5);
+        let (args, scheme) = match tls {
+            Some(args) => (args, "https"),
+            None => (crate::http_client::ClientTlsArgs::default(), "http"),
+        };
+        let client = crate::http_client::HttpClient::new(&args, timeout, timeout)?;
+        Ok(Self::new(
+            me,
+            Role::Candidate,
+            ttl_secs,
+            token,
+            Some((client, scheme)),
+        ))
     }
 
-    fn new(me: ReplicaInfo, role: Role, ttl_secs: u64, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
+    fn new(
+        me: ReplicaInfo,
+        role: Role,
+        ttl_secs: u64,
+        token: Option<String>,
+        http: Option<(crate::http_client::HttpClient, &'static str)>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 me,
@@ -178,8 +200,15 @@ impl Replication {
         }
     }
 
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    /// The client for another replica's admin API and the URL of `path`
+    /// there; `None` alone.
+    pub(crate) fn http(
+        &self,
+        replica: &ReplicaInfo,
+        path: &str,
+    ) -> Option<(&crate::http_client::HttpClient, String)> {
+        let (client, scheme) = self.inner.http.as_ref()?;
+        Some((client, format!("{scheme}://{}{path}", replica.admin)))
     }
 
     pub(crate) fn token(&self) -> Option<&str> {

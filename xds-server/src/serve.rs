@@ -180,12 +180,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (Box::new(Arc::clone(&etcd)), Some(etcd))
         }
     };
-    if tls.is_some() && etcd.is_some() {
-        anyhow::bail!(
-            "--tls-cert cannot be used with --store etcd://… yet: followers forward commands \
-             and metrics to the leader's admin API, and that client does not speak TLS yet"
-        );
-    }
     let replication = match &etcd {
         None => Replication::single(),
         Some(_) => {
@@ -214,7 +208,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 me,
                 args.replication.lease_ttl_secs,
                 args.admin_auth.forwarding_token()?,
-            )
+                args.tls.peer_client(),
+            )?
         }
     };
     let mut saved = state.load()?;

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 pub use files::Reloading;
+pub(crate) use files::certificates;
 pub use listener::{TlsConn, TlsListener};
 pub use names::AllowedNames;
 
@@ -37,6 +38,12 @@ pub struct TlsArgs {
     /// and the module download).
     #[arg(long, env = "WEIR_ADMIN_CLIENT_CA", requires = "tls_cert")]
     pub admin_client_ca: Option<PathBuf>,
+    /// With replicas: the CA that signed the other replicas' certificates,
+    /// which a follower checks when it forwards commands and metrics to the
+    /// leader (default: the system's roots). With --admin-client-ca the
+    /// follower presents its own --tls-cert.
+    #[arg(long, env = "WEIR_PEER_CA", requires = "tls_cert")]
+    pub peer_ca: Option<PathBuf>,
     /// With `--client-ca`: accept only client certificates naming one of
     /// these SANs (SPIFFE IDs or DNS names; a trailing `*` matches a
     /// prefix), comma-separated or repeated.
@@ -58,6 +65,17 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
+    /// How a replica reaches another's admin port: `None` in the clear.
+    pub(crate) fn peer_client(&self) -> Option<crate::http_client::ClientTlsArgs> {
+        self.tls_cert.as_ref()?;
+        let mutual = self.admin_client_ca.is_some();
+        Some(crate::http_client::ClientTlsArgs {
+            ca_file: self.peer_ca.clone(),
+            client_cert: self.tls_cert.clone().filter(|_| mutual),
+            client_key: self.tls_key.clone().filter(|_| mutual),
+        })
+    }
+
     /// The two ports' TLS, if on: (xDS, admin). Fails when a file cannot be
     /// read or does not hold what it should.
     pub fn load(&self) -> anyhow::Result<Option<(Reloading, Reloading)>> {

@@ -4,9 +4,12 @@
 
 use std::time::Duration;
 
+use axum::http::{HeaderName, HeaderValue, header};
+use bytes::Bytes;
 use clap::Args;
-use reqwest::StatusCode;
 use serde_json::Value;
+
+use crate::http_client::{ClientTlsArgs, Failed, HttpClient, Method, StatusCode};
 
 /// The local admin address, where `weir serve` listens by default.
 const DEFAULT_SERVER: &str = "http://127.0.0.1:18001";
@@ -14,10 +17,13 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:18001";
 /// How to reach `weir serve`, and how to print what it says.
 #[derive(Debug, Args)]
 pub(crate) struct ClientArgs {
-    /// The admin API of `weir serve` (an http:// URL, or host:port).
+    /// The admin API of `weir serve` (an http:// or https:// URL, or host:port).
     #[arg(long, env = "WEIR_SERVER", default_value = DEFAULT_SERVER, global = true)]
     server: String,
-    /// The admin token, if `weir serve` was given one.
+    /// For an https:// server: the CA to trust, a client certificate.
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    /// A token `weir serve` was given (the admin token, or a scoped one).
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Print JSON instead of tables, for scripts.
@@ -39,7 +45,7 @@ impl std::fmt::Display for Failure {
 pub(crate) struct Client {
     server: String,
     token: Option<String>,
-    http: reqwest::Client,
+    http: HttpClient,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -51,18 +57,15 @@ impl Client {
         } else {
             format!("http://{server}")
         };
-        if reqwest::Url::parse(&server).is_err() {
+        let scheme_ok = server.starts_with("http://") || server.starts_with("https://");
+        if !scheme_ok || server.parse::<axum::http::Uri>().is_err() {
             return Err(Failure(format!(
                 "--server `{}` is not a URL such as {DEFAULT_SERVER}",
                 args.server
             )));
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|err| Failure(format!("cannot make an HTTP client: {err}")))?;
+        let http = HttpClient::new(&args.tls, Duration::from_secs(3), Duration::from_secs(30))
+            .map_err(|err| Failure(format!("cannot make an HTTP client: {err:#}")))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -77,12 +80,12 @@ impl Client {
 
     /// `GET path`: the JSON answer.
     pub(crate) fn get(&self, path: &str) -> Result<Value, Failure> {
-        self.send(self.http.get(format!("{}{path}", self.server)))
+        self.send(Method::GET, path)
     }
 
     /// `POST path` without a body: the JSON answer.
     pub(crate) fn post(&self, path: &str) -> Result<Value, Failure> {
-        self.send(self.http.post(format!("{}{path}", self.server)))
+        self.send(Method::POST, path)
     }
 
     /// `GET path`, read as the API's type for it.
@@ -108,15 +111,19 @@ impl Client {
         })
     }
 
-    fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token.trim()),
-            None => request,
-        };
+    fn send(&self, method: Method, path: &str) -> Result<Value, Failure> {
+        let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
+        if let Some(token) = &self.token {
+            let value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .map_err(|_| Failure("the token holds characters a header cannot".to_owned()))?;
+            headers.push((header::AUTHORIZATION, value));
+        }
+        let url = format!("{}{path}", self.server);
+        let request = crate::http_client::request(method, &url, &headers, Bytes::new())
+            .map_err(|err| Failure(format!("{err:#}")))?;
         self.runtime.block_on(async {
-            let response = request.send().await.map_err(|err| self.unreachable(&err))?;
-            let status = response.status();
-            let body = response.bytes().await.map_err(|err| self.unreachable(&err))?;
+            let answer = self.http.send(request).await.map_err(|err| self.unreachable(&err))?;
+            let (status, body) = (answer.status, answer.body);
             let json: Option<Value> = serde_json::from_slice(&body).ok();
             if status.is_success() {
                 return json.ok_or_else(|| {
@@ -145,7 +152,7 @@ impl Client {
     }
 
     /// The one line for a request that got no answer.
-    fn unreachable(&self, err: &reqwest::Error) -> Failure {
+    fn unreachable(&self, err: &Failed) -> Failure {
         Failure(format!(
             "cannot reach weir at {} ({}); is `weir serve` running? set --server or WEIR_SERVER",
             self.server,
@@ -155,30 +162,21 @@ impl Client {
 }
 
 /// The root cause of a transport error, in a few words.
-fn cause(err: &reqwest::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut innermost = err.to_string();
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return match io.kind() {
-                ConnectionRefused => "connection refused".to_owned(),
-                ConnectionReset => "connection reset".to_owned(),
-                TimedOut => "timed out".to_owned(),
-                HostUnreachable => "host unreachable".to_owned(),
-                NetworkUnreachable => "network unreachable".to_owned(),
-                AddrNotAvailable => "address not available".to_owned(),
-                _ => strip_os_error(&io.to_string()),
-            };
-        }
-        innermost = e.to_string();
-        source = e.source();
+fn cause(err: &Failed) -> String {
+    let root = err.root();
+    if let Some(io) = root.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind::*;
+        return match io.kind() {
+            ConnectionRefused => "connection refused".to_owned(),
+            ConnectionReset => "connection reset".to_owned(),
+            TimedOut => "timed out".to_owned(),
+            HostUnreachable => "host unreachable".to_owned(),
+            NetworkUnreachable => "network unreachable".to_owned(),
+            AddrNotAvailable => "address not available".to_owned(),
+            _ => strip_os_error(&io.to_string()),
+        };
     }
-    if err.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        strip_os_error(&innermost)
-    }
+    strip_os_error(&root.to_string())
 }
 
 fn strip_os_error(message: &str) -> String {

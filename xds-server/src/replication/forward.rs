@@ -62,26 +62,31 @@ async fn send(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
-    let url = format!("http://{}{path}", leader.admin);
-    let mut request = replication
-        .http()
-        .request(method, &url)
-        .header(FORWARDED, replication.id())
-        .body(body);
+    let Some((client, url)) = replication.http(leader, path) else {
+        return unavailable("this weir has no replicas to forward to");
+    };
+    let mut pass: Vec<(header::HeaderName, header::HeaderValue)> = Vec::new();
+    if let Ok(id) = header::HeaderValue::from_str(replication.id()) {
+        pass.push((header::HeaderName::from_static(FORWARDED), id));
+    }
     for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
         if let Some(value) = headers.get(&name) {
-            request = request.header(name, value);
+            pass.push((name, value.clone()));
         }
     }
-    match request.send().await {
-        Ok(answer) => {
-            let status =
-                StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body = answer.bytes().await.unwrap_or_default();
-            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
+    let answer = match crate::http_client::request(method, &url, &pass, body) {
+        Ok(request) => client.send(request).await.map_err(anyhow::Error::from),
+        Err(err) => Err(err),
+    };
+    match answer {
+        Ok(answer) => (
+            answer.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            answer.body,
+        )
+            .into_response(),
         Err(err) => unavailable(&format!(
-            "the leader ({} at {}) did not answer: {err}; try again",
+            "the leader ({} at {}) did not answer: {err:#}; try again",
             leader.id, leader.admin
         )),
     }
@@ -195,18 +200,27 @@ impl Forwarder {
 
     async fn post(&self, leader: &ReplicaInfo, batch: Vec<u8>) -> anyhow::Result<()> {
         let replication = &self.inner.replication;
-        let mut request = replication
-            .http()
-            .post(format!("http://{}/v1/metrics", leader.admin))
-            .header(header::CONTENT_TYPE, "application/x-protobuf")
-            .header(FORWARDED, replication.id())
-            .body(batch);
+        let Some((client, url)) = replication.http(leader, "/v1/metrics") else {
+            anyhow::bail!("this weir has no replicas to forward to");
+        };
+        let mut headers = vec![
+            (
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/x-protobuf"),
+            ),
+            (
+                header::HeaderName::from_static(FORWARDED),
+                header::HeaderValue::from_str(replication.id())?,
+            ),
+        ];
         if let Some(token) = replication.token() {
-            request = request.bearer_auth(token);
+            let bearer = header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+            headers.push((header::AUTHORIZATION, bearer));
         }
-        let answer = request.send().await?;
-        if !answer.status().is_success() {
-            anyhow::bail!("the leader answered {}", answer.status());
+        let request = crate::http_client::request(Method::POST, &url, &headers, batch.into())?;
+        let answer = client.send(request).await?;
+        if !answer.status.is_success() {
+            anyhow::bail!("the leader answered {}", answer.status);
         }
         Ok(())
     }
