@@ -7,7 +7,7 @@ WASM_PACKAGES := weir-policy weir-filter
 export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
 export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
 
-.PHONY: all setup build wasm server simulator test lint unit e2e demo bench clean bench-xds bench-otlp bench-overload bench-ha
+.PHONY: all setup build wasm server simulator test lint unit e2e demo bench clean bench-xds bench-otlp bench-overload bench-ha bench-cost
 
 all: build
 
@@ -65,10 +65,21 @@ bench: build
 	@echo "build: weir_noop_filter.wasm (wasm32-unknown-unknown)"
 	@scripts/build-filter.sh weir-noop-filter
 	@$(CARGO) run --locked --release -p weir-bench -- --out bench/RESULTS.md
+	@$(MAKE) --no-print-directory bench-cost
 	@$(MAKE) --no-print-directory bench-xds
 	@$(MAKE) --no-print-directory bench-otlp
 	@$(MAKE) --no-print-directory bench-overload
 	@$(MAKE) --no-print-directory bench-ha
+
+## bench-cost: instructions Envoy executes per request with no filter, the
+## do-nothing module (as built, and pruned to Weir's callbacks), Weir's filter
+## and Lua, counted by valgrind's callgrind (steady from run to run, unlike
+## time on a shared machine); writes its section of bench/RESULTS.md.
+bench-cost: build
+	@scripts/setup.sh valgrind
+	@echo "build: weir_noop_filter.wasm (wasm32-unknown-unknown)"
+	@scripts/build-filter.sh weir-noop-filter
+	@$(CARGO) run --locked --release -p weir-bench -- --instructions --out bench/RESULTS.md
 
 ## bench-xds: the control plane: policy edit to Envoy's ACK (50 edits), and
 ## 1,000, 10,000 and 50,000 ADS streams of a load client (time until all ACK

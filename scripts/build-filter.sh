@@ -34,4 +34,21 @@ mkdir -p dist
 for module in "$target_dir"/wasm32-unknown-unknown/wasm/*.wasm; do
     [ -e "$module" ] && cp "$module" dist/
 done
+
+# Weir's module exports only the callbacks it implements (filter/callbacks.txt):
+# Envoy enters the VM for every one exported, on every request. The benchmark's
+# do-nothing module is kept as built, and pruned the same way beside it.
+# (Every module built is copied above, so both are pruned whenever present.)
+prune() {
+    cargo build --locked --release --quiet -p weir-wasm-prune
+    local keep
+    keep="$(grep -v '^#' filter/callbacks.txt | grep -v '^$' | paste -sd, -)"
+    target/release/weir-wasm-prune "$1" "$2" --keep "$keep"
+}
+if [ -e dist/weir_filter.wasm ]; then
+    prune dist/weir_filter.wasm dist/weir_filter.wasm
+fi
+if [ -e dist/weir_noop_filter.wasm ]; then
+    prune dist/weir_noop_filter.wasm dist/weir_noop_pruned.wasm
+fi
 exit 0

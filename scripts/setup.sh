@@ -7,7 +7,8 @@
 #   - wasm-bindgen (the CLI at the wasm-bindgen crate's version in Cargo.lock),
 #     into .tools/bin, which builds the dashboard's policy simulator;
 #   - Debian's Chromium and ChromeDriver, for the dashboard's browser test;
-#   - Debian's protoc (building weir needs it) and etcd, for the replication tests.
+#   - Debian's protoc (building weir needs it) and etcd, for the replication tests;
+#   - with `valgrind`, Debian's valgrind, for `make bench-cost`.
 # Idempotent: when everything is present it only checks, in about a second.
 set -euo pipefail
 
@@ -197,6 +198,16 @@ ensure_etcd() {
         || { say "protoc or etcd is still missing after installing ${missing[*]}" >&2; exit 1; }
 }
 
+# valgrind, for the benchmark that counts instructions (make bench-cost).
+ensure_valgrind() {
+    if command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1; then
+        say "$(valgrind --version) is present"
+        return
+    fi
+    say "installing Debian's valgrind"
+    apt_install valgrind
+}
+
 case "${1:-all}" in
     wasm) ensure_wasm_toolchain ;;
     envoy) ensure_envoy ;;
@@ -204,6 +215,7 @@ case "${1:-all}" in
     wasm-bindgen) ensure_wasm_bindgen ;;
     browser) ensure_browser ;;
     etcd) ensure_etcd ;;
+    valgrind) ensure_valgrind ;;
     all) ensure_etcd; ensure_wasm_toolchain; ensure_envoy; ensure_otel; ensure_wasm_bindgen; ensure_browser ;;
-    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser|etcd]" >&2; exit 2 ;;
+    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser|etcd|valgrind]" >&2; exit 2 ;;
 esac

@@ -16,6 +16,7 @@
 //! Envoy fails every request that reaches the filter.
 
 mod admission;
+mod headers;
 mod metrics;
 mod request;
 mod root;

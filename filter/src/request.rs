@@ -9,6 +9,7 @@ use weir_policy::metrics::Outcome;
 use weir_policy::{Engine, Request, headers};
 
 use crate::admission::shed;
+use crate::headers::RequestHeaders;
 use crate::state::{SharedState, now_ms, settle};
 
 pub(crate) struct WeirRequest {
@@ -21,32 +22,21 @@ impl WeirRequest {
         Self { id, state }
     }
 
-    /// Reads the request headers once, removing every client-supplied
-    /// `x-weir-*` header on the way, so only Weir sets them.
-    fn read_and_strip_headers(&self) -> Vec<(String, String)> {
-        // The byte-valued accessor: a header value that is not UTF-8 must not trap the VM.
-        let mut kept = Vec::new();
-        for (name, value) in self.get_http_request_headers_bytes() {
-            if headers::is_internal(&name) {
-                self.remove_http_request_header(&name);
-            } else {
-                // Valid UTF-8 (nearly always) is taken over without a copy.
-                let value = String::from_utf8(value).unwrap_or_else(|invalid| {
-                    String::from_utf8_lossy(invalid.as_bytes()).into_owned()
-                });
-                kept.push((name, value));
+    /// Removes every client-supplied `x-weir-*` header, so only Weir sets
+    /// them (rare: one host call each).
+    fn strip_internal(&self, headers: &RequestHeaders) {
+        for (name, _) in headers.pairs() {
+            if headers::is_internal(name)
+                && let Ok(name) = std::str::from_utf8(name)
+            {
+                self.remove_http_request_header(name);
             }
         }
-        kept
     }
 
     /// Classify, route, split, then admit, hold or shed.
-    fn steer(&self, engine: &Engine, all: &[(String, String)]) -> Action {
-        let pseudo = |name: &str| {
-            all.iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, v)| v.as_str())
-        };
+    fn steer(&self, engine: &Engine, all: &[(&str, &str)]) -> Action {
+        let pseudo = |name: &str| all.iter().find(|(n, _)| *n == name).map_or("", |&(_, v)| v);
         let request = Request {
             method: pseudo(":method"),
             host: pseudo(":authority"),
@@ -81,7 +71,7 @@ impl WeirRequest {
         drop(state);
         // Requests this one displaced are answered first, in their own streams.
         settle(&self.state, effects, Some(self.id));
-        match verdict {
+        let action = match verdict {
             Arrival::Admit => {
                 metrics.outcome(rank, Outcome::Admitted);
                 Action::Continue
@@ -95,7 +85,12 @@ impl WeirRequest {
                 shed(class, retry_after_s);
                 Action::Pause
             }
+        };
+        // The counts just made reach Envoy at the next flush tick.
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.retick();
         }
+        action
     }
 }
 
@@ -103,12 +98,30 @@ impl Context for WeirRequest {}
 
 impl HttpContext for WeirRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let all = self.read_and_strip_headers();
+        let raw = RequestHeaders::read();
+        self.strip_internal(&raw);
         let engine = self.state.try_borrow().ok().and_then(|s| s.engine.clone());
-        match engine {
-            Some(engine) => self.steer(&engine, &all),
-            None => Action::Continue,
-        }
+        let Some(engine) = engine else {
+            return Action::Continue;
+        };
+        // A value that is not UTF-8 (rare) is read as its lossy copy; every
+        // other header is borrowed from the host's buffer.
+        let kept = || raw.pairs().filter(|(name, _)| !headers::is_internal(name));
+        let repaired: Vec<String> = kept()
+            .filter(|(_, value)| std::str::from_utf8(value).is_err())
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            .collect();
+        let mut repaired = repaired.iter();
+        let all: Vec<(&str, &str)> = kept()
+            .filter_map(|(name, value)| {
+                let value = match std::str::from_utf8(value) {
+                    Ok(value) => value,
+                    Err(_) => repaired.next()?.as_str(),
+                };
+                Some((std::str::from_utf8(name).ok()?, value))
+            })
+            .collect();
+        self.steer(&engine, &all)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -118,10 +131,16 @@ impl HttpContext for WeirRequest {
         }
         Action::Continue
     }
+}
 
-    fn on_log(&mut self) {
-        // The stream is over, however it ended: its slot goes to the best
-        // request held, or its place in the queue is given up.
+/// Envoy deletes a stream's context when the stream is over, however it
+/// ended: its slot goes to the best request held, or its place in the queue
+/// is given up. (Releasing here rather than in `on_log` spares every request
+/// one entry into the VM: the module does not export `proxy_on_log`, see
+/// `filter/callbacks.txt`. What this resumes or answers, Envoy carries out
+/// after the callback returns.)
+impl Drop for WeirRequest {
+    fn drop(&mut self) {
         let id = self.id;
         let effects = match self.state.try_borrow_mut() {
             Ok(mut state) => {

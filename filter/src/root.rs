@@ -64,12 +64,17 @@ impl RootContext for WeirRoot {
     }
 
     fn on_tick(&mut self) {
-        // Slots other workers gave back go to the best requests held here;
-        // then those out of time are answered.
+        // Counters reach Envoy; slots other workers gave back go to the best
+        // requests held here; then those out of time are answered.
         let effects = {
             let Ok(mut state) = self.state.try_borrow_mut() else {
                 return;
             };
+            state.metrics.flush();
+            if !state.holds() {
+                state.retick();
+                return;
+            }
             let now = now_ms();
             state
                 .with_gate(|gate, slots, fx| gate.tick(now, slots, fx))

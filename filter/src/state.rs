@@ -17,6 +17,11 @@ use crate::metrics::Metrics;
 /// on at once.)
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
+/// How often a worker with nothing held gives Envoy its counters' pending
+/// increments, while it has any: the longest a count waits in the VM.
+/// (Envoy's stats sink reports every second.)
+pub(crate) const FLUSH: Duration = weir_policy::metrics::COUNTER_FLUSH;
+
 /// Rounds of giving back the slots of released streams that had gone, each
 /// of which may release others: a bound, so a storm of vanished streams
 /// cannot keep one callback busy.
@@ -37,7 +42,8 @@ pub(crate) struct State {
     pub(crate) scores: Vec<Scored>,
     /// Whether responses carry `x-weir-filter` (the configuration's `version_header`).
     pub(crate) version_header: bool,
-    ticking: bool,
+    /// The tick period asked of Envoy (zero: no tick).
+    tick: Duration,
 }
 
 /// Settings without a policy: nothing is held, and anything still held from
@@ -55,7 +61,7 @@ impl State {
             request_counter: 0,
             scores: Vec::new(),
             version_header: false,
-            ticking: false,
+            tick: Duration::ZERO,
         }
     }
 
@@ -79,12 +85,13 @@ impl State {
                 new.add_waiting(rank, held);
             }
         }
+        // Counts under the old configuration reach Envoy before its metrics go.
+        self.metrics.flush();
         self.engine = engine.map(Rc::new);
         self.metrics = Rc::new(metrics);
         self.version_header = version_header;
         // A raised limit releases held requests at the next tick.
-        let held = self.gate.held() > 0;
-        self.set_ticking(held);
+        self.retick();
     }
 
     /// Runs one gate call with the shared gauges as its slots, keeping the
@@ -97,16 +104,28 @@ impl State {
         let mut effects = Vec::new();
         let mut slots = GaugeSlots(&self.metrics);
         let result = call(&mut self.gate, &mut slots, &mut effects);
-        let held = self.gate.held() > 0;
-        self.set_ticking(held);
+        self.retick();
         (result, effects)
     }
 
-    /// Ticks while this worker holds requests, and only then.
-    fn set_ticking(&mut self, on: bool) {
-        if self.ticking != on {
-            self.ticking = on;
-            let period = if on { TICK } else { Duration::ZERO };
+    /// Whether this worker holds requests.
+    pub(crate) fn holds(&self) -> bool {
+        self.gate.held() > 0
+    }
+
+    /// Ticks every [`TICK`] while this worker holds requests, every
+    /// [`FLUSH`] while counters wait to be flushed, and not at all otherwise.
+    /// Envoy is asked only when the period changes.
+    pub(crate) fn retick(&mut self) {
+        let period = if self.holds() {
+            TICK
+        } else if self.metrics.dirty() {
+            FLUSH
+        } else {
+            Duration::ZERO
+        };
+        if self.tick != period {
+            self.tick = period;
             if let Err(status) = hostcalls::set_tick_period(period) {
                 log::warn!("weir filter cannot set its tick period: {status:?}");
             }
@@ -118,7 +137,18 @@ impl State {
 /// A released stream that is gone gives its slot back, which may release
 /// another, and so on, for a bounded number of rounds (the rest wait for the
 /// next tick). `current` is the stream whose callback this is, if any.
-pub(crate) fn settle(shared: &SharedState, mut effects: Vec<Effect>, current: Option<u32>) {
+pub(crate) fn settle(shared: &SharedState, effects: Vec<Effect>, current: Option<u32>) {
+    if effects.is_empty() {
+        return;
+    }
+    settle_rounds(shared, effects, current);
+    // What was released or shed was counted: the flush tick must run.
+    if let Ok(mut state) = shared.try_borrow_mut() {
+        state.retick();
+    }
+}
+
+fn settle_rounds(shared: &SharedState, mut effects: Vec<Effect>, current: Option<u32>) {
     for _ in 0..SETTLE_ROUNDS {
         if effects.is_empty() {
             return;

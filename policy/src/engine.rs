@@ -29,8 +29,9 @@ pub struct Request<'a> {
     pub host: &'a str,
     /// The path, possibly with a query.
     pub path: &'a str,
-    /// The request headers (names in any case).
-    pub headers: &'a [(String, String)],
+    /// The request headers (names in any case), borrowed: the filter reads
+    /// them in place from the host's buffer.
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> Request<'a> {
@@ -39,7 +40,7 @@ impl<'a> Request<'a> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|&(_, v)| v)
     }
 }
 

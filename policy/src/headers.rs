@@ -20,10 +20,10 @@ pub const PRIORITY: &str = "x-weir-priority";
 pub const SHED: &str = "x-weir-shed";
 
 /// Whether `name` is one of Weir's internal headers (case-insensitive, as HTTP header names are).
-pub fn is_internal(name: &str) -> bool {
+pub fn is_internal<N: AsRef<[u8]> + ?Sized>(name: &N) -> bool {
+    let name = name.as_ref();
     name.len() >= INTERNAL_PREFIX.len()
         && name
-            .as_bytes()
             .iter()
             .zip(INTERNAL_PREFIX.as_bytes())
             .all(|(a, b)| a.eq_ignore_ascii_case(b))

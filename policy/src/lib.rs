@@ -18,6 +18,7 @@ pub mod engine;
 pub mod explain;
 pub mod feed;
 pub mod filter_config;
+pub mod header_map;
 pub mod headers;
 pub mod metrics;
 pub mod model;

@@ -11,6 +11,11 @@ pub const QUEUE_WAIT_MS: &str = "weir.queue.wait_ms";
 /// Counter: requests no service matched (they take the default route).
 pub const UNROUTED: &str = "weir.unrouted";
 
+/// The filter counts in its VM and hands Envoy its counters' increments at
+/// least this often (gauges at once): a count is in Envoy's stats, and so in
+/// its next OTLP report, at most this long after the request it counts.
+pub const COUNTER_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What happened to a request at admission.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -18,6 +18,22 @@ fn example() -> Policy {
     weir_policy::source::load("iot-fleet.yaml", text).expect("the example is valid")
 }
 
+/// A header map serialized as proxy-wasm hosts do.
+fn serialize_map(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (name, value) in pairs {
+        out.extend((name.len() as u32).to_le_bytes());
+        out.extend((value.len() as u32).to_le_bytes());
+    }
+    for (name, value) in pairs {
+        out.extend(name);
+        out.push(0);
+        out.extend(value);
+        out.push(0);
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -60,7 +76,7 @@ proptest! {
         policy.regions.rtt_ms.insert("us-east".into(), [("ap-south".to_string(), 210.0)].into());
         prop_assert!(weir_policy::validate(&policy).is_empty(), "{:?}", weir_policy::validate(&policy));
         let engine = Engine::new(&policy, &Feed::initial(&policy));
-        let headers = vec![("x-region".to_string(), "client".to_string())];
+        let headers = vec![("x-region", "client")];
         let request = Request { method: "POST", host: "", path: "/v1/telemetry", headers: &headers };
         let routed = engine.route(&request, 0).unwrap();
         for x in &routed.candidates {
@@ -85,9 +101,9 @@ proptest! {
     ) {
         let policy = example();
         let headers = vec![
-            ("x-region".to_string(), region),
-            ("x-device-type".to_string(), device_type),
-            ("x-device-id".to_string(), id),
+            ("x-region", region.as_str()),
+            ("x-device-type", device_type.as_str()),
+            ("x-device-id", id.as_str()),
         ];
         let request = Request { method: &method, host: "", path: &path, headers: &headers };
         let first = Engine::new(&policy, &Feed::initial(&policy)).decide(&request, in_flight, key);
@@ -119,9 +135,9 @@ proptest! {
         }
         let engine = Engine::new(&policy, &feed);
         let headers = vec![
-            ("x-region".to_string(), region),
-            ("x-device-type".to_string(), device_type),
-            ("x-device-id".to_string(), id),
+            ("x-region", region.as_str()),
+            ("x-device-type", device_type.as_str()),
+            ("x-device-id", id.as_str()),
         ];
         let request = Request { method: "POST", host: "", path: &path, headers: &headers };
         let mut scores = vec![Default::default(); leftover];
@@ -160,5 +176,30 @@ fn canary_share_matches_the_weight_over_many_devices() {
                 5.0 * sigma
             );
         }
+    }
+}
+
+proptest! {
+    /// The filter reads the host's header map in place: every pair comes
+    /// back as it was, whatever bytes it holds.
+    #[test]
+    fn a_serialized_header_map_reads_back_as_written(
+        map in proptest::collection::vec(
+            (proptest::collection::vec(any::<u8>(), 0..40), proptest::collection::vec(any::<u8>(), 0..200)),
+            0..30,
+        )
+    ) {
+        let bytes = serialize_map(&map);
+        let read: Vec<(Vec<u8>, Vec<u8>)> = weir_policy::header_map::pairs(&bytes)
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect();
+        prop_assert_eq!(read, map);
+    }
+
+    /// Any bytes at all read as at most as many pairs as they could hold, without a panic.
+    #[test]
+    fn any_bytes_read_as_a_header_map_without_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let count = weir_policy::header_map::pairs(&bytes).count();
+        prop_assert!(count * 10 <= bytes.len());
     }
 }

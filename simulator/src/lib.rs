@@ -221,6 +221,10 @@ pub fn simulate(policy_text: &str, request: &SimRequest, feed: Option<&Feed>) ->
         }
     };
     let engine = Engine::new(&policy, &feed);
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
     let steered = Request {
         method: &request.method,
         host: &request.host,

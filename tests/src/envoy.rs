@@ -20,6 +20,10 @@ use crate::wait::eventually;
 /// How long Envoy may take to start: V8 compiles the module on first load.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 
+/// How long Envoy may take to start under another program (valgrind runs it
+/// some fifty times slower).
+const WRAPPED_STARTUP_DEADLINE: Duration = Duration::from_secs(600);
+
 /// The name of the listener tests send traffic to.
 const INGRESS: &str = "ingress";
 
@@ -61,6 +65,8 @@ pub struct EnvoyBuilder {
     concurrency: u32,
     circuit_breaker: Option<CircuitBreaker>,
     route_timeout: Option<Duration>,
+    /// A program Envoy runs under, with its arguments (empty: none).
+    under: Vec<String>,
 }
 
 /// The thresholds of every cluster's circuit breaker (Envoy's default
@@ -94,6 +100,7 @@ impl Default for EnvoyBuilder {
             concurrency: 2,
             circuit_breaker: None,
             route_timeout: None,
+            under: Vec::new(),
         }
     }
 }
@@ -155,6 +162,15 @@ impl EnvoyBuilder {
     /// Sets every cluster's circuit breaker thresholds (Envoy's defaults when not set).
     pub fn circuit_breaker(mut self, thresholds: CircuitBreaker) -> Self {
         self.circuit_breaker = Some(thresholds);
+        self
+    }
+
+    /// Runs Envoy under `program` with `args` before Envoy's own command
+    /// line (a profiler such as valgrind); start-up may then take minutes.
+    pub fn under(mut self, program: &str, args: &[String]) -> Self {
+        self.under = std::iter::once(program.to_owned())
+            .chain(args.iter().cloned())
+            .collect();
         self
     }
 
@@ -240,9 +256,10 @@ impl EnvoyBuilder {
     /// Starts Envoy and waits until its admin API reports it ready.
     pub async fn start(&self) -> anyhow::Result<Envoy> {
         let discovery = self.discovery_dir()?;
-        let mut envoy = Envoy::start(
+        let mut envoy = Envoy::start_under(
             &self.bootstrap(&discovery.path().join(ECDS_FILE)),
             self.concurrency,
+            &self.under,
         )
         .await?;
         envoy.discovery = Some(discovery);
@@ -390,6 +407,7 @@ pub struct Envoy {
     http: reqwest::Client,
     discovery: Option<tempfile::TempDir>,
     concurrency: u32,
+    startup_deadline: Duration,
     _dir: tempfile::TempDir,
 }
 
@@ -398,7 +416,16 @@ impl Envoy {
     /// reports it ready. The bootstrap's listener named `ingress` receives test
     /// traffic; give it and the admin API `port_value: 0`.
     pub async fn start(bootstrap: &Value, concurrency: u32) -> anyhow::Result<Self> {
-        let mut envoy = Self::spawn(bootstrap, concurrency)?;
+        Self::start_under(bootstrap, concurrency, &[]).await
+    }
+
+    /// [`Self::start`], under a program with its arguments (`under`, empty for none).
+    async fn start_under(
+        bootstrap: &Value,
+        concurrency: u32,
+        under: &[String],
+    ) -> anyhow::Result<Self> {
+        let mut envoy = Self::spawn(bootstrap, concurrency, under)?;
         if let Err(err) = envoy.wait_ready().await {
             envoy.process.print_log();
             return Err(err);
@@ -412,7 +439,7 @@ impl Envoy {
         bootstrap: &Value,
         concurrency: u32,
     ) -> anyhow::Result<(ExitStatus, String)> {
-        let mut envoy = Self::spawn(bootstrap, concurrency)?;
+        let mut envoy = Self::spawn(bootstrap, concurrency, &[])?;
         let status = eventually("Envoy to exit", STARTUP_DEADLINE, || {
             let status = envoy.process.exited();
             async move { status }
@@ -421,12 +448,19 @@ impl Envoy {
         Ok((status, envoy.process.log()))
     }
 
-    fn spawn(bootstrap: &Value, concurrency: u32) -> anyhow::Result<Self> {
+    fn spawn(bootstrap: &Value, concurrency: u32, under: &[String]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("weir-envoy-").tempdir()?;
         let config_path = dir.path().join("envoy.json");
         std::fs::write(&config_path, serde_json::to_vec_pretty(bootstrap)?)?;
         let admin_path = dir.path().join("admin-address");
-        let mut command = Command::new(paths::envoy_binary());
+        let mut command = match under.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(paths::envoy_binary());
+                command
+            }
+            None => Command::new(paths::envoy_binary()),
+        };
         command
             .arg("--config-path")
             .arg(&config_path)
@@ -446,6 +480,11 @@ impl Envoy {
             http: crate::http_client(),
             discovery: None,
             concurrency,
+            startup_deadline: if under.is_empty() {
+                STARTUP_DEADLINE
+            } else {
+                WRAPPED_STARTUP_DEADLINE
+            },
             _dir: dir,
         })
     }
@@ -454,7 +493,7 @@ impl Envoy {
         let admin_path = self.admin_path.clone();
         let admin: SocketAddr = {
             let process = &mut self.process;
-            eventually("Envoy's admin address", STARTUP_DEADLINE, || {
+            eventually("Envoy's admin address", self.startup_deadline, || {
                 let found = match process.exited() {
                     Some(status) => Some(Err(anyhow::anyhow!("Envoy exited: {status}"))),
                     None => std::fs::read_to_string(&admin_path)
@@ -468,7 +507,7 @@ impl Envoy {
         };
         self.admin = Some(admin);
         let http = self.http.clone();
-        eventually("Envoy to be ready", STARTUP_DEADLINE, || {
+        eventually("Envoy to be ready", self.startup_deadline, || {
             let http = http.clone();
             async move {
                 let response = http
@@ -482,7 +521,7 @@ impl Envoy {
         .await?;
         // A listener from a control server may arrive after Envoy is live.
         let http = self.http.clone();
-        let ingress = eventually("Envoy's ingress listener", STARTUP_DEADLINE, || {
+        let ingress = eventually("Envoy's ingress listener", self.startup_deadline, || {
             let http = http.clone();
             async move {
                 let url = format!("http://{admin}/listeners?format=json");
@@ -552,6 +591,31 @@ impl Envoy {
     /// A GET on the admin API, as JSON.
     pub async fn admin_json(&self, path: &str) -> anyhow::Result<Value> {
         Ok(serde_json::from_str(&self.admin_text(path).await?)?)
+    }
+
+    /// Waits until the filter's stats (`wasmcustom.weir.*`) have stayed the
+    /// same for twice the filter's counter flush period: its counters then
+    /// hold every count of the requests that ended before. Call it after a
+    /// load, before reading the filter's counters.
+    pub async fn filter_counters_settled(&self) -> anyhow::Result<()> {
+        let quiet = weir_policy::metrics::COUNTER_FLUSH * 2;
+        let path = "/stats?filter=^wasmcustom%5C.weir%5C.";
+        let give_up = std::time::Instant::now() + STARTUP_DEADLINE;
+        let mut last = self.admin_text(path).await?;
+        let mut unchanged_since = std::time::Instant::now();
+        while unchanged_since.elapsed() < quiet {
+            anyhow::ensure!(
+                std::time::Instant::now() < give_up,
+                "the filter's counters kept changing for {STARTUP_DEADLINE:?}"
+            );
+            tokio::time::sleep(crate::wait::POLL_INTERVAL).await;
+            let current = self.admin_text(path).await?;
+            if current != last {
+                last = current;
+                unchanged_since = std::time::Instant::now();
+            }
+        }
+        Ok(())
     }
 
     /// A stat's current value from `/stats`, if Envoy has it.

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// How long to pause between two polls of a condition.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Polls `probe` until it yields `Some`, or fails once `deadline` has passed.
 pub async fn eventually<T, F, Fut>(

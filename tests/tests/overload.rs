@@ -150,6 +150,7 @@ async fn under_a_mixed_burst_heartbeats_are_shed_and_alarms_never() {
             .all(|a| a.status == 200 || a.status == 503)
     );
 
+    envoy.filter_counters_settled().await.unwrap();
     assert_eq!(
         envoy
             .stat("wasmcustom.weir.class.alarm.shed")
@@ -213,6 +214,7 @@ async fn held_requests_are_released_highest_class_first() {
         last_queued_alarm < first_heartbeat,
         "released out of priority order: {arrivals:?}"
     );
+    envoy.filter_counters_settled().await.unwrap();
     assert_eq!(
         envoy
             .stat("wasmcustom.weir.class.heartbeat.released")

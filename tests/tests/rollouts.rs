@@ -449,6 +449,7 @@ async fn two_envoys_are_two_sources_and_their_admission_counts_add_up() {
     let counter = "wasmcustom.weir.class.telemetry.admitted";
     let mut own = 0;
     for envoy in [&w.envoy, &second] {
+        envoy.filter_counters_settled().await.unwrap();
         own += envoy.stat(counter).await.unwrap().unwrap_or(0);
     }
     assert_eq!(own, 200, "each Envoy's filter counted its own requests");

@@ -182,6 +182,7 @@ async fn canary_split_is_sticky_agreed_between_envoys_and_only_grows() {
         .cloned()
         .collect();
     assert_eq!(at_10, predicted);
+    first.filter_counters_settled().await.unwrap();
     assert_eq!(
         first
             .stat("wasmcustom.weir.canary.ingest-eu-canary.canary")

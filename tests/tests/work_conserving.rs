@@ -75,6 +75,7 @@ async fn wait_idle(envoy: &Envoy) {
 
 /// The filter's counters equal what the devices saw, class by class.
 async fn assert_counters_match(envoy: &Envoy, seen: &BTreeMap<&'static str, Tally>) {
+    envoy.filter_counters_settled().await.unwrap();
     for class in CLASSES {
         let s = seen.get(class).cloned().unwrap_or_default();
         let count = |outcome: &str| format!("weir.class.{class}.{outcome}");

@@ -11,6 +11,7 @@
 //!
 //! `make bench` builds what it needs and runs it; see `bench/README.md`.
 
+mod instructions;
 mod load;
 mod report;
 mod saturation;
@@ -94,6 +95,13 @@ struct Args {
     /// The do-nothing wasm module (relative paths are the repository's).
     #[arg(long, default_value = "dist/weir_noop_filter.wasm")]
     noop_wasm: PathBuf,
+    /// The do-nothing module pruned to the callbacks Weir's module exports.
+    #[arg(long, default_value = "dist/weir_noop_pruned.wasm")]
+    noop_pruned_wasm: PathBuf,
+    /// Instead of timing, count the instructions Envoy executes per request
+    /// under valgrind's callgrind, and write that section of the report.
+    #[arg(long)]
+    instructions: bool,
     /// Also write the report (Markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -201,6 +209,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.instructions {
+        return runtime.block_on(count_instructions(&args, &noop_wasm));
+    }
     let report = runtime.block_on(run(&args, &noop_wasm))?;
     let markdown = report.markdown();
     print!("{markdown}");
@@ -214,6 +225,27 @@ fn main() -> anyhow::Result<()> {
         eprintln!("weir-bench: wrote {}", out.display());
     }
     Ok(())
+}
+
+/// The `--instructions` run: every variant counted under callgrind, written
+/// as the report's `cost` section.
+async fn count_instructions(args: &Args, noop_wasm: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        instructions::available(),
+        "valgrind is not installed: `apt-get install valgrind` (or `make bench-cost`, which does)"
+    );
+    let noop_pruned = weir_testbed::paths::repo_root().join(&args.noop_pruned_wasm);
+    anyhow::ensure!(
+        noop_pruned.exists(),
+        "{} does not exist: run `scripts/build-filter.sh weir-noop-filter`",
+        noop_pruned.display()
+    );
+    let start = weir_testbed::results::RunStart::now("weir-bench");
+    let client = load::client()?;
+    let fleet = Fleet::start(example_policy())?;
+    let counted = instructions::count_all(&fleet, noop_wasm, &noop_pruned, &client).await?;
+    let markdown = instructions::markdown(&counted, &start.command, &start.date);
+    weir_testbed::results::publish(args.out.as_deref(), "cost", &markdown)
 }
 
 async fn run(args: &Args, noop_wasm: &Path) -> anyhow::Result<Report> {

@@ -88,9 +88,30 @@ impl Routed {
 
 #[derive(Clone, Debug)]
 struct ClusterFacts {
-    region: String,
+    /// Index into [`Router::regions`].
+    region: usize,
     device_types: Option<BTreeSet<String>>,
     sla: f64,
+}
+
+/// A placement with what scoring needs of its cluster, looked up once per
+/// configuration rather than per request.
+#[derive(Clone, Debug)]
+struct PlacementPlan {
+    cluster: String,
+    facts: Option<ClusterFacts>,
+    canary: Option<CanaryPlan>,
+}
+
+/// The client's region, as the request names it.
+#[derive(Clone, Copy)]
+enum ClientRegion {
+    /// No region header.
+    Absent,
+    /// A region of the policy: an index into [`Router::regions`].
+    Known(usize),
+    /// A region the policy does not know: only the default RTT applies.
+    Unknown,
 }
 
 #[derive(Clone, Debug)]
@@ -106,7 +127,7 @@ struct ServicePlan {
     name: String,
     hosts: Vec<String>,
     path_prefix: String,
-    placements: Vec<(String, Option<CanaryPlan>)>,
+    placements: Vec<PlacementPlan>,
 }
 
 #[derive(Clone, Debug)]
@@ -114,31 +135,58 @@ pub(super) struct Router {
     headers: RoutingHeaders,
     weights: ScoreWeights,
     spread: f64,
-    /// RTT by region, then by region: looked up with borrowed names.
-    rtt: HashMap<String, HashMap<String, f64>>,
+    /// Every region the policy names (RTT table and clusters); a request's
+    /// region is found here once, then RTTs are read by index.
+    regions: Vec<String>,
+    /// RTT from region to region by index: the table's entry (either
+    /// direction), 0 within a region, else the default.
+    rtt: Vec<Vec<Option<f64>>>,
     default_rtt_ms: Option<f64>,
-    clusters: BTreeMap<String, ClusterFacts>,
     services: Vec<ServicePlan>,
 }
 
 impl Router {
     pub(super) fn new(policy: &Policy, feed: &Feed) -> Self {
-        let mut rtt: HashMap<String, HashMap<String, f64>> = HashMap::new();
+        let mut table: HashMap<&str, HashMap<&str, f64>> = HashMap::new();
         for (from, row) in &policy.regions.rtt_ms {
             for (to, &ms) in row {
-                rtt.entry(from.clone()).or_default().insert(to.clone(), ms);
-                rtt.entry(to.clone())
-                    .or_default()
-                    .entry(from.clone())
-                    .or_insert(ms);
+                table.entry(from).or_default().insert(to, ms);
+                table.entry(to).or_default().entry(from).or_insert(ms);
             }
         }
-        let clusters = policy
+        let regions: Vec<String> = table
+            .keys()
+            .copied()
+            .chain(policy.clusters.iter().map(|c| c.region.as_str()))
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let default_rtt_ms = policy.regions.default_rtt_ms;
+        let rtt = regions
+            .iter()
+            .map(|from| {
+                regions
+                    .iter()
+                    .map(|to| {
+                        let listed = table
+                            .get(from.as_str())
+                            .and_then(|row| row.get(to.as_str()));
+                        listed
+                            .copied()
+                            .or(if from == to { Some(0.0) } else { None })
+                            .or(default_rtt_ms)
+                    })
+                    .collect()
+            })
+            .collect();
+        let region_index = |name: &str| regions.iter().position(|r| r == name);
+        let clusters: BTreeMap<&str, ClusterFacts> = policy
             .clusters
             .iter()
-            .map(|c| {
+            .filter_map(|c| {
                 let facts = ClusterFacts {
-                    region: c.region.clone(),
+                    region: region_index(&c.region)?,
                     device_types: c.device_types.as_ref().map(|t| t.iter().cloned().collect()),
                     sla: feed
                         .sla_scores
@@ -147,7 +195,7 @@ impl Router {
                         .unwrap_or(1.0)
                         .clamp(0.0, 1.0),
                 };
-                (c.name.clone(), facts)
+                Some((c.name.as_str(), facts))
             })
             .collect();
         let services = policy
@@ -165,8 +213,10 @@ impl Router {
                 placements: s
                     .placements
                     .iter()
-                    .map(|p| {
-                        let canary = p.canary.as_ref().map(|c| CanaryPlan {
+                    .map(|p| PlacementPlan {
+                        cluster: p.cluster.clone(),
+                        facts: clusters.get(p.cluster.as_str()).cloned(),
+                        canary: p.canary.as_ref().map(|c| CanaryPlan {
                             cluster: c.cluster.clone(),
                             salt: c.salt.clone().unwrap_or_else(|| c.cluster.clone()),
                             sticky_header: c
@@ -176,8 +226,7 @@ impl Router {
                             weight_bp: feed.canary_weights.get(&c.cluster).copied().unwrap_or_else(
                                 || percent_to_basis_points(c.steps.first().copied().unwrap_or(0.0)),
                             ),
-                        });
-                        (p.cluster.clone(), canary)
+                        }),
                     })
                     .collect(),
             })
@@ -187,8 +236,8 @@ impl Router {
             weights: policy.routing.weights.clone(),
             spread: policy.routing.spread,
             rtt,
-            default_rtt_ms: policy.regions.default_rtt_ms,
-            clusters,
+            regions,
+            default_rtt_ms,
             services,
         }
     }
@@ -201,29 +250,40 @@ impl Router {
         }
     }
 
-    fn rtt_ms(&self, from: &str, to: &str) -> Option<f64> {
-        self.rtt
-            .get(from)
-            .and_then(|row| row.get(to))
-            .copied()
-            .or(if from == to { Some(0.0) } else { None })
-            .or(self.default_rtt_ms)
+    fn client_region(&self, name: Option<&str>) -> ClientRegion {
+        match name {
+            None => ClientRegion::Absent,
+            Some(name) => self
+                .regions
+                .iter()
+                .position(|r| r == name)
+                .map_or(ClientRegion::Unknown, ClientRegion::Known),
+        }
     }
 
     fn service(&self, request: &Request<'_>) -> Option<&ServicePlan> {
-        let host = host_without_port(request.host).to_ascii_lowercase();
+        let host = host_without_port(request.host);
         self.services.iter().find(|s| {
             request.path.starts_with(&s.path_prefix)
-                && (s.hosts.is_empty()
-                    || s.hosts.iter().any(|pattern| host_matches(pattern, &host)))
+                && (s.hosts.is_empty() || s.hosts.iter().any(|pattern| host_matches(pattern, host)))
         })
     }
 
-    /// The score of `cluster` for a client in `region` with `device_type`.
-    fn score(&self, cluster: &str, region: Option<&str>, device_type: Option<&str>) -> Scored {
-        let facts = self.clusters.get(cluster);
+    /// The score of a cluster with `facts` for a client in `region` with `device_type`.
+    fn score(
+        &self,
+        facts: Option<&ClusterFacts>,
+        region: ClientRegion,
+        device_type: Option<&str>,
+    ) -> Scored {
         let rtt_ms = match (region, facts) {
-            (Some(region), Some(facts)) => self.rtt_ms(region, &facts.region),
+            (ClientRegion::Known(from), Some(facts)) => self
+                .rtt
+                .get(from)
+                .and_then(|row| row.get(facts.region))
+                .copied()
+                .flatten(),
+            (ClientRegion::Unknown, Some(_)) => self.default_rtt_ms,
             _ => None,
         };
         let geo = rtt_ms.map_or(UNKNOWN_GEO_SCORE, geo_score);
@@ -253,9 +313,11 @@ impl Router {
         scores: &mut Vec<Scored>,
     ) -> Option<Choice<'p>> {
         let service = self.service(request)?;
-        let region = request
-            .header(&self.headers.region)
-            .filter(|r| !r.is_empty());
+        let region = self.client_region(
+            request
+                .header(&self.headers.region)
+                .filter(|r| !r.is_empty()),
+        );
         let device_type = request
             .header(&self.headers.device_type)
             .filter(|t| !t.is_empty());
@@ -264,7 +326,7 @@ impl Router {
             service
                 .placements
                 .iter()
-                .map(|(cluster, _)| self.score(cluster, region, device_type)),
+                .map(|p| self.score(p.facts.as_ref(), region, device_type)),
         );
         let best = scores
             .iter()
@@ -280,8 +342,9 @@ impl Router {
             .filter(|(_, c)| eligible(c))
             .nth(pick)
             .map_or(0, |(i, _)| i);
-        let (placement, canary) = service.placements.get(chosen)?;
-        let split = canary.as_ref().map(|canary| {
+        let chosen = service.placements.get(chosen)?;
+        let placement = &chosen.cluster;
+        let split = chosen.canary.as_ref().map(|canary| {
             let (bucket, sticky) = match request.header(&canary.sticky_header) {
                 Some(id) if !id.is_empty() => (split::bucket(&canary.salt, id), true),
                 _ => ((spread_key % u64::from(BUCKETS)) as u32, false),
@@ -344,8 +407,8 @@ impl Router {
             .placements
             .iter()
             .zip(&scores)
-            .map(|((cluster, _), s)| Candidate {
-                cluster: cluster.clone(),
+            .map(|(p, s)| Candidate {
+                cluster: p.cluster.clone(),
                 rtt_ms: s.rtt_ms,
                 geo: s.geo,
                 device: s.device,
@@ -416,13 +479,19 @@ fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
+/// Whether `host` (in any case) matches a lower-case `pattern`: the same
+/// name, or with `*.domain` any name below the domain.
 fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.as_bytes();
     match pattern.strip_prefix("*.") {
         Some(domain) => {
+            let domain = domain.as_bytes();
             host.len() > domain.len() + 1
-                && host.ends_with(domain)
-                && host[..host.len() - domain.len()].ends_with('.')
+                && host
+                    .get(host.len() - domain.len()..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(domain))
+                && host.get(host.len() - domain.len() - 1) == Some(&b'.')
         }
-        None => pattern == host,
+        None => host.eq_ignore_ascii_case(pattern.as_bytes()),
     }
 }

@@ -53,11 +53,16 @@ pub(super) fn run(args: &ExplainArgs) -> bool {
         return false;
     };
     let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let headers: Vec<(&str, &str)> = args
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
     let request = Request {
         method: &args.method,
         host: &args.host,
         path: &args.path,
-        headers: &args.headers,
+        headers: &headers,
     };
     // Requests without a device id are spread by a counter in the filter; 0 here.
     let decision = engine.decide(&request, args.in_flight, 0);
