@@ -24,6 +24,17 @@ impl RequestHeaders {
     pub(crate) fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         weir_policy::header_map::pairs(&self.buffer)
     }
+
+    /// The headers as text, if every name and value is UTF-8 (checked once
+    /// for the whole buffer).
+    pub(crate) fn text_pairs(&self) -> Option<impl Iterator<Item = (&str, &str)>> {
+        weir_policy::header_map::text_pairs(&self.buffer)
+    }
+
+    /// Room for the headers (bounded: Envoy sends at most 100 by default).
+    pub(crate) fn capacity(&self) -> usize {
+        weir_policy::header_map::declared_len(&self.buffer).min(256)
+    }
 }
 
 /// The one host call the SDK offers only with copies.

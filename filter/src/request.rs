@@ -22,16 +22,45 @@ impl WeirRequest {
         Self { id, state }
     }
 
-    /// Removes every client-supplied `x-weir-*` header, so only Weir sets
-    /// them (rare: one host call each).
-    fn strip_internal(&self, headers: &RequestHeaders) {
-        for (name, _) in headers.pairs() {
-            if headers::is_internal(name)
-                && let Ok(name) = std::str::from_utf8(name)
-            {
+    /// The request's headers other than Weir's own, as text; every
+    /// client-supplied `x-weir-*` header is removed on the way (one host call
+    /// each, rare), so only Weir sets them. `lossy` keeps copies of values
+    /// that are not UTF-8 (rarer still), which the headers then borrow.
+    fn kept_headers<'h>(
+        &self,
+        raw: &'h RequestHeaders,
+        lossy: &'h mut Vec<String>,
+    ) -> Vec<(&'h str, &'h str)> {
+        let mut kept = Vec::with_capacity(raw.capacity());
+        if let Some(pairs) = raw.text_pairs() {
+            for (name, value) in pairs {
+                if headers::is_internal(name) {
+                    self.remove_http_request_header(name);
+                } else {
+                    kept.push((name, value));
+                }
+            }
+            return kept;
+        }
+        let external = || raw.pairs().filter(|(name, _)| !headers::is_internal(name));
+        for (name, _) in raw.pairs().filter(|(name, _)| headers::is_internal(name)) {
+            if let Ok(name) = std::str::from_utf8(name) {
                 self.remove_http_request_header(name);
             }
         }
+        *lossy = external()
+            .filter(|(_, value)| std::str::from_utf8(value).is_err())
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            .collect();
+        let mut repaired = lossy.iter();
+        kept.extend(external().filter_map(|(name, value)| {
+            let value = match std::str::from_utf8(value) {
+                Ok(value) => value,
+                Err(_) => repaired.next()?.as_str(),
+            };
+            Some((std::str::from_utf8(name).ok()?, value))
+        }));
+        kept
     }
 
     /// Classify, route, split, then admit, hold or shed.
@@ -99,28 +128,12 @@ impl Context for WeirRequest {}
 impl HttpContext for WeirRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let raw = RequestHeaders::read();
-        self.strip_internal(&raw);
+        let mut lossy = Vec::new();
+        let all = self.kept_headers(&raw, &mut lossy);
         let engine = self.state.try_borrow().ok().and_then(|s| s.engine.clone());
         let Some(engine) = engine else {
             return Action::Continue;
         };
-        // A value that is not UTF-8 (rare) is read as its lossy copy; every
-        // other header is borrowed from the host's buffer.
-        let kept = || raw.pairs().filter(|(name, _)| !headers::is_internal(name));
-        let repaired: Vec<String> = kept()
-            .filter(|(_, value)| std::str::from_utf8(value).is_err())
-            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
-            .collect();
-        let mut repaired = repaired.iter();
-        let all: Vec<(&str, &str)> = kept()
-            .filter_map(|(name, value)| {
-                let value = match std::str::from_utf8(value) {
-                    Ok(value) => value,
-                    Err(_) => repaired.next()?.as_str(),
-                };
-                Some((std::str::from_utf8(name).ok()?, value))
-            })
-            .collect();
         self.steer(&engine, &all)
     }
 

@@ -7,29 +7,67 @@
 //! reader copies every name and value into a `String` and a `Vec` of its own
 //! (and panics on a name that is not UTF-8).
 
+use std::ops::Range;
+
 /// The pairs of a serialized header map, as slices of `bytes`. A buffer
 /// that ends early yields the pairs it holds whole, and one whose table of
 /// lengths does not fit yields none — never garbage, an error or a panic: it
 /// comes from the host, but is read defensively.
 pub fn pairs(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let (data, spans) = spans(bytes);
+    spans.map_while(move |(name, value)| Some((data.get(name)?, data.get(value)?)))
+}
+
+/// The pairs as text, when every name and value is UTF-8 — as good as
+/// always: the names and values are checked in one pass over the buffer's
+/// text (they are separated by NUL bytes, which end no multi-byte character),
+/// instead of one check per string. `None` if any is not UTF-8; read those
+/// with [`pairs`].
+pub fn text_pairs(bytes: &[u8]) -> Option<impl Iterator<Item = (&str, &str)>> {
+    let (data, spans) = spans(bytes);
+    let text = std::str::from_utf8(data).ok()?;
+    Some(spans.map_while(move |(name, value)| Some((text.get(name)?, text.get(value)?))))
+}
+
+/// How many pairs the buffer says it holds (those that fit may be fewer).
+pub fn declared_len(bytes: &[u8]) -> usize {
+    spans(bytes).1.len()
+}
+
+/// The buffer's names and values region, and each pair's name and value
+/// as ranges of it.
+fn spans(
+    bytes: &[u8],
+) -> (
+    &[u8],
+    impl ExactSizeIterator<Item = (Range<usize>, Range<usize>)>,
+) {
     let declared = read_u32(bytes, 0).unwrap_or(0);
     // The names and values start after the table of lengths; a buffer whose
     // table does not fit is malformed, and none of it is read.
     let data_start = declared.checked_mul(8).and_then(|n| n.checked_add(4));
-    let (count, mut data) = match data_start {
-        Some(start) if start <= bytes.len() => (declared, start),
-        _ => (0, 0),
+    let (count, data) = match data_start.and_then(|start| bytes.get(start..)) {
+        Some(data) => (declared, data),
+        None => (0, &[][..]),
     };
-    (0..count).map_while(move |index| {
+    let mut at = 0usize;
+    let spans = (0..count).map(move |index| {
         let lengths = 4 + index * 8;
-        let name_len = read_u32(bytes, lengths)?;
-        let value_len = read_u32(bytes, lengths + 4)?;
-        let name = bytes.get(data..data.checked_add(name_len)?)?;
-        let value_start = data + name_len + 1;
-        let value = bytes.get(value_start..value_start.checked_add(value_len)?)?;
-        data = value_start + value_len + 1;
-        Some((name, value))
-    })
+        // A length the table cannot give, or one that overflows, makes an
+        // empty range past the data, which reads as nothing.
+        let past = usize::MAX..usize::MAX;
+        let (Some(name_len), Some(value_len)) =
+            (read_u32(bytes, lengths), read_u32(bytes, lengths + 4))
+        else {
+            return (past.clone(), past);
+        };
+        let name = at..at.saturating_add(name_len);
+        let value_start = name.end.saturating_add(1);
+        let value = value_start..value_start.saturating_add(value_len);
+        at = value.end.saturating_add(1);
+        (name, value)
+    });
+    (data, spans)
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
@@ -67,6 +105,29 @@ mod tests {
         ];
         let bytes = serialize(&map);
         assert_eq!(pairs(&bytes).collect::<Vec<_>>(), map.to_vec());
+    }
+
+    #[test]
+    fn text_pairs_are_the_pairs_when_all_are_utf8_and_none_otherwise() {
+        let map: [(&[u8], &[u8]); 3] = [
+            (b":path", b"/v1/telemetry"),
+            (b"x-name", "caf\u{e9}".as_bytes()),
+            (b"x-empty", b""),
+        ];
+        let bytes = serialize(&map);
+        let text: Vec<(&str, &str)> = text_pairs(&bytes).unwrap().collect();
+        assert_eq!(
+            text,
+            [
+                (":path", "/v1/telemetry"),
+                ("x-name", "caf\u{e9}"),
+                ("x-empty", "")
+            ]
+        );
+        assert_eq!(declared_len(&bytes), 3);
+        let bytes = serialize(&[(b"x-ok", b"1"), (b"x-bytes", b"\xff")]);
+        assert!(text_pairs(&bytes).is_none());
+        assert_eq!(pairs(&bytes).count(), 2);
     }
 
     #[test]

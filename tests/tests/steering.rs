@@ -333,3 +333,43 @@ async fn new_configurations_take_effect_without_failing_requests_in_flight() {
         "ingest-eu-canary"
     );
 }
+
+/// Header values that are not UTF-8 (obs-text, which HTTP allows) reach the
+/// filter's slow path: the request is steered all the same, sticky by its
+/// device id's bytes, and a spoofed internal header beside them is still removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_values_that_are_not_utf8_are_steered_and_guarded() {
+    let fleet = Fleet::start(example_policy()).unwrap();
+    let mut feed = Feed::initial(fleet.policy());
+    feed.canary_weights.insert("ingest-eu-canary".into(), 5_000);
+    let envoy = fleet.envoy(Some(feed)).start().await.unwrap();
+    let client = http_client();
+    let device = reqwest::header::HeaderValue::from_bytes(b"sensor-\xff\xfe-7").unwrap();
+    let label = reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap();
+    let mut backends = BTreeSet::new();
+    for _ in 0..10 {
+        let response = client
+            .post(envoy.url("/v1/telemetry"))
+            .header("x-region", "eu-west")
+            .header("x-device-id", device.clone())
+            .header("x-label", label.clone())
+            .header("x-weir-cluster", "ingest-us")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let echo: Echo = response.json().await.unwrap();
+        assert_eq!(
+            echo.headers.get("x-weir-priority").map(String::as_str),
+            Some("telemetry")
+        );
+        backends.insert(echo.backend);
+    }
+    // One device, one variant: the split is sticky on the id as the filter read it.
+    assert_eq!(backends.len(), 1, "{backends:?}");
+    let backend = backends.into_iter().next().unwrap();
+    assert!(
+        backend == "ingest-eu" || backend == "ingest-eu-canary",
+        "the spoofed header steered the request to {backend}"
+    );
+}
