@@ -24,12 +24,13 @@ impl WeirRequest {
 
     /// The request's headers other than Weir's own, as text; every
     /// client-supplied `x-weir-*` header is removed on the way (one host call
-    /// each, rare), so only Weir sets them. `lossy` keeps copies of values
-    /// that are not UTF-8 (rarer still), which the headers then borrow.
+    /// each, rare), so only Weir sets them. When some name or value is not
+    /// UTF-8 (rarer still), the headers are read from lossy copies kept in
+    /// `lossy` (names that are not UTF-8 are left out, as before).
     fn kept_headers<'h>(
         &self,
         raw: &'h RequestHeaders,
-        lossy: &'h mut Vec<String>,
+        lossy: &'h mut Vec<(String, String)>,
     ) -> Vec<(&'h str, &'h str)> {
         let mut kept = Vec::with_capacity(raw.capacity());
         if let Some(pairs) = raw.text_pairs() {
@@ -42,24 +43,21 @@ impl WeirRequest {
             }
             return kept;
         }
-        let external = || raw.pairs().filter(|(name, _)| !headers::is_internal(name));
-        for (name, _) in raw.pairs().filter(|(name, _)| headers::is_internal(name)) {
-            if let Ok(name) = std::str::from_utf8(name) {
+        for (name, value) in raw.pairs() {
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
+            if headers::is_internal(name) {
                 self.remove_http_request_header(name);
+            } else {
+                lossy.push((name.to_owned(), String::from_utf8_lossy(value).into_owned()));
             }
         }
-        *lossy = external()
-            .filter(|(_, value)| std::str::from_utf8(value).is_err())
-            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
-            .collect();
-        let mut repaired = lossy.iter();
-        kept.extend(external().filter_map(|(name, value)| {
-            let value = match std::str::from_utf8(value) {
-                Ok(value) => value,
-                Err(_) => repaired.next()?.as_str(),
-            };
-            Some((std::str::from_utf8(name).ok()?, value))
-        }));
+        kept.extend(
+            lossy
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_str())),
+        );
         kept
     }
 
