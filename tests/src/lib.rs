@@ -11,6 +11,7 @@
 //!   request they saw, and can be told to delay or fail a share of requests;
 //! - [`canary`]: a one-service canary fleet and the weight Envoy runs;
 //! - [`certs`]: a CA and certificates made at test time, as PEM files;
+//! - [`disk`]: a small tmpfs that fills up for real;
 //! - [`fleet`]: a backend per cluster of a policy, and an Envoy running the
 //!   filter with that policy;
 //! - [`static_mode`]: `envoy/static.yaml` pointed at a test's backends;
@@ -34,6 +35,7 @@ pub mod backend;
 pub mod browser;
 pub mod canary;
 pub mod certs;
+pub mod disk;
 pub mod envoy;
 pub mod etcd;
 pub mod fleet;

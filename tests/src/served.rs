@@ -23,9 +23,19 @@ pub struct Served {
 impl Served {
     /// Starts them; the Envoy is node `node` with `concurrency` workers.
     pub async fn start(policy: Policy, node: &str, concurrency: u32) -> anyhow::Result<Self> {
+        Self::start_with_env(policy, node, concurrency, &[]).await
+    }
+
+    /// [`Served::start`], with `weir serve` given these environment variables.
+    pub async fn start_with_env(
+        policy: Policy,
+        node: &str,
+        concurrency: u32,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let fleet = Fleet::start(policy)?;
         let policy_file = PolicyFile::new("policy.yaml", fleet.policy())?;
-        let weir = Weir::start(policy_file.path(), WasmDelivery::Local).await?;
+        let weir = Weir::start_with_env(policy_file.path(), WasmDelivery::Local, env).await?;
         let envoy =
             Envoy::start(&ads_bootstrap(weir.xds_addr(), node, false)?, concurrency).await?;
         Ok(Self {

@@ -114,11 +114,13 @@ impl Weir {
             ])
             .arg("--ready-file")
             .arg(&ready)
-            // Its own state database, kept across a kill and restart.
-            .arg("--state")
-            .arg(dir.path().join("state.redb"))
             .env("WEIR_LOG", "info,weir=debug")
             .envs(env.iter().map(|(k, v)| (k, v)));
+        // Its own state database, kept across a kill and restart (unless
+        // the test names one with `WEIR_STATE`).
+        if !env.iter().any(|(k, _)| k == "WEIR_STATE") {
+            command.arg("--state").arg(dir.path().join("state.redb"));
+        }
         let log = dir.path().join(format!("weir-{}.log", std::process::id()));
         let mut process = Supervised::spawn("weir", command, &log)?;
         let addresses = eventually("weir to serve", STARTUP_DEADLINE, || {

@@ -479,3 +479,97 @@ async fn two_envoys_are_two_sources_and_their_admission_counts_add_up() {
     .await;
     assert!(seen.is_ok(), "{seen:?}; weir's log:\n{}", w.weir.log());
 }
+
+/// `GET /readyz`: its status code and its answer.
+async fn readiness(weir: &Weir) -> (u16, Value) {
+    let response = http_client()
+        .get(format!("http://{}/readyz", weir.admin_addr()))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_disk_full_weir_still_rolls_back_says_so_and_saves_it_once_there_is_room() {
+    let disk = weir_testbed::disk::SmallDisk::mount(8).unwrap();
+    let state = disk.path().join("state.redb");
+    let state = state.to_str().unwrap();
+    let w = weir_testbed::served::Served::start_with_env(
+        policy("[50, 100]", "30s"),
+        "full-disk-envoy",
+        2,
+        &[("WEIR_STATE", state)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(readiness(&w.weir).await.0, 200);
+
+    disk.fill().unwrap();
+    // The state is saved every ~2 s even without a decision.
+    let problems = eventually(
+        "weir to say it is not ready",
+        Duration::from_secs(10),
+        || async {
+            let (status, answer) = readiness(&w.weir).await;
+            (status == 503).then_some(answer)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        problems["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("cannot be saved") && p.contains("No space left")),
+        "{problems}"
+    );
+    assert_eq!(envoy_weight(&w.envoy).await, Some(5_000));
+
+    // A bad canary is rolled back all the same.
+    w.fleet.backend(CANARY).set_behaviour(Behaviour {
+        fail_basis_points: 2_000,
+        fail_status: 503,
+        ..Behaviour::default()
+    });
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
+    let first_error = traffic
+        .wait_first_canary_error(Duration::from_secs(10))
+        .await
+        .unwrap();
+    eventually(
+        "Envoy to run canary weight 0",
+        Duration::from_secs(10),
+        || async { (envoy_weight(&w.envoy).await == Some(0)).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let reaction = first_error.elapsed();
+    traffic.stop().await;
+    assert!(
+        reaction <= Duration::from_secs(2),
+        "rolled back {reaction:?} after the first bad response, with the disk full"
+    );
+    let metrics = http_client()
+        .get(format!("http://{}/metrics", w.weir.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&metrics, "weir_state_unsaved", &[]), Some(1.0));
+    assert!(metric(&metrics, "weir_state_save_failures_total", &[]).is_some_and(|n| n >= 1.0));
+
+    // Room again: saved, ready, and a restart resumes the rollback.
+    disk.free().unwrap();
+    eventually(
+        "weir to be ready again",
+        Duration::from_secs(10),
+        || async { (readiness(&w.weir).await.0 == 200).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let restarted = w.weir.kill().start().await.unwrap();
+    assert_eq!(rollout(&restarted).await["phase"], "rolled_back");
+}

@@ -69,6 +69,7 @@ pub(crate) struct AdminState {
     auth: Auth,
     dashboard: crate::dashboard::Dashboard,
     replication: Replication,
+    heartbeat: Arc<crate::health::Heartbeat>,
 }
 
 impl AdminState {
@@ -83,6 +84,7 @@ impl AdminState {
         auth: Auth,
         dashboard: crate::dashboard::Dashboard,
         replication: Replication,
+        heartbeat: Arc<crate::health::Heartbeat>,
     ) -> Self {
         Self {
             control,
@@ -94,6 +96,7 @@ impl AdminState {
             auth,
             dashboard,
             replication,
+            heartbeat,
         }
     }
 }
@@ -102,7 +105,8 @@ impl AdminState {
 /// check and the `Host`/`Origin` guard cover all of it.
 pub(crate) fn router(state: AdminState, origin: OriginGuard) -> Router {
     let api = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/status", get(status))
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/feed", get(get_feed).put(put_feed).delete(delete_feed))
@@ -629,6 +633,62 @@ async fn nodes(
         next,
     })
     .into_response()
+}
+
+/// Why weir cannot go on by itself, if it cannot: then its orchestrator
+/// should restart it.
+fn liveness_problems(state: &AdminState) -> Vec<String> {
+    let mut problems = Vec::new();
+    if state.control.is_poisoned() {
+        problems.push(
+            "a panic left the serving state half-changed: restart weir (Envoys keep their configuration; the saved state is resumed)"
+                .to_owned(),
+        );
+    }
+    if let Some(since) = state.heartbeat.stalled() {
+        problems.push(format!(
+            "the control loop has not run for {:.1} s",
+            since.as_secs_f64()
+        ));
+    }
+    problems
+}
+
+/// Liveness: `ok`, or 503 with what is wrong.
+async fn healthz(State(state): State<AdminState>) -> Response {
+    let problems = liveness_problems(&state);
+    if problems.is_empty() {
+        return "ok\n".into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("failing: {}\n", problems.join("; ")),
+    )
+        .into_response()
+}
+
+/// Readiness: alive, and able to keep what it decides. 503 with the
+/// problems otherwise.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let mut problems = liveness_problems(&state);
+    if let Ok(control) = state.control.lock()
+        && let Some(error) = control.unsaved()
+    {
+        problems.push(format!("the controller's state cannot be saved: {error}"));
+    }
+    if let Some(error) = state.replication.problem() {
+        problems.push(format!("replication: {error}"));
+    }
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let answer = crate::api::ReadinessView {
+        ready: problems.is_empty(),
+        problems,
+    };
+    (status, Json(answer)).into_response()
 }
 
 /// Weir's own metrics, in the Prometheus text format.

@@ -141,6 +141,15 @@ pub struct NodesAnswer {
     pub next: Option<String>,
 }
 
+/// `GET /readyz`: whether weir can serve and keep what it decides, and if
+/// not, why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadinessView {
+    pub ready: bool,
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
 /// `replication` in `GET /v1/status`: this replica, the leader, the lease
 /// and every replica (only `role` when `weir` runs alone).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod dashboard;
+pub mod health;
 pub mod http_client;
 pub mod metrics_store;
 pub mod otlp;

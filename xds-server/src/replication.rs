@@ -242,6 +242,11 @@ impl Replication {
         self.view().replicas = replicas;
     }
 
+    /// Why this replica is out of touch with etcd, while it is.
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.view().last_error.clone()
+    }
+
     fn set_error(&self, error: Option<String>) {
         self.view().last_error = error;
     }

@@ -134,6 +134,7 @@ impl TimelineSaver {
 
 /// Runs the server until the process is stopped.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    crate::health::install_panic_hook();
     let auth = admin::Auth::new(&args.admin_auth, args.admin_address)?;
     let xds_auth = crate::xds::XdsAuth::new(&args.xds_auth, args.xds_address)?;
     let origin = admin::OriginGuard::new(&args.origin, auth.required());
@@ -286,6 +287,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         saved_until_ms,
         unsaved: 0,
     };
+    let control_interval = std::time::Duration::from_millis(args.control_interval_ms.max(10));
+    let heartbeat = Arc::new(crate::health::Heartbeat::new(control_interval));
     // OTLP/HTTP is served beside the admin API.
     let admin_state = admin::AdminState::new(
         Arc::clone(&control),
@@ -297,6 +300,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         auth,
         dashboard.clone(),
         replication,
+        Arc::clone(&heartbeat),
     );
     let admin_router = admin::router(admin_state, origin);
     let admin = match &tls {
@@ -328,9 +332,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(policy_source::POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut xds, mut admin) = (xds, admin);
-    let mut control_tick = tokio::time::interval(std::time::Duration::from_millis(
-        args.control_interval_ms.max(10),
-    ));
+    let mut control_tick = tokio::time::interval(control_interval);
     control_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -349,6 +351,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     if dashboard.record(&control, now) && control.deciding() {
                         timeline_saver.point_added(&control, &dashboard, now);
                     }
+                    heartbeat.beat();
                 }
             }
             _ = tokio::signal::ctrl_c() => break,

@@ -3,6 +3,7 @@
 //! `serve` wires it to the servers and the clocks; `admin` and `dashboard`
 //! read it and send it commands.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -58,6 +59,18 @@ pub(crate) struct Control {
     telemetry: Telemetry,
     /// The last problem with the policy file or a snapshot, cleared by the next success.
     pub(crate) last_error: Option<String>,
+    /// Each canary's weight in the snapshot served.
+    served_weights: BTreeMap<String, u32>,
+    /// The controller's state while it cannot be saved.
+    unsaved: Option<Unsaved>,
+}
+
+/// What the controller decided that the store has not kept yet, and why.
+struct Unsaved {
+    error: String,
+    /// Decisions served but not saved, oldest first: saved with the next
+    /// checkpoint that succeeds.
+    decisions: Vec<Decision>,
 }
 
 impl Control {
@@ -93,7 +106,11 @@ impl Control {
             policy_digest: policy_digest(policy_text),
             telemetry,
             last_error: None,
+            served_weights: BTreeMap::new(),
+            unsaved: None,
         };
+        let mut control = control;
+        control.served_weights = control.feed().canary_weights;
         Ok((control, receiver))
     }
 
@@ -170,6 +187,7 @@ impl Control {
             .save_pins(pinned.as_ref())
             .map_err(|err| vec![format!("not applied: {err:#}")])?;
         self.feed_override = pinned;
+        self.served_weights = served.canary_weights;
         Ok(self.publish(snapshot))
     }
 
@@ -216,10 +234,17 @@ impl Control {
 
     /// One evaluation of the controller; a new feed is persisted, then pushed.
     /// A follower does not evaluate: it serves what the leader decides.
+    ///
+    /// When the state cannot be saved (disk full, lost store), weir fails
+    /// toward stable: what raises no canary's weight above the one served (a
+    /// rollback, a pause, new scores) is pushed at once and saved once the
+    /// store works again; a rollout whose weight would rise is held as it
+    /// was, and decides again at the next evaluation.
     pub(crate) fn control(&mut self, now: u64) {
         if !self.deciding {
             return;
         }
+        let before = self.controller.rollouts();
         let evaluation = {
             let Ok(mut metrics) = self.metrics.lock() else {
                 return;
@@ -227,8 +252,8 @@ impl Control {
             metrics.prune(now);
             self.controller.evaluate(&metrics, now)
         };
-        let mut evaluation = evaluation;
-        for decision in &mut evaluation.decisions {
+        let mut decisions = evaluation.decisions;
+        for decision in &mut decisions {
             decision.policy.clone_from(&self.policy_digest);
         }
         self.controller.stamp_policy(&self.policy_digest);
@@ -236,18 +261,36 @@ impl Control {
         // Hold progress is saved now and then even without a decision, so a
         // restart loses at most a few seconds of it.
         let checkpoint = self.evaluations.is_multiple_of(CHECKPOINT_EVERY);
-        if evaluation.decisions.is_empty() && !evaluation.changed && !checkpoint {
+        if decisions.is_empty() && !evaluation.changed && !checkpoint && self.unsaved.is_none() {
             return;
         }
         // Written before it is pushed: a restart resumes exactly here.
-        if let Err(err) = self.checkpoint(&evaluation.decisions) {
-            tracing::error!("{err:#}; the new feed is not pushed");
-            self.last_error = Some(format!("{err:#}"));
-            return;
+        let mut unsaved = self.unsaved.take().map(|u| u.decisions).unwrap_or_default();
+        unsaved.extend(decisions.iter().cloned());
+        match self.checkpoint(&unsaved) {
+            Ok(()) => {
+                if self.telemetry.state_saved() {
+                    tracing::info!("the state is saved again");
+                }
+            }
+            Err(err) => {
+                let error = format!("{err:#}");
+                if self.telemetry.state_not_saved() {
+                    tracing::error!(
+                        "{error}; until it can be saved, moves toward stable are served and canaries are held at the weight served"
+                    );
+                }
+                let held = self.hold_rises(before, &decisions);
+                decisions.retain(|d| !held.contains(&d.canary));
+                unsaved.retain(|d| !held.contains(&d.canary));
+                self.unsaved = Some(Unsaved {
+                    error,
+                    decisions: unsaved,
+                });
+            }
         }
-        self.telemetry
-            .decisions(&evaluation.decisions, Origin::Controller);
-        for decision in &evaluation.decisions {
+        self.telemetry.decisions(&decisions, Origin::Controller);
+        for decision in &decisions {
             tracing::info!(
                 canary = %decision.canary,
                 from = ?decision.from,
@@ -257,11 +300,56 @@ impl Control {
                 "rollout decision"
             );
         }
-        if (evaluation.changed || !evaluation.decisions.is_empty())
+        let behind = self.feed().canary_weights != self.served_weights;
+        if (evaluation.changed || !decisions.is_empty() || behind)
             && let Err(err) = self.rebuild()
         {
             tracing::error!(error = %err, "the controller's feed was not served");
         }
+    }
+
+    /// Puts back, as they were `before` this evaluation, the rollouts whose
+    /// weight would rise above the one served, dropping their decisions from
+    /// the history; returns their canaries.
+    fn hold_rises(
+        &mut self,
+        before: Vec<crate::controller::RolloutState>,
+        fresh: &[Decision],
+    ) -> Vec<String> {
+        let feed = self.feed();
+        let held: Vec<String> = feed
+            .canary_weights
+            .iter()
+            .filter(|&(canary, weight)| self.served_weights.get(canary).is_none_or(|s| weight > s))
+            .map(|(canary, _)| canary.clone())
+            .collect();
+        if held.is_empty() {
+            return held;
+        }
+        let mut rollouts = self.controller.rollouts();
+        for rollout in &mut rollouts {
+            if held.contains(&rollout.canary)
+                && let Some(old) = before.iter().find(|b| b.canary == rollout.canary)
+            {
+                *rollout = old.clone();
+            }
+        }
+        let dropped: Vec<&Decision> = fresh.iter().filter(|d| held.contains(&d.canary)).collect();
+        let decisions = self
+            .controller
+            .decisions()
+            .iter()
+            .filter(|d| !dropped.contains(d))
+            .cloned()
+            .collect();
+        let scores = self.controller.scores();
+        self.controller = restored_controller(&self.policy, rollouts, decisions, &scores);
+        held
+    }
+
+    /// Why the controller's state cannot be saved, while it cannot.
+    pub(crate) fn unsaved(&self) -> Option<&str> {
+        self.unsaved.as_ref().map(|u| u.error.as_str())
     }
 
     /// Saves the controller's state with `new_decisions` and the feed it makes.
@@ -284,8 +372,10 @@ impl Control {
     }
 
     fn rebuild(&mut self) -> Result<String, String> {
-        let snapshot = resources::build(&self.policy, &self.feed(), &self.options)
-            .map_err(|e| e.to_string())?;
+        let feed = self.feed();
+        let snapshot =
+            resources::build(&self.policy, &feed, &self.options).map_err(|e| e.to_string())?;
+        self.served_weights = feed.canary_weights;
         Ok(self.publish(snapshot))
     }
 
@@ -385,10 +475,15 @@ mod tests {
 
     /// Serving state deciding on a real etcd store whose writes `writes` allows.
     fn control(etcd: &weir_testbed::etcd::Etcd, writes: Writes) -> Control {
-        let policy = weir_policy::source::load("iot-fleet.yaml", POLICY).unwrap();
         let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
         let store = EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap();
         store.set_writes(writes);
+        control_on(Box::new(store))
+    }
+
+    /// Serving state deciding on `store`.
+    fn control_on(store: Box<dyn Store>) -> Control {
+        let policy = weir_policy::source::load("iot-fleet.yaml", POLICY).unwrap();
         let controller = Controller::new(&policy, Vec::new(), now_ms());
         let options = Options::new(WasmSource::Local("/weir_filter.wasm".into()));
         let metrics = Arc::new(Mutex::new(MetricsStore::new(60_000)));
@@ -399,12 +494,39 @@ mod tests {
             true,
             options,
             controller,
-            Box::new(store),
+            store,
             metrics,
             Telemetry::default(),
         )
         .unwrap();
         control
+    }
+
+    /// One second of traffic to the example's canary and its stable cluster
+    /// received at `at_ms`: 1,000 requests each, all fast, with these error
+    /// rates.
+    fn traffic(control: &Control, at_ms: u64, canary_errors: f64, stable_errors: f64) {
+        let mut metrics = control.metrics.lock().unwrap();
+        for (cluster, error_rate) in [
+            ("ingest-eu-canary", canary_errors),
+            ("ingest-eu", stable_errors),
+        ] {
+            let mut latency = crate::metrics_store::Histogram::with_bounds(vec![10.0, 50.0, 250.0]);
+            latency.counts = vec![900, 100, 0, 0];
+            metrics.add(
+                cluster,
+                crate::metrics_store::Sample {
+                    at_ms,
+                    requests: 1_000,
+                    errors: (1_000.0 * error_rate) as u64,
+                    latency: Some(latency),
+                },
+            );
+        }
+    }
+
+    fn saved_canary(store: &EtcdStore) -> crate::controller::RolloutState {
+        store.load().unwrap().rollouts.remove(0)
     }
 
     fn first_canary(control: &Control) -> crate::controller::RolloutState {
@@ -441,5 +563,69 @@ mod tests {
             control.command(&before.canary, Command::Pause),
             Err(CommandFailure::Refused(_))
         ));
+    }
+
+    #[test]
+    fn without_a_store_a_rollback_is_served_at_once_and_an_advance_waits_until_it_is_saved() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let etcd = runtime.block_on(weir_testbed::etcd::Etcd::start()).unwrap();
+        let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
+        let store = Arc::new(EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap());
+        let mut control = control_on(Box::new(Arc::clone(&store)));
+        let canary = first_canary(&control).canary;
+        assert_eq!(canary, "ingest-eu-canary");
+        let first = control.feed().canary_weights[&canary];
+        assert_eq!(first, 100, "the first step, 1 %");
+
+        // Healthy traffic through the hold while the store refuses writes:
+        // the advance it earns is not served, nor kept in memory.
+        store.set_writes(Writes::Refused);
+        let served = control.snapshot().version.clone();
+        let start = now_ms();
+        let mut at = start;
+        while at < start + 32_000 {
+            traffic(&control, at, 0.0, 0.0);
+            control.control(at);
+            at += 1_000;
+        }
+        assert!(control.unsaved().is_some());
+        assert_eq!(control.feed().canary_weights[&canary], first);
+        assert_eq!(first_canary(&control).step, 0);
+        assert_eq!(control.snapshot().version, served);
+        assert!(
+            control
+                .controller()
+                .decisions()
+                .iter()
+                .all(|d| d.weight_bp <= first)
+        );
+
+        // The store takes writes again: the advance is decided again, saved, served.
+        store.set_writes(Writes::Open);
+        traffic(&control, at, 0.0, 0.0);
+        control.control(at);
+        assert!(control.unsaved().is_none());
+        assert_eq!(first_canary(&control).step, 1);
+        assert_eq!(saved_canary(&store).step, 1);
+        assert_ne!(control.snapshot().version, served);
+
+        // Bad traffic while the store refuses writes: rolled back and served
+        // at once, saved (with its decision) once the store works again.
+        store.set_writes(Writes::Refused);
+        let served = control.snapshot().version.clone();
+        at += 1_000;
+        traffic(&control, at, 0.2, 0.0);
+        control.control(at);
+        assert_eq!(first_canary(&control).phase, Phase::RolledBack);
+        assert_eq!(control.feed().canary_weights[&canary], 0);
+        assert_ne!(control.snapshot().version, served);
+        assert!(control.unsaved().is_some());
+        assert_eq!(saved_canary(&store).phase, Phase::Progressing);
+        store.set_writes(Writes::Open);
+        control.control(at + 250);
+        assert!(control.unsaved().is_none());
+        let saved = store.load().unwrap();
+        assert_eq!(saved.rollouts[0].phase, Phase::RolledBack);
+        assert!(saved.decisions.iter().any(|d| d.to == Phase::RolledBack));
     }
 }

@@ -10,6 +10,7 @@
 //! counted here, by [`Telemetry`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
@@ -60,6 +61,9 @@ struct Events {
     decisions: Family<Labels, Counter>,
     policy_reloads: Counter,
     policy_rejections: Counter,
+    state_save_failures: Counter,
+    /// Whether the controller's last save failed.
+    state_unsaved: AtomicBool,
 }
 
 impl Telemetry {
@@ -84,6 +88,18 @@ impl Telemetry {
     /// An edit of the policy file was refused (the last good one keeps serving).
     pub fn policy_rejected(&self) {
         self.events.policy_rejections.inc();
+    }
+
+    /// The controller's state was saved; whether the save before had failed.
+    pub fn state_saved(&self) -> bool {
+        self.events.state_unsaved.swap(false, Ordering::Relaxed)
+    }
+
+    /// The controller's state could not be saved; whether the save before
+    /// had succeeded (a new failure, worth a log line).
+    pub fn state_not_saved(&self) -> bool {
+        self.events.state_save_failures.inc();
+        !self.events.state_unsaved.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -367,6 +383,29 @@ pub fn render(telemetry: &Telemetry, scrape: &Scrape) -> String {
         "weir_policy_error",
         "1 while the policy file's last edit is refused, else 0",
         if scrape.policy_error { 1.0 } else { 0.0 },
+    );
+
+    // Faults.
+    r.register(
+        "weir_state_save_failures",
+        "Saves of the controller's state that failed (disk full, lost store)",
+        telemetry.events.state_save_failures.clone(),
+    );
+    gauge(
+        r,
+        "weir_state_unsaved",
+        "1 while the controller's state cannot be saved (moves toward stable are still served), else 0",
+        if telemetry.events.state_unsaved.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    counter(
+        r,
+        "weir_panics",
+        "Panics since weir started (see GET /healthz)",
+        crate::health::panics(),
     );
 
     // The fleet's admission, as its filters report it.

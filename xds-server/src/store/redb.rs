@@ -4,6 +4,7 @@
 //! damaged page are caught here and reported the same way.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, bail};
 use redb::{
@@ -39,7 +40,10 @@ const FORMAT: u64 = 1;
 
 /// The state database.
 pub struct RedbStore {
-    db: Database,
+    /// `None` after a write failed: redb refuses every write after an I/O
+    /// error (a full disk, say) until the database is opened again, which
+    /// the next use does.
+    db: Mutex<Option<Database>>,
     path: PathBuf,
 }
 
@@ -55,18 +59,32 @@ impl RedbStore {
     /// Opens the database at `path`, creating it (not its folder) if missing.
     pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = guarded(|| {
-            Database::builder()
-                // The data is tiny; redb's default cache is 1 GiB.
-                .set_cache_size(16 * 1024 * 1024)
-                .create(&path)
-                .map_err(anyhow::Error::from)
+        let db = open_database(&path)?;
+        guarded(|| init(&db))
+            .with_context(|| format!("cannot use the state database {}", path.display()))?;
+        Ok(Self {
+            db: Mutex::new(Some(db)),
+            path,
         })
-        .with_context(|| format!("cannot open the state database {}", path.display()))?;
-        let store = Self { db, path };
-        guarded(|| store.init())
-            .with_context(|| format!("cannot use the state database {}", store.path.display()))?;
-        Ok(store)
+    }
+
+    /// Runs `operation` on the database, opening it again first if a write
+    /// failed before; a write that fails has it opened again next time.
+    fn with_db<T>(
+        &self,
+        action: &str,
+        operation: impl FnOnce(&Database) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut slot = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        let db = match slot.take() {
+            Some(db) => db,
+            None => open_database(&self.path).with_context(|| self.context(action))?,
+        };
+        let result = guarded(|| operation(&db)).with_context(|| self.context(action));
+        if result.is_ok() {
+            *slot = Some(db);
+        }
+        result
     }
 
     /// The database file.
@@ -74,178 +92,190 @@ impl RedbStore {
         &self.path
     }
 
-    /// Creates the tables and checks the layout version.
-    fn init(&self) -> anyhow::Result<()> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        {
-            let mut meta = tx.open_table(META)?;
-            let format = meta.get("format")?.map(|v| v.value());
-            match format {
-                None => {
-                    meta.insert("format", FORMAT)?;
-                }
-                Some(FORMAT) => {}
-                Some(other) => bail!(
-                    "it has layout version {other}, this weir reads version {FORMAT} (written by another release?)"
-                ),
-            }
-            tx.open_table(ROLLOUTS)?;
-            tx.open_table(DECISIONS)?;
-            tx.open_table(SCORES)?;
-            tx.open_table(TIMELINE)?;
-            tx.open_table(FEEDS)?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn write(&self, checkpoint: &Checkpoint<'_>) -> anyhow::Result<()> {
-        let Checkpoint {
-            rollouts,
-            new_decisions,
-            scores,
-            feed,
-        } = *checkpoint;
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        {
-            let mut table = tx.open_table(ROLLOUTS)?;
-            let keep: std::collections::BTreeSet<&str> =
-                rollouts.iter().map(|r| r.canary.as_str()).collect();
-            table.retain(|canary, _| keep.contains(canary))?;
-            for rollout in rollouts {
-                let json = serde_json::to_vec(rollout)?;
-                table.insert(rollout.canary.as_str(), json.as_slice())?;
-            }
-
-            let mut table = tx.open_table(DECISIONS)?;
-            let first = table.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for (key, decision) in (first..).zip(new_decisions) {
-                let json = serde_json::to_vec(decision)?;
-                table.insert(key, json.as_slice())?;
-            }
-            let excess = table.len()?.saturating_sub(MAX_STORED_DECISIONS);
-            for _ in 0..excess {
-                table.pop_first()?;
-            }
-
-            let json = serde_json::to_vec(scores)?;
-            tx.open_table(SCORES)?.insert(SCORES_KEY, json.as_slice())?;
-            let json = serde_json::to_vec(feed)?;
-            tx.open_table(FEEDS)?.insert(FEED_KEY, json.as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn write_pins(&self, pins: Option<&Feed>) -> anyhow::Result<()> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate)?;
-        {
-            let mut table = tx.open_table(FEEDS)?;
-            match pins {
-                Some(pins) => {
-                    table.insert(PINS_KEY, serde_json::to_vec(pins)?.as_slice())?;
-                }
-                None => {
-                    table.remove(PINS_KEY)?;
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn write_timeline(&self, points: &[Point], forget_until_ms: u64) -> anyhow::Result<()> {
-        // Made durable by the next checkpoint (every few seconds): the charts
-        // cost no disk sync.
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::None)?;
-        {
-            let mut table = tx.open_table(TIMELINE)?;
-            for point in points {
-                table.insert(point.at_ms, serde_json::to_vec(point)?.as_slice())?;
-            }
-            table.retain_in(..=forget_until_ms, |_, _| false)?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn read(&self) -> anyhow::Result<Saved> {
-        let tx = self.db.begin_read()?;
-        let mut rollouts = Vec::new();
-        for entry in tx.open_table(ROLLOUTS)?.iter()? {
-            let (key, value) = entry?;
-            let state: RolloutState = serde_json::from_slice(value.value())
-                .with_context(|| format!("rollout `{}` is not readable", key.value()))?;
-            rollouts.push(state);
-        }
-        let mut decisions = Vec::new();
-        for entry in tx.open_table(DECISIONS)?.iter()? {
-            let (key, value) = entry?;
-            let decision: Decision = serde_json::from_slice(value.value())
-                .with_context(|| format!("decision #{} is not readable", key.value()))?;
-            decisions.push(decision);
-        }
-        let scores = match tx.open_table(SCORES)?.get(SCORES_KEY)? {
-            Some(value) => serde_json::from_slice(value.value())
-                .context("the saved scores are not readable")?,
-            None => Scores::default(),
-        };
-        let feeds = tx.open_table(FEEDS)?;
-        let feed = match feeds.get(FEED_KEY)? {
-            Some(value) => Some(
-                serde_json::from_slice(value.value()).context("the saved feed is not readable")?,
-            ),
-            None => None,
-        };
-        let pins = match feeds.get(PINS_KEY)? {
-            Some(value) => Some(
-                serde_json::from_slice(value.value())
-                    .context("the pinned feed values are not readable")?,
-            ),
-            None => None,
-        };
-        let mut timeline = Vec::new();
-        for entry in tx.open_table(TIMELINE)?.iter()? {
-            let (key, value) = entry?;
-            let point: Point = serde_json::from_slice(value.value())
-                .with_context(|| format!("timeline point at {} is not readable", key.value()))?;
-            timeline.push(point);
-        }
-        Ok(Saved {
-            rollouts,
-            decisions,
-            scores,
-            feed,
-            pins,
-            timeline,
-        })
-    }
-
     fn context(&self, action: &str) -> String {
         format!("cannot {action} the state database {}", self.path.display())
     }
 }
 
+/// Opens (or creates) the database file.
+fn open_database(path: &Path) -> anyhow::Result<Database> {
+    guarded(|| {
+        Database::builder()
+            // The data is tiny; redb's default cache is 1 GiB.
+            .set_cache_size(16 * 1024 * 1024)
+            .create(path)
+            .map_err(anyhow::Error::from)
+    })
+    .with_context(|| format!("cannot open the state database {}", path.display()))
+}
+
+/// Creates the tables and checks the layout version.
+fn init(db: &Database) -> anyhow::Result<()> {
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate)?;
+    {
+        let mut meta = tx.open_table(META)?;
+        let format = meta.get("format")?.map(|v| v.value());
+        match format {
+            None => {
+                meta.insert("format", FORMAT)?;
+            }
+            Some(FORMAT) => {}
+            Some(other) => bail!(
+                "it has layout version {other}, this weir reads version {FORMAT} (written by another release?)"
+            ),
+        }
+        tx.open_table(ROLLOUTS)?;
+        tx.open_table(DECISIONS)?;
+        tx.open_table(SCORES)?;
+        tx.open_table(TIMELINE)?;
+        tx.open_table(FEEDS)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn write(db: &Database, checkpoint: &Checkpoint<'_>) -> anyhow::Result<()> {
+    let Checkpoint {
+        rollouts,
+        new_decisions,
+        scores,
+        feed,
+    } = *checkpoint;
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate)?;
+    {
+        let mut table = tx.open_table(ROLLOUTS)?;
+        let keep: std::collections::BTreeSet<&str> =
+            rollouts.iter().map(|r| r.canary.as_str()).collect();
+        table.retain(|canary, _| keep.contains(canary))?;
+        for rollout in rollouts {
+            let json = serde_json::to_vec(rollout)?;
+            table.insert(rollout.canary.as_str(), json.as_slice())?;
+        }
+
+        let mut table = tx.open_table(DECISIONS)?;
+        let first = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+        for (key, decision) in (first..).zip(new_decisions) {
+            let json = serde_json::to_vec(decision)?;
+            table.insert(key, json.as_slice())?;
+        }
+        let excess = table.len()?.saturating_sub(MAX_STORED_DECISIONS);
+        for _ in 0..excess {
+            table.pop_first()?;
+        }
+
+        let json = serde_json::to_vec(scores)?;
+        tx.open_table(SCORES)?.insert(SCORES_KEY, json.as_slice())?;
+        let json = serde_json::to_vec(feed)?;
+        tx.open_table(FEEDS)?.insert(FEED_KEY, json.as_slice())?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn write_pins(db: &Database, pins: Option<&Feed>) -> anyhow::Result<()> {
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::Immediate)?;
+    {
+        let mut table = tx.open_table(FEEDS)?;
+        match pins {
+            Some(pins) => {
+                table.insert(PINS_KEY, serde_json::to_vec(pins)?.as_slice())?;
+            }
+            None => {
+                table.remove(PINS_KEY)?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn write_timeline(db: &Database, points: &[Point], forget_until_ms: u64) -> anyhow::Result<()> {
+    // Made durable by the next checkpoint (every few seconds): the charts
+    // cost no disk sync.
+    let mut tx = db.begin_write()?;
+    tx.set_durability(Durability::None)?;
+    {
+        let mut table = tx.open_table(TIMELINE)?;
+        for point in points {
+            table.insert(point.at_ms, serde_json::to_vec(point)?.as_slice())?;
+        }
+        table.retain_in(..=forget_until_ms, |_, _| false)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn read(db: &Database) -> anyhow::Result<Saved> {
+    let tx = db.begin_read()?;
+    let mut rollouts = Vec::new();
+    for entry in tx.open_table(ROLLOUTS)?.iter()? {
+        let (key, value) = entry?;
+        let state: RolloutState = serde_json::from_slice(value.value())
+            .with_context(|| format!("rollout `{}` is not readable", key.value()))?;
+        rollouts.push(state);
+    }
+    let mut decisions = Vec::new();
+    for entry in tx.open_table(DECISIONS)?.iter()? {
+        let (key, value) = entry?;
+        let decision: Decision = serde_json::from_slice(value.value())
+            .with_context(|| format!("decision #{} is not readable", key.value()))?;
+        decisions.push(decision);
+    }
+    let scores = match tx.open_table(SCORES)?.get(SCORES_KEY)? {
+        Some(value) => {
+            serde_json::from_slice(value.value()).context("the saved scores are not readable")?
+        }
+        None => Scores::default(),
+    };
+    let feeds = tx.open_table(FEEDS)?;
+    let feed = match feeds.get(FEED_KEY)? {
+        Some(value) => {
+            Some(serde_json::from_slice(value.value()).context("the saved feed is not readable")?)
+        }
+        None => None,
+    };
+    let pins = match feeds.get(PINS_KEY)? {
+        Some(value) => Some(
+            serde_json::from_slice(value.value())
+                .context("the pinned feed values are not readable")?,
+        ),
+        None => None,
+    };
+    let mut timeline = Vec::new();
+    for entry in tx.open_table(TIMELINE)?.iter()? {
+        let (key, value) = entry?;
+        let point: Point = serde_json::from_slice(value.value())
+            .with_context(|| format!("timeline point at {} is not readable", key.value()))?;
+        timeline.push(point);
+    }
+    Ok(Saved {
+        rollouts,
+        decisions,
+        scores,
+        feed,
+        pins,
+        timeline,
+    })
+}
+
 impl Store for RedbStore {
     fn load(&self) -> anyhow::Result<Saved> {
-        guarded(|| self.read()).with_context(|| self.context("read"))
+        self.with_db("read", read)
     }
 
     fn save(&self, checkpoint: &Checkpoint<'_>) -> anyhow::Result<()> {
-        guarded(|| self.write(checkpoint)).with_context(|| self.context("save to"))
+        self.with_db("save to", |db| write(db, checkpoint))
     }
 
     fn save_pins(&self, pins: Option<&Feed>) -> anyhow::Result<()> {
-        guarded(|| self.write_pins(pins)).with_context(|| self.context("save to"))
+        self.with_db("save to", |db| write_pins(db, pins))
     }
 
     fn save_timeline(&self, points: &[Point], forget_until_ms: u64) -> anyhow::Result<()> {
-        guarded(|| self.write_timeline(points, forget_until_ms))
-            .with_context(|| self.context("save to"))
+        self.with_db("save to", |db| write_timeline(db, points, forget_until_ms))
     }
 
     fn describe(&self) -> String {
@@ -355,7 +385,14 @@ mod tests {
         let path = dir.path().join("state.redb");
         let store = RedbStore::open(&path).unwrap();
         {
-            let tx = store.db.begin_write().unwrap();
+            let tx = store
+                .db
+                .lock()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .begin_write()
+                .unwrap();
             tx.open_table(ROLLOUTS)
                 .unwrap()
                 .insert("a", b"{not json".as_slice())
@@ -372,7 +409,14 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = RedbStore::open(&path).unwrap();
-            let tx = store.db.begin_write().unwrap();
+            let tx = store
+                .db
+                .lock()
+                .unwrap()
+                .as_ref()
+                .unwrap()
+                .begin_write()
+                .unwrap();
             tx.open_table(META).unwrap().insert("format", 99).unwrap();
             tx.commit().unwrap();
         }
