@@ -84,9 +84,10 @@ async fn a_healthy_canary_walks_every_step_and_is_promoted() {
     .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_returning_errors_is_rolled_back_within_two_seconds() {
-    let w = world(policy("[50, 100]", "30s")).await;
+/// Makes the canary fail a fifth of its requests under 100 requests/s and
+/// waits for Envoy to run weight 0; returns how long that took from the
+/// first bad response.
+async fn time_to_roll_back_a_failing_canary(w: &Served) -> Duration {
     w.fleet.backend(CANARY).set_behaviour(Behaviour {
         fail_basis_points: 2_000,
         fail_status: 503,
@@ -106,6 +107,13 @@ async fn a_canary_returning_errors_is_rolled_back_within_two_seconds() {
     .unwrap();
     let reaction = first_error.elapsed();
     traffic.stop().await;
+    reaction
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_returning_errors_is_rolled_back_within_two_seconds() {
+    let w = world(policy("[50, 100]", "30s")).await;
+    let reaction = time_to_roll_back_a_failing_canary(&w).await;
     assert!(
         reaction <= Duration::from_secs(2),
         "rolled back {reaction:?} after the first bad response"
@@ -496,7 +504,7 @@ async fn with_its_disk_full_weir_still_rolls_back_says_so_and_saves_it_once_ther
     let disk = weir_testbed::disk::SmallDisk::mount(8).unwrap();
     let state = disk.path().join("state.redb");
     let state = state.to_str().unwrap();
-    let w = weir_testbed::served::Served::start_with_env(
+    let w = Served::start_with_env(
         policy("[50, 100]", "30s"),
         "full-disk-envoy",
         2,
@@ -527,25 +535,7 @@ async fn with_its_disk_full_weir_still_rolls_back_says_so_and_saves_it_once_ther
     assert_eq!(envoy_weight(&w.envoy).await, Some(5_000));
 
     // A bad canary is rolled back all the same.
-    w.fleet.backend(CANARY).set_behaviour(Behaviour {
-        fail_basis_points: 2_000,
-        fail_status: 503,
-        ..Behaviour::default()
-    });
-    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
-    let first_error = traffic
-        .wait_first_canary_error(Duration::from_secs(10))
-        .await
-        .unwrap();
-    eventually(
-        "Envoy to run canary weight 0",
-        Duration::from_secs(10),
-        || async { (envoy_weight(&w.envoy).await == Some(0)).then_some(()) },
-    )
-    .await
-    .unwrap();
-    let reaction = first_error.elapsed();
-    traffic.stop().await;
+    let reaction = time_to_roll_back_a_failing_canary(&w).await;
     assert!(
         reaction <= Duration::from_secs(2),
         "rolled back {reaction:?} after the first bad response, with the disk full"
