@@ -75,7 +75,10 @@ mod tests {
     fn a_loop_that_stops_beating_is_stalled_after_ten_intervals_and_at_least_five_seconds() {
         let heartbeat = Heartbeat::new(Duration::from_millis(250));
         assert_eq!(heartbeat.stall, MIN_STALL);
-        assert!(Heartbeat::new(Duration::from_secs(1)).stall == Duration::from_secs(10));
+        assert_eq!(
+            Heartbeat::new(Duration::from_secs(1)).stall,
+            Duration::from_secs(10)
+        );
         heartbeat.beat();
         assert!(heartbeat.stalled().is_none());
         // A heartbeat whose last turn was long ago.

@@ -89,7 +89,8 @@ impl Control {
         metrics: Arc<Mutex<MetricsStore>>,
         telemetry: Telemetry,
     ) -> anyhow::Result<(Self, watch::Receiver<Arc<Snapshot>>)> {
-        let snapshot = resources::build(&policy, &controller.feed(), &options)?;
+        let feed = controller.feed();
+        let snapshot = resources::build(&policy, &feed, &options)?;
         tracing::info!(version = %snapshot.version, file = %policy_path.display(), "policy loaded");
         let (snapshots, receiver) = watch::channel(Arc::new(snapshot));
         let control = Self {
@@ -106,11 +107,9 @@ impl Control {
             policy_digest: policy_digest(policy_text),
             telemetry,
             last_error: None,
-            served_weights: BTreeMap::new(),
+            served_weights: feed.canary_weights,
             unsaved: None,
         };
-        let mut control = control;
-        control.served_weights = control.feed().canary_weights;
         Ok((control, receiver))
     }
 
@@ -265,9 +264,9 @@ impl Control {
             return;
         }
         // Written before it is pushed: a restart resumes exactly here.
-        let mut unsaved = self.unsaved.take().map(|u| u.decisions).unwrap_or_default();
-        unsaved.extend(decisions.iter().cloned());
-        match self.checkpoint(&unsaved) {
+        let earlier = self.unsaved.take().map(|u| u.decisions).unwrap_or_default();
+        let pending: Vec<Decision> = earlier.iter().chain(&decisions).cloned().collect();
+        match self.checkpoint(&pending) {
             Ok(()) => {
                 if self.telemetry.state_saved() {
                     tracing::info!("the state is saved again");
@@ -280,13 +279,12 @@ impl Control {
                         "{error}; until it can be saved, moves toward stable are served and canaries are held at the weight served"
                     );
                 }
+                // Only this evaluation's decisions can be held: the earlier
+                // ones were served.
                 let held = self.hold_rises(before, &decisions);
                 decisions.retain(|d| !held.contains(&d.canary));
-                unsaved.retain(|d| !held.contains(&d.canary));
-                self.unsaved = Some(Unsaved {
-                    error,
-                    decisions: unsaved,
-                });
+                let decisions = earlier.iter().chain(&decisions).cloned().collect();
+                self.unsaved = Some(Unsaved { error, decisions });
             }
         }
         self.telemetry.decisions(&decisions, Origin::Controller);

@@ -40,8 +40,8 @@ const FORMAT: u64 = 1;
 
 /// The state database.
 pub struct RedbStore {
-    /// `None` after a write failed: redb refuses every write after an I/O
-    /// error (a full disk, say) until the database is opened again, which
+    /// `None` after an operation failed: redb refuses every write after an
+    /// I/O error (a full disk, say) until the database is opened again, which
     /// the next use does.
     db: Mutex<Option<Database>>,
     path: PathBuf,
@@ -384,21 +384,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
         let store = RedbStore::open(&path).unwrap();
-        {
-            let tx = store
-                .db
-                .lock()
-                .unwrap()
-                .as_ref()
-                .unwrap()
-                .begin_write()
-                .unwrap();
-            tx.open_table(ROLLOUTS)
-                .unwrap()
-                .insert("a", b"{not json".as_slice())
-                .unwrap();
-            tx.commit().unwrap();
-        }
+        store
+            .with_db("write to", |db| {
+                let tx = db.begin_write()?;
+                tx.open_table(ROLLOUTS)?
+                    .insert("a", b"{not json".as_slice())?;
+                tx.commit()?;
+                Ok(())
+            })
+            .unwrap();
         let message = format!("{:#}", store.load().unwrap_err());
         assert!(message.contains("rollout `a` is not readable"), "{message}");
     }
@@ -409,16 +403,14 @@ mod tests {
         let path = dir.path().join("state.redb");
         {
             let store = RedbStore::open(&path).unwrap();
-            let tx = store
-                .db
-                .lock()
-                .unwrap()
-                .as_ref()
-                .unwrap()
-                .begin_write()
+            store
+                .with_db("write to", |db| {
+                    let tx = db.begin_write()?;
+                    tx.open_table(META)?.insert("format", 99)?;
+                    tx.commit()?;
+                    Ok(())
+                })
                 .unwrap();
-            tx.open_table(META).unwrap().insert("format", 99).unwrap();
-            tx.commit().unwrap();
         }
         let message = format!("{:#}", RedbStore::open(&path).unwrap_err());
         assert!(message.contains("layout version 99"), "{message}");
