@@ -146,13 +146,17 @@ ensure_wasm_bindgen() {
         say "wasm-bindgen $version is present"
         return
     fi
-    say "installing wasm-bindgen-cli $version into .tools/ (a few minutes the first time)"
-    if ! cargo install --quiet --locked wasm-bindgen-cli --version "$version" --root "$TOOLS"; then
-        # Its lock file can name a dependency release a registry mirror does
-        # not carry yet; the newest compatible ones then do.
-        say "the locked build failed; installing with the newest compatible dependencies"
-        cargo install --quiet wasm-bindgen-cli --version "$version" --root "$TOOLS"
+    local pinned
+    pinned="$(awk '/^name = "wasm-bindgen-cli"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/tools/wasm-bindgen/Cargo.lock")"
+    if [ "$pinned" != "$version" ]; then
+        say "tools/wasm-bindgen pins wasm-bindgen-cli ${pinned:-?} but the simulator links wasm-bindgen $version: update tools/wasm-bindgen/Cargo.toml and its Cargo.lock" >&2
+        exit 1
     fi
+    # Built from tools/wasm-bindgen, whose committed lock file pins every
+    # dependency (the CLI's published one names releases mirrors may lack).
+    say "installing wasm-bindgen-cli $version into .tools/ (a few minutes the first time)"
+    cargo install --quiet --locked --path "$ROOT/tools/wasm-bindgen" --root "$TOOLS" \
+        --target-dir "$TOOLS/build/wasm-bindgen"
     wasm_bindgen_present "$version" || { say "wasm-bindgen was installed but does not report version $version" >&2; exit 1; }
 }
 
