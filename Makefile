@@ -7,7 +7,7 @@ WASM_PACKAGES := weir-policy weir-filter
 export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
 export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
 
-.PHONY: all setup build wasm server simulator test lint unit e2e demo bench clean bench-xds bench-otlp bench-overload bench-ha bench-cost
+.PHONY: all setup build wasm server simulator test lint unit e2e demo bench fuzz clean bench-xds bench-otlp bench-overload bench-ha bench-cost
 
 all: build
 
@@ -42,9 +42,11 @@ server:
 	fi
 
 ## test: formatting, lints, the wasm32 build of policy/ and filter/, then
-## every unit, integration and end-to-end test (real Envoy, real backends).
+## every unit, integration and end-to-end test (real Envoy, real backends),
+## then every fuzz target for a few seconds from its seeds and past crashes.
 test: build lint
 	@scripts/run-tests.sh
+	@FUZZ_PROFILE=dev FUZZ_SECONDS=3 FUZZ_FRESH=1 scripts/fuzz.sh
 
 lint:
 	$(CARGO) fmt --all --check
@@ -57,6 +59,14 @@ lint:
 ## N seconds after the scenario (0: right after), for unattended runs.
 demo: build
 	@$(CARGO) run --locked --quiet --release -p weir-demo $(if $(DEMO_SECONDS),-- --seconds $(DEMO_SECONDS))
+
+## fuzz: every fuzz target (fuzz/: the policy YAML, the filter's configuration,
+## OTLP protobuf and JSON, ADS streams, the per-request path) under libFuzzer
+## on the nightly toolchain, for FUZZ_RUNS inputs each (default 10,000,000;
+## FUZZ_SECONDS=S for a time instead, FUZZ_JOBS=2 for two at once); writes its
+## section of bench/RESULTS.md. A crash's input lands in fuzz/regressions/.
+fuzz:
+	@scripts/fuzz.sh
 
 ## bench: Envoy's CPU per request and latency without a filter, with a
 ## do-nothing wasm filter, Weir's, a one-line Lua filter and native

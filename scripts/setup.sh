@@ -8,7 +8,9 @@
 #     into .tools/bin, which builds the dashboard's policy simulator;
 #   - Debian's Chromium and ChromeDriver, for the dashboard's browser test;
 #   - Debian's protoc (building weir needs it) and etcd, for the replication tests;
-#   - with `valgrind`, Debian's valgrind, for `make bench-cost`.
+#   - with `valgrind`, Debian's valgrind, for `make bench-cost`;
+#   - with `fuzz`, cargo-fuzz into .tools/bin, for `make fuzz` (which needs the
+#     nightly toolchain the machines' image has).
 # Idempotent: when everything is present it only checks, in about a second.
 set -euo pipefail
 
@@ -212,6 +214,23 @@ ensure_valgrind() {
     apt_install valgrind
 }
 
+# cargo-fuzz, which builds and runs the fuzz targets (fuzz/) with libFuzzer;
+# it needs a nightly toolchain, which rustup cannot download here.
+CARGO_FUZZ_VERSION="0.13.2"
+ensure_cargo_fuzz() {
+    need_cargo
+    cargo +nightly --version >/dev/null 2>&1 \
+        || { say "fuzzing needs a nightly toolchain (cargo +nightly); none is installed" >&2; exit 1; }
+    if [ -x "$TOOLS/bin/cargo-fuzz" ] \
+        && [ "$("$TOOLS/bin/cargo-fuzz" --version 2>/dev/null | awk '{ print $2 }')" = "$CARGO_FUZZ_VERSION" ]; then
+        say "cargo-fuzz $CARGO_FUZZ_VERSION is present"
+        return
+    fi
+    say "installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools/ (about a minute)"
+    cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$TOOLS" \
+        --target-dir "$TOOLS/build/cargo-fuzz"
+}
+
 case "${1:-all}" in
     wasm) ensure_wasm_toolchain ;;
     envoy) ensure_envoy ;;
@@ -220,6 +239,7 @@ case "${1:-all}" in
     browser) ensure_browser ;;
     etcd) ensure_etcd ;;
     valgrind) ensure_valgrind ;;
+    fuzz) ensure_cargo_fuzz ;;
     all) ensure_etcd; ensure_wasm_toolchain; ensure_envoy; ensure_otel; ensure_wasm_bindgen; ensure_browser ;;
-    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser|etcd|valgrind]" >&2; exit 2 ;;
+    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser|etcd|valgrind|fuzz]" >&2; exit 2 ;;
 esac

@@ -24,7 +24,7 @@
 //! It also keeps what the filter reports of its admission decisions, per
 //! reporting source: [`MetricsStore::admission`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 mod admission;
 mod histogram;
@@ -89,6 +89,12 @@ impl WindowStats {
     }
 }
 
+/// Clusters the policy does not name whose reports are kept at most (they
+/// show in `/v1/status`, where a name that does not match the policy's is
+/// spotted); reports of more are refused, so that a source inventing names
+/// cannot grow the store without limit. The policy's own are always kept.
+pub const MAX_UNKNOWN_CLUSTERS: usize = 1024;
+
 /// Every cluster's recent traffic, kept for `retention_ms`, and the filter's
 /// admission per source.
 #[derive(Debug)]
@@ -97,6 +103,12 @@ pub struct MetricsStore {
     /// Slots kept per series at most: the retention's, and one more.
     max_slots: u64,
     clusters: HashMap<String, Cluster>,
+    /// The policy's cluster names.
+    known: HashSet<String>,
+    /// How many of `clusters` are not `known`.
+    unknown: usize,
+    /// Reports refused because [`MAX_UNKNOWN_CLUSTERS`] were kept.
+    refused: u64,
     admission: admission::Sources,
 }
 
@@ -249,8 +261,36 @@ impl MetricsStore {
             retention_ms,
             max_slots: retention_ms.div_ceil(SLOT_MS) + 1,
             clusters: HashMap::new(),
+            known: HashSet::new(),
+            unknown: 0,
+            refused: 0,
             admission: admission::Sources::default(),
         }
+    }
+
+    /// The policy's cluster names, whose reports are always kept.
+    pub fn know_clusters<S: Into<String>>(&mut self, names: impl IntoIterator<Item = S>) {
+        self.known = names.into_iter().map(Into::into).collect();
+        self.count_unknown();
+    }
+
+    /// Clusters kept that the policy does not name.
+    pub fn unknown_clusters(&self) -> usize {
+        self.unknown
+    }
+
+    /// Reports refused since the start because [`MAX_UNKNOWN_CLUSTERS`]
+    /// clusters the policy does not name were kept.
+    pub fn refused_reports(&self) -> u64 {
+        self.refused
+    }
+
+    fn count_unknown(&mut self) {
+        self.unknown = self
+            .clusters
+            .keys()
+            .filter(|name| !self.known.contains(*name))
+            .count();
     }
 
     /// Records a sample for `cluster`, as reported by Envoy.
@@ -271,15 +311,33 @@ impl MetricsStore {
         self.record(cluster, kind, sample.at_ms, counts);
     }
 
-    /// Records what a `kind` of source reported of `cluster`, received at `at_ms`.
-    pub fn record(&mut self, cluster: &str, kind: SourceKind, at_ms: u64, counts: Counts<'_>) {
+    /// Records what a `kind` of source reported of `cluster`, received at
+    /// `at_ms`; `false` if it was refused (a cluster the policy does not
+    /// name, with [`MAX_UNKNOWN_CLUSTERS`] of those kept already).
+    pub fn record(
+        &mut self,
+        cluster: &str,
+        kind: SourceKind,
+        at_ms: u64,
+        counts: Counts<'_>,
+    ) -> bool {
         let entry = match self.clusters.get_mut(cluster) {
             Some(entry) => entry,
-            None => self.clusters.entry(cluster.to_owned()).or_default(),
+            None => {
+                if !self.known.contains(cluster) {
+                    if self.unknown >= MAX_UNKNOWN_CLUSTERS {
+                        self.refused += 1;
+                        return false;
+                    }
+                    self.unknown += 1;
+                }
+                self.clusters.entry(cluster.to_owned()).or_default()
+            }
         };
         entry
             .series_mut(kind)
             .record(slot_key(at_ms), self.max_slots, counts);
+        true
     }
 
     /// Totals of `cluster`'s reports received in `(now_ms − span_ms, now_ms]`
@@ -323,6 +381,7 @@ impl MetricsStore {
         }
         self.clusters
             .retain(|_, c| !c.envoy.slots.is_empty() || !c.application.slots.is_empty());
+        self.count_unknown();
         self.admission.prune(keep_after);
     }
 
@@ -523,5 +582,36 @@ mod tests {
         assert_eq!(admission.sources, 1);
         assert_eq!(admission.classes["alarm"].admitted, 42);
         assert!(!admission.classes.contains_key("heartbeat"));
+    }
+
+    #[test]
+    fn clusters_the_policy_does_not_name_are_bounded_and_its_own_always_kept() {
+        let mut store = MetricsStore::new(10_000);
+        store.know_clusters(["ingest-eu"]);
+        let counts = Counts {
+            requests: 1,
+            ..Counts::default()
+        };
+        for i in 0..MAX_UNKNOWN_CLUSTERS {
+            assert!(store.record(&format!("junk-{i}"), SourceKind::Envoy, 1_000, counts));
+        }
+        assert_eq!(store.unknown_clusters(), MAX_UNKNOWN_CLUSTERS);
+        assert!(!store.record("one-more", SourceKind::Envoy, 1_000, counts));
+        assert!(
+            store.record("junk-7", SourceKind::Envoy, 1_000, counts),
+            "a kept one goes on"
+        );
+        assert!(store.record("ingest-eu", SourceKind::Envoy, 1_000, counts));
+        assert_eq!(store.refused_reports(), 1);
+        assert_eq!(store.window("ingest-eu", 1_000, 1_000).requests, 1);
+        assert_eq!(store.window("one-more", 1_000, 1_000).requests, 0);
+
+        // Once the junk ages out there is room again.
+        store.prune(20_000);
+        assert_eq!(store.unknown_clusters(), 0);
+        assert!(store.record("one-more", SourceKind::Envoy, 20_000, counts));
+        // A policy naming it makes it known.
+        store.know_clusters(["ingest-eu", "one-more"]);
+        assert_eq!(store.unknown_clusters(), 0);
     }
 }

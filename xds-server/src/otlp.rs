@@ -385,6 +385,14 @@ impl Ingest {
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         let last_request = n(&c.last_request_ms);
+        let (unknown_clusters, refused_reports) = {
+            let store = self
+                .inner
+                .store
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (store.unknown_clusters(), store.refused_reports())
+        };
         json!({
             "requests": {
                 "grpc": n(&c.grpc),
@@ -406,6 +414,8 @@ impl Ingest {
             },
             "partial_successes": n(&c.partial_successes),
             "cumulative_streams": streams,
+            "clusters_not_in_policy": unknown_clusters,
+            "cluster_reports_refused": refused_reports,
             "last_request_at_ms": (last_request > 0).then_some(last_request),
             "last_error": last_error,
         })

@@ -12,6 +12,10 @@ use weir_policy::source::{self, Diagnostic};
 /// convergence budget of a policy edit.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The largest policy file read, in bytes: 4 MiB, room for tens of
+/// thousands of clusters. A larger file is refused before it is read whole.
+pub const MAX_POLICY_BYTES: u64 = 4 << 20;
+
 /// Why a policy file could not be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InvalidPolicy {
@@ -35,10 +39,32 @@ impl std::fmt::Display for InvalidPolicy {
 
 /// Reads and validates the policy file at `path`; returns it with its text.
 pub fn read(path: &Path) -> Result<(Policy, String), InvalidPolicy> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        InvalidPolicy::Unreadable(format!("{}: cannot read: {err}", path.display()))
-    })?;
+    let text = read_text(path)?;
     Ok((parse(path, &text)?, text))
+}
+
+/// The text of the file at `path`, if it is text and no larger than
+/// [`MAX_POLICY_BYTES`]; at most one byte more than that is read.
+pub fn read_text(path: &Path) -> Result<String, InvalidPolicy> {
+    use std::io::Read;
+    let unreadable = |why: String| InvalidPolicy::Unreadable(format!("{}: {why}", path.display()));
+    let file =
+        std::fs::File::open(path).map_err(|err| unreadable(format!("cannot read: {err}")))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| unreadable(format!("cannot read: {err}")))?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(unreadable(format!(
+            "larger than the largest policy file accepted ({MAX_POLICY_BYTES} bytes)"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        unreadable(format!(
+            "not UTF-8 text (byte {} is not)",
+            err.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 /// Validates the text of the policy file at `path`.
@@ -71,9 +97,10 @@ impl Watcher {
     }
 
     /// The file's new text if it changed since last seen and has not changed
-    /// since the previous poll. Editors that save by renaming a new file into
+    /// since the previous poll, or why it cannot be used (too large, not
+    /// text); a file that cannot be read at all (being replaced) is skipped. Editors that save by renaming a new file into
     /// place are covered: only the content counts.
-    pub fn poll(&mut self) -> Option<String> {
+    pub fn poll(&mut self) -> Option<Result<String, InvalidPolicy>> {
         let stamp = stamp(&self.path)?;
         if self.seen.as_ref().is_some_and(|(seen, _)| *seen == stamp) {
             self.settling = None;
@@ -83,10 +110,20 @@ impl Watcher {
             return None;
         }
         self.settling = None;
-        let text = std::fs::read_to_string(&self.path).ok()?;
+        if !self.path.is_file() {
+            return None;
+        }
+        let text = match read_text(&self.path) {
+            Ok(text) => text,
+            Err(invalid) => {
+                // Reported once: the stamp counts as seen until it changes.
+                self.seen = Some((stamp, String::new()));
+                return Some(Err(invalid));
+            }
+        };
         let changed = self.seen.as_ref().is_none_or(|(_, old)| *old != text);
         self.seen = Some((stamp, text.clone()));
-        changed.then_some(text)
+        changed.then_some(Ok(text))
     }
 }
 
@@ -107,13 +144,52 @@ mod tests {
         (dir, path, watcher)
     }
 
+    fn text(polled: Option<Result<String, InvalidPolicy>>) -> Option<String> {
+        polled.map(|read| read.expect("readable"))
+    }
+
+    #[test]
+    fn a_file_larger_than_the_bound_is_refused_once_without_being_read_whole() {
+        let (_dir, path, mut watcher) = watched("a: 1\n");
+        let huge = "#".repeat(MAX_POLICY_BYTES as usize) + "\n";
+        std::fs::write(&path, &huge).unwrap();
+        assert_eq!(watcher.poll(), None, "settling");
+        let Some(Err(InvalidPolicy::Unreadable(why))) = watcher.poll() else {
+            panic!("a file over the bound is refused");
+        };
+        assert!(why.ends_with(&format!("policy.yaml: larger than the largest policy file accepted ({MAX_POLICY_BYTES} bytes)")), "{why}");
+        assert_eq!(watcher.poll(), None, "reported once");
+        assert!(matches!(read(&path), Err(InvalidPolicy::Unreadable(_))));
+
+        // Back under the bound, it is read again.
+        std::fs::write(&path, "a: 1\n").unwrap();
+        assert_eq!(watcher.poll(), None, "settling");
+        assert_eq!(text(watcher.poll()).as_deref(), Some("a: 1\n"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_text_is_refused_with_where() {
+        let (_dir, path, mut watcher) = watched("a: 1\n");
+        std::fs::write(&path, b"a: \xff\n").unwrap();
+        assert_eq!(watcher.poll(), None, "settling");
+        let Some(Err(invalid)) = watcher.poll() else {
+            panic!("not UTF-8 is refused");
+        };
+        assert!(
+            invalid
+                .to_string()
+                .ends_with("not UTF-8 text (byte 3 is not)"),
+            "{invalid}"
+        );
+    }
+
     #[test]
     fn an_edit_is_read_once_it_has_held_still_for_a_poll() {
         let (_dir, path, mut watcher) = watched("a: 1\n");
         assert_eq!(watcher.poll(), None, "nothing changed");
         std::fs::write(&path, "a: 2\n# longer\n").unwrap();
         assert_eq!(watcher.poll(), None, "just changed: settling");
-        assert_eq!(watcher.poll().as_deref(), Some("a: 2\n# longer\n"));
+        assert_eq!(text(watcher.poll()).as_deref(), Some("a: 2\n# longer\n"));
         assert_eq!(watcher.poll(), None, "reported once");
     }
 
@@ -125,7 +201,7 @@ mod tests {
         assert_eq!(watcher.poll(), None);
         std::fs::write(&path, "a: 2\nb: 3\n").unwrap();
         assert_eq!(watcher.poll(), None, "it changed again: settling anew");
-        assert_eq!(watcher.poll().as_deref(), Some("a: 2\nb: 3\n"));
+        assert_eq!(text(watcher.poll()).as_deref(), Some("a: 2\nb: 3\n"));
     }
 
     #[test]

@@ -338,9 +338,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Some(text) = watcher.poll()
+                if let Some(read) = watcher.poll()
                     && let Ok(mut control) = control.lock() {
-                        control.apply_policy_text(&text);
+                        match read {
+                            Ok(text) => control.apply_policy_text(&text),
+                            Err(invalid) => control.reject(&invalid),
+                        }
                     }
             }
             _ = control_tick.tick() => {

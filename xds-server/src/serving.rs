@@ -93,6 +93,7 @@ impl Control {
         let snapshot = resources::build(&policy, &feed, &options)?;
         tracing::info!(version = %snapshot.version, file = %policy_path.display(), "policy loaded");
         let (snapshots, receiver) = watch::channel(Arc::new(snapshot));
+        know_clusters(&metrics, &policy);
         let control = Self {
             policy_path,
             policy,
@@ -398,6 +399,7 @@ impl Control {
             .take()
             .filter(|f| f.validate(&policy).is_empty());
         self.controller.set_policy(&policy, now_ms());
+        know_clusters(&self.metrics, &policy);
         self.policy = policy;
         self.policy_digest = digest;
         self.telemetry.policy_applied();
@@ -409,7 +411,8 @@ impl Control {
         }
     }
 
-    fn reject(&mut self, invalid: &InvalidPolicy) {
+    /// Reports a policy that cannot be used; the last good one keeps serving.
+    pub(crate) fn reject(&mut self, invalid: &InvalidPolicy) {
         tracing::error!(
             file = %self.policy_path.display(),
             "policy rejected: the last good one keeps serving:\n{invalid}"
@@ -460,6 +463,14 @@ fn overlay(mut feed: Feed, pinned: Option<&Feed>) -> Feed {
         }
     }
     feed
+}
+
+/// Tells the metrics store which clusters' reports it must always keep.
+fn know_clusters(metrics: &Mutex<MetricsStore>, policy: &Policy) {
+    metrics
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .know_clusters(policy.clusters.iter().map(|c| c.name.clone()));
 }
 
 #[cfg(test)]

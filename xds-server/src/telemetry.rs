@@ -269,6 +269,14 @@ pub fn render(telemetry: &Telemetry, scrape: &Scrape) -> String {
             .inc_by(count(&scrape.otlp["data_points"][outcome]));
     }
 
+    counter_family(
+        r,
+        "weir_otlp_cluster_reports_refused",
+        "Reports of a cluster the policy does not name, refused because the store keeps at most 1024 of those",
+    )
+    .get_or_create(&Labels::default())
+    .inc_by(count(&scrape.otlp["cluster_reports_refused"]));
+
     // Rollouts.
     let decisions = telemetry.events.decisions.clone();
     r.register(

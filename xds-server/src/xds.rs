@@ -7,6 +7,8 @@
 
 mod auth;
 mod delta;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod nodes;
 mod service;
 mod sotw;

@@ -8,10 +8,10 @@ use weir_policy::source::{self, Diagnostic};
 /// Reads and validates one policy file, printing its problems to stderr.
 pub(super) fn load(file: &Path) -> Option<Policy> {
     let shown = file.display().to_string();
-    let text = match std::fs::read_to_string(file) {
+    let text = match crate::policy_source::read_text(file) {
         Ok(text) => text,
-        Err(err) => {
-            eprintln!("{shown}: error: cannot read: {err}");
+        Err(invalid) => {
+            eprintln!("error: {invalid}");
             return None;
         }
     };

@@ -75,17 +75,29 @@ impl Encoded {
         self.type_url
     }
 
+    /// The message's bytes as the Envoy reads them, after checking that the
+    /// gRPC prefix gives their length.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(super) fn message_bytes(&self) -> Result<Vec<u8>, String> {
+        let bytes: Vec<u8> = self.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let prefix: [u8; GRPC_PREFIX_BYTES] = bytes
+            .get(..GRPC_PREFIX_BYTES)
+            .and_then(|p| p.try_into().ok())
+            .ok_or("shorter than the gRPC prefix")?;
+        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        if prefix[0] != 0 || len != bytes.len() - GRPC_PREFIX_BYTES {
+            return Err(format!(
+                "the prefix {prefix:?} does not give the length {}",
+                bytes.len() - GRPC_PREFIX_BYTES
+            ));
+        }
+        Ok(bytes[GRPC_PREFIX_BYTES..].to_vec())
+    }
+
     /// The message as the Envoy will decode it.
     #[cfg(test)]
     pub(super) fn decode<M: prost::Message + Default>(&self) -> M {
-        let bytes: Vec<u8> = self.chunks.iter().flat_map(|c| c.iter().copied()).collect();
-        let len = u32::from_be_bytes(bytes[1..GRPC_PREFIX_BYTES].try_into().unwrap()) as usize;
-        assert_eq!(
-            len,
-            bytes.len() - GRPC_PREFIX_BYTES,
-            "the prefix gives the length"
-        );
-        M::decode(&bytes[GRPC_PREFIX_BYTES..]).unwrap()
+        M::decode(self.message_bytes().unwrap().as_slice()).unwrap()
     }
 }
 
