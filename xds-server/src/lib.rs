@@ -9,6 +9,7 @@ pub mod controller;
 pub mod dashboard;
 pub mod health;
 pub mod http_client;
+pub mod limits;
 pub mod metrics_store;
 pub mod otlp;
 pub mod policy_source;

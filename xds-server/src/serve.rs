@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, ValueEnum};
 
 use crate::admin;
+use crate::limits::{self, LimitedListener, Slots};
 use crate::metrics_store::MetricsStore;
 use crate::otlp::Ingest;
 use crate::policy_source::{self, Watcher};
@@ -84,6 +85,9 @@ pub struct ServeArgs {
     pub simulator_dir: Option<PathBuf>,
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
+
+    #[command(flatten)]
+    pub limits: crate::limits::LimitArgs,
 }
 
 /// How Envoys get the filter module.
@@ -257,7 +261,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // OTLP/gRPC shares the ADS port: Envoy's stats sink reaches weir through
     // the same cluster as its configuration.
     let otlp_auth = xds_auth.for_otlp(args.admin_auth.ingest()?);
+    let limits = &args.limits;
+    let xds_slots = Slots::new(limits.max_xds_connections, "xds");
+    let admin_slots = Slots::new(limits.max_admin_connections, "admin");
     let xds_router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(limits::MAX_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(limits::MAX_HEADER_LIST_BYTES))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             ads, xds_auth,
         ))
@@ -267,12 +278,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ));
     let xds = match &tls {
         None => tokio::spawn(
-            xds_router
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener)),
+            xds_router.serve_with_incoming(limits::tcp_incoming(xds_listener, xds_slots)),
         ),
         Some((xds_tls, _)) => {
             tokio::spawn(xds_tls.clone().watch("xds"));
-            let incoming = TlsListener::spawn(xds_listener, xds_tls.clone(), "xds")?;
+            let incoming = TlsListener::spawn(xds_listener, xds_tls.clone(), xds_slots, "xds")?;
             tokio::spawn(xds_router.serve_with_incoming(incoming.into_stream()))
         }
     };
@@ -303,12 +313,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&heartbeat),
     );
     let admin_router = admin::router(admin_state, origin);
+    let header_timeout = std::time::Duration::from_millis(limits.header_timeout_ms.max(1));
     let admin = match &tls {
-        None => tokio::spawn(async move { axum::serve(admin_listener, admin_router).await }),
+        None => {
+            let listener = LimitedListener::new(admin_listener, admin_slots);
+            tokio::spawn(limits::serve_http(listener, admin_router, header_timeout))
+        }
         Some((_, admin_tls)) => {
             tokio::spawn(admin_tls.clone().watch("admin"));
-            let incoming = TlsListener::spawn(admin_listener, admin_tls.clone(), "admin")?;
-            tokio::spawn(async move { axum::serve(incoming, admin_router).await })
+            let incoming =
+                TlsListener::spawn(admin_listener, admin_tls.clone(), admin_slots, "admin")?;
+            tokio::spawn(limits::serve_http(incoming, admin_router, header_timeout))
         }
     };
     match &tls {

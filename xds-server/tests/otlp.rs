@@ -422,6 +422,29 @@ async fn grpc_accepts_gzip() {
     assert_eq!(window(&store, "ingest-eu").requests, 1000);
 }
 
+#[tokio::test]
+async fn grpc_bounds_what_it_inflates() {
+    let (ingest, store) = ingest();
+    let client = grpc_client(grpc_server(&ingest).await).await;
+    let mut client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    // A few kilobytes on the wire that inflate past the largest request.
+    let mut bomb = envoy_flush();
+    bomb.resource_metrics[0].scope_metrics[0].metrics[0].description = "a".repeat(5 << 20);
+    assert!(bomb.encoded_len() > MAX_REQUEST_BYTES);
+    let err = client.export(bomb).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert_eq!(ingest.status()["refused_requests"]["too_large"], 1);
+    assert_eq!(
+        window(&store, "ingest-eu").requests,
+        0,
+        "nothing of it was added"
+    );
+
+    // The connection and the server go on.
+    client.export(envoy_flush()).await.unwrap();
+    assert_eq!(window(&store, "ingest-eu").requests, 1000);
+}
+
 // ---- HTTP -------------------------------------------------------------------
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::Reloading;
+use crate::limits::Slots;
 
 /// A client has this long to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,6 +33,8 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub struct TlsConn {
     stream: TlsStream<TcpStream>,
     remote: SocketAddr,
+    /// The port's connection slot, held while the connection is open.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The connections of one port, handshakes done.
@@ -41,11 +44,17 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Accepts on `listener` with `tls` from now on; `port` names it in logs.
-    pub fn spawn(listener: TcpListener, tls: Reloading, port: &'static str) -> io::Result<Self> {
+    /// Accepts on `listener` with `tls` from now on, within `slots`; `port`
+    /// names it in logs.
+    pub fn spawn(
+        listener: TcpListener,
+        tls: Reloading,
+        slots: Arc<Slots>,
+        port: &'static str,
+    ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (sender, connections) = mpsc::channel(64);
-        tokio::spawn(accept(listener, tls, port, sender));
+        tokio::spawn(accept(listener, tls, slots, port, sender));
         Ok(Self { connections, local })
     }
 
@@ -83,11 +92,15 @@ impl axum::serve::Listener for TlsListener {
 async fn accept(
     listener: TcpListener,
     tls: Reloading,
+    slots: Arc<Slots>,
     port: &'static str,
     sender: mpsc::Sender<TlsConn>,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
+        let Some(slot) = slots.take().await else {
+            return;
+        };
         let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
             return;
         };
@@ -116,7 +129,12 @@ async fn accept(
                         .and_then(|c| c.first());
                     match leaf.map_or(Ok(()), |leaf| allowed.check(leaf)) {
                         Ok(()) => {
-                            let _ = sender.send(TlsConn { stream, remote }).await;
+                            let conn = TlsConn {
+                                stream,
+                                remote,
+                                _slot: slot,
+                            };
+                            let _ = sender.send(conn).await;
                         }
                         Err(names) => tracing::warn!(
                             port, %remote, ?names,
