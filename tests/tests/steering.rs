@@ -373,3 +373,76 @@ async fn header_values_that_are_not_utf8_are_steered_and_guarded() {
         "the spoofed header steered the request to {backend}"
     );
 }
+
+/// Requests at Envoy's header limits reach the filter whole: ninety headers,
+/// half of them spoofed `x-weir-*` headers in every case, and a value of
+/// 48 KiB. The filter steers them, removes every spoofed header, and keeps
+/// serving; a request beyond Envoy's limits is answered 431 by Envoy before
+/// the filter runs, and the next request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_very_many_and_very_large_headers_are_steered_and_guarded() {
+    let fleet = Fleet::start(example_policy()).unwrap();
+    let envoy = fleet.envoy(no_canary()).start().await.unwrap();
+    let client = http_client();
+
+    let mut request = client
+        .post(envoy.url("/v1/telemetry"))
+        .header("x-region", "us-east")
+        .header("x-device-id", "sensor-big")
+        .header("x-large", "v".repeat(48 * 1024));
+    for i in 0..44 {
+        let spoofed = if i % 2 == 0 {
+            "x-weir-cluster"
+        } else {
+            "X-Weir-Priority"
+        };
+        request = request
+            .header(format!("{spoofed}-{i}"), "ingest-eu-canary")
+            .header(format!("x-device-attr-{i}"), format!("value-{i}"));
+    }
+    request = request
+        .header("x-weir-cluster", "ingest-eu-canary")
+        .header("X-WEIR-PRIORITY", "alarm");
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: Echo = response.json().await.unwrap();
+    assert_eq!(
+        echo.backend, "ingest-us",
+        "steered by its region, not the spoofed cluster"
+    );
+    assert_eq!(echo.headers["x-large"].len(), 48 * 1024);
+    assert_eq!(echo.headers["x-device-attr-43"], "value-43");
+    let weirs: BTreeMap<&str, &str> = echo
+        .headers
+        .iter()
+        .filter(|(name, _)| name.starts_with("x-weir-"))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(
+        weirs.keys().copied().collect::<Vec<_>>(),
+        ["x-weir-cluster", "x-weir-priority"],
+        "only the filter's own: {weirs:?}"
+    );
+    assert_eq!(weirs["x-weir-cluster"], "ingest-us");
+    assert_eq!(weirs["x-weir-priority"], "telemetry");
+
+    // Beyond Envoy's limits (60 KiB, 100 headers): refused by Envoy itself.
+    let too_large = client
+        .post(envoy.url("/v1/telemetry"))
+        .header("x-large", "v".repeat(64 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), 431);
+    let mut too_many = client.post(envoy.url("/v1/telemetry"));
+    for i in 0..120 {
+        too_many = too_many.header(format!("x-weir-h{i}"), "x");
+    }
+    assert_eq!(too_many.send().await.unwrap().status(), 431);
+
+    // And the filter serves on.
+    assert_eq!(
+        backend_for(&envoy, "/v1/telemetry", &[("x-region", "eu-west")]).await,
+        "ingest-eu"
+    );
+}
