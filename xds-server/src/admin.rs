@@ -205,6 +205,10 @@ async fn status(State(state): State<AdminState>) -> Response {
         "snapshot": snapshot_versions(&control.snapshot()),
         "rollouts": control.controller().rollouts(),
         "limit": control.controller().limit(),
+        "state": {
+            "saved": control.unsaved().is_none(),
+            "error": control.unsaved(),
+        },
         "otlp": state.ingest.status(),
         "nodes": state.nodes.status(),
         "envoys": envoy_counts(&state.nodes),
@@ -492,6 +496,11 @@ async fn command(
                 .decisions(std::slice::from_ref(&decision), Origin::Operator);
             Json(CommandAnswer {
                 decision: decision_view(&decision),
+                unsaved: control.unsaved().map(|error| {
+                    format!(
+                        "served, not yet saved ({error}); it is saved once the store works again"
+                    )
+                }),
             })
             .into_response()
         }

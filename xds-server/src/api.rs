@@ -63,6 +63,10 @@ pub struct History {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandAnswer {
     pub decision: DecisionView,
+    /// Set when the decision is served but not yet saved (the state store
+    /// fails): why. It is saved once the store works again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsaved: Option<String>,
 }
 
 /// One cluster in `GET /v1/clusters`: the score served and, for a cluster

@@ -192,6 +192,12 @@ impl Control {
     }
 
     /// An operator's command on a rollout: recorded, persisted, then pushed.
+    ///
+    /// When the state cannot be saved, a command that raises no canary's
+    /// weight above the one served (an abort, a pause) is served all the same
+    /// and saved once the store works again, as the controller's rollbacks
+    /// are; one that would raise a weight (resume, promote) changes nothing
+    /// and fails.
     pub(crate) fn command(
         &mut self,
         canary: &str,
@@ -214,18 +220,45 @@ impl Control {
             .map_err(CommandFailure::Refused)?;
         decision.policy.clone_from(&self.policy_digest);
         self.controller.stamp_policy(&self.policy_digest);
-        if let Err(err) = self.checkpoint(std::slice::from_ref(&decision)) {
-            // Not kept, so not served either: the command did not happen (a
-            // later save must not make it happen behind the operator's back).
-            self.controller = restored_controller(
-                &self.policy,
-                before.rollouts,
-                before.decisions,
-                &before.scores,
-            );
-            return Err(CommandFailure::Unavailable(format!(
-                "not applied, the state could not be saved: {err:#}; try again"
-            )));
+        let earlier = self.unsaved.take().map(|u| u.decisions).unwrap_or_default();
+        let pending: Vec<Decision> = earlier.iter().chain([&decision]).cloned().collect();
+        if let Err(err) = self.checkpoint(&pending) {
+            let error = format!("{err:#}");
+            let rises =
+                self.feed().canary_weights.iter().any(|(canary, weight)| {
+                    self.served_weights.get(canary).is_none_or(|s| weight > s)
+                });
+            if rises {
+                // Not kept, so not served either: the command did not happen
+                // (a later save must not make it happen behind the
+                // operator's back).
+                self.controller = restored_controller(
+                    &self.policy,
+                    before.rollouts,
+                    before.decisions,
+                    &before.scores,
+                );
+                if !earlier.is_empty() {
+                    self.unsaved = Some(Unsaved {
+                        error: error.clone(),
+                        decisions: earlier,
+                    });
+                }
+                return Err(CommandFailure::Unavailable(format!(
+                    "not applied, the state could not be saved: {error}; try again"
+                )));
+            }
+            if self.telemetry.state_not_saved() {
+                tracing::error!(
+                    "{error}; until it can be saved, moves toward stable are served and canaries are held at the weight served"
+                );
+            }
+            self.unsaved = Some(Unsaved {
+                error,
+                decisions: pending,
+            });
+        } else if self.telemetry.state_saved() {
+            tracing::info!("the state is saved again");
         }
         tracing::info!(canary, ?command, to = ?decision.to, weight_bp = decision.weight_bp, "rollout command");
         self.rebuild().map_err(CommandFailure::Unavailable)?;
@@ -543,7 +576,7 @@ mod tests {
     }
 
     #[test]
-    fn a_command_that_cannot_be_saved_changes_nothing() {
+    fn a_command_raising_a_weight_that_cannot_be_saved_changes_nothing() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let etcd = runtime.block_on(weir_testbed::etcd::Etcd::start()).unwrap();
         let mut control = control(&etcd, Writes::Refused);
@@ -552,7 +585,9 @@ mod tests {
             control.snapshot().version.clone(),
             control.controller().decisions().len(),
         );
-        let failed = control.command(&before.canary, Command::Abort).unwrap_err();
+        let failed = control
+            .command(&before.canary, Command::Promote)
+            .unwrap_err();
         assert!(
             matches!(&failed, CommandFailure::Unavailable(m) if m.contains("not applied")),
             "{failed:?}"
@@ -636,5 +671,38 @@ mod tests {
         let saved = store.load().unwrap();
         assert_eq!(saved.rollouts[0].phase, Phase::RolledBack);
         assert!(saved.decisions.iter().any(|d| d.to == Phase::RolledBack));
+    }
+
+    #[test]
+    fn an_abort_that_cannot_be_saved_is_served_at_once_and_saved_once_it_can_be() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let etcd = runtime.block_on(weir_testbed::etcd::Etcd::start()).unwrap();
+        let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
+        let store = Arc::new(EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap());
+        let mut control = control_on(Box::new(Arc::clone(&store)));
+        let canary = first_canary(&control).canary;
+        store.set_writes(Writes::Refused);
+        let served = control.snapshot().version.clone();
+
+        let decision = control.command(&canary, Command::Abort).unwrap();
+        assert_eq!(decision.to, Phase::RolledBack);
+        assert_eq!(control.feed().canary_weights[&canary], 0);
+        assert_ne!(control.snapshot().version, served, "served at once");
+        assert!(control.unsaved().is_some());
+        let saved = store.load().unwrap();
+        assert!(saved.rollouts.iter().all(|r| r.phase != Phase::RolledBack));
+
+        // Saved, with its decision, at the next evaluation once writes work.
+        store.set_writes(Writes::Open);
+        control.control(now_ms());
+        assert!(control.unsaved().is_none());
+        let saved = store.load().unwrap();
+        assert_eq!(saved.rollouts[0].phase, Phase::RolledBack);
+        assert!(
+            saved
+                .decisions
+                .iter()
+                .any(|d| d.to == Phase::RolledBack && d.reason == decision.reason)
+        );
     }
 }

@@ -76,14 +76,18 @@ pub(crate) fn run(args: &RolloutArgs) -> Result<String, Failure> {
     Ok(if args.client.json {
         json_text(&answer.decision)
     } else {
-        format!(
+        let mut text = format!(
             "{}: {} at {} (step {}): {}\n",
             decision.canary,
             phase_name(decision.to).replace('_', " "),
             percent(decision.weight_bp),
             decision.step + 1,
             decision.reason,
-        )
+        );
+        if let Some(unsaved) = &answer.unsaved {
+            text.push_str(&format!("warning: {unsaved}\n"));
+        }
+        text
     })
 }
 
