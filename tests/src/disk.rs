@@ -51,6 +51,26 @@ impl SmallDisk {
         anyhow::bail!("{} did not fill up", self.path().display())
     }
 
+    /// Remounts the filesystem read-only, or writable again (read-only
+    /// only while no file on it is open for writing).
+    pub fn set_read_only(&self, read_only: bool) -> anyhow::Result<()> {
+        let mode = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let status = Command::new("mount")
+            .args(["-o", mode])
+            .arg(self.path())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "mount -o {mode} {} failed ({status})",
+            self.path().display()
+        );
+        Ok(())
+    }
+
     /// Frees what [`SmallDisk::fill`] took.
     pub fn free(&self) -> anyhow::Result<()> {
         std::fs::remove_file(&self.filler)?;

@@ -563,3 +563,71 @@ async fn with_its_disk_full_weir_still_rolls_back_says_so_and_saves_it_once_ther
     let restarted = w.weir.kill().start().await.unwrap();
     assert_eq!(rollout(&restarted).await["phase"], "rolled_back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_its_state_on_a_read_only_filesystem_weir_serves_what_was_saved_and_says_so() {
+    let disk = weir_testbed::disk::SmallDisk::mount(8).unwrap();
+    let state = disk.path().join("state.redb");
+    let w = Served::start_with_env(
+        policy("[50, 100]", "30s"),
+        "read-only-envoy",
+        2,
+        &[("WEIR_STATE", state.to_str().unwrap())],
+    )
+    .await
+    .unwrap();
+    // A decision worth keeping, saved.
+    let aborted: Value = http_client()
+        .post(format!(
+            "http://{}/v1/rollouts/{CANARY}/abort",
+            w.weir.admin_addr()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(aborted["decision"]["to"], "rolled_back", "{aborted}");
+    assert!(aborted.get("unsaved").is_none(), "{aborted}");
+
+    // The filesystem goes read-only (as ext4 does after an I/O error) and
+    // weir restarts: it used to refuse to start.
+    let stopped = w.weir.kill();
+    disk.set_read_only(true).unwrap();
+    let weir = stopped.start().await.unwrap();
+    assert_eq!(
+        rollout(&weir).await["phase"],
+        "rolled_back",
+        "what was saved is served"
+    );
+    assert!(weir.log().contains("reading it as it is"), "{}", weir.log());
+    let problems = eventually(
+        "weir to say it is not ready",
+        Duration::from_secs(10),
+        || async {
+            let (status, answer) = readiness(&weir).await;
+            (status == 503).then_some(answer)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        problems["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains("Read-only file system")),
+        "{problems}"
+    );
+    assert_eq!(weir.status().await.unwrap()["state"]["saved"], false);
+
+    // Writable again: saved and ready, without a restart.
+    disk.set_read_only(false).unwrap();
+    eventually(
+        "weir to be ready again",
+        Duration::from_secs(10),
+        || async { (readiness(&weir).await.0 == 200).then_some(()) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(weir.status().await.unwrap()["state"]["saved"], true);
+}

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, bail};
+use redb::backends::InMemoryBackend;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageBackend, StorageError, TableDefinition,
 };
 
 use weir_policy::Feed;
@@ -57,13 +59,30 @@ impl std::fmt::Debug for RedbStore {
 
 impl RedbStore {
     /// Opens the database at `path`, creating it (not its folder) if missing.
+    ///
+    /// An existing file that can be read but not written (a filesystem
+    /// remounted read-only after an error, say) is opened all the same: its
+    /// state is read, and every save fails until it can be written, which
+    /// weir serves through as it does a full disk (toward stable, saying so).
     pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = open_database(&path)?;
-        guarded(|| init(&db))
-            .with_context(|| format!("cannot use the state database {}", path.display()))?;
+        let db = match open_database(&path) {
+            Ok(db) => {
+                guarded(|| init(&db))
+                    .with_context(|| format!("cannot use the state database {}", path.display()))?;
+                Some(db)
+            }
+            Err(err) if path.is_file() && cannot_write(&err) => {
+                read_only(&path)?;
+                tracing::error!(
+                    "{err:#}: reading it as it is; nothing weir decides can be saved until it can be written"
+                );
+                None
+            }
+            Err(err) => return Err(err),
+        };
         Ok(Self {
-            db: Mutex::new(Some(db)),
+            db: Mutex::new(db),
             path,
         })
     }
@@ -107,6 +126,51 @@ fn open_database(path: &Path) -> anyhow::Result<Database> {
             .map_err(anyhow::Error::from)
     })
     .with_context(|| format!("cannot open the state database {}", path.display()))
+}
+
+/// Whether `err` is the filesystem refusing writes (read-only, or not
+/// permitted) rather than a damaged or foreign file.
+fn cannot_write(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            match cause.downcast_ref::<DatabaseError>() {
+                Some(DatabaseError::Storage(StorageError::Io(io))) => Some(io),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            )
+        })
+    })
+}
+
+/// The saved state of a database that can only be read: a copy of the file
+/// is opened in memory, where redb may repair it (a weir killed before it
+/// closed the file leaves it needing repair, which the file itself cannot
+/// take while it is read-only).
+fn read_only(path: &Path) -> anyhow::Result<Saved> {
+    guarded(|| {
+        let bytes = std::fs::read(path)?;
+        let copy = InMemoryBackend::new();
+        copy.set_len(bytes.len() as u64)?;
+        copy.write(0, &bytes)?;
+        let db = Database::builder()
+            .set_cache_size(16 * 1024 * 1024)
+            .create_with_backend(copy)?;
+        let format = db
+            .begin_read()?
+            .open_table(META)?
+            .get("format")?
+            .map(|v| v.value());
+        if format != Some(FORMAT) {
+            bail!("it has layout version {format:?}, this weir reads version {FORMAT}");
+        }
+        read(&db)
+    })
+    .with_context(|| format!("cannot read the state database {}", path.display()))
 }
 
 /// Creates the tables and checks the layout version.
@@ -263,7 +327,10 @@ fn read(db: &Database) -> anyhow::Result<Saved> {
 
 impl Store for RedbStore {
     fn load(&self) -> anyhow::Result<Saved> {
-        self.with_db("read", read)
+        match self.with_db("read", read) {
+            Err(err) if cannot_write(&err) => read_only(&self.path),
+            result => result,
+        }
     }
 
     fn save(&self, checkpoint: &Checkpoint<'_>) -> anyhow::Result<()> {
