@@ -743,3 +743,76 @@ async fn wasm(State(state): State<AdminState>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::health::Heartbeat;
+    use crate::store::RedbStore;
+
+    /// The admin API of a weir deciding on the example policy, served on a
+    /// loopback port; its serving state, to break.
+    async fn served(dir: &std::path::Path) -> (SocketAddr, Arc<Mutex<Control>>) {
+        let store = RedbStore::open(dir.join("state.redb")).unwrap();
+        let control = Arc::new(Mutex::new(crate::serving::testing::control_on(Box::new(
+            store,
+        ))));
+        let metrics = Arc::new(Mutex::new(MetricsStore::new(60_000)));
+        let address: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let state = AdminState::new(
+            Arc::clone(&control),
+            Nodes::default(),
+            Vec::new(),
+            Ingest::new(Arc::clone(&metrics), crate::serving::now_ms),
+            Arc::clone(&metrics),
+            Telemetry::default(),
+            Auth::new(&AuthArgs::default(), address).unwrap(),
+            crate::dashboard::Dashboard::new(Arc::clone(&control), metrics, None),
+            Replication::single(),
+            Arc::new(Heartbeat::new(Duration::from_secs(60))),
+        );
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let bound = listener.local_addr().unwrap();
+        let router = router(state, OriginGuard::new(&OriginArgs::default(), false));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (bound, control)
+    }
+
+    async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("http://{address}{path}"))
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_the_serving_state_is_held_fails_health_and_readiness() {
+        let dir = tempfile::tempdir().unwrap();
+        let (address, control) = served(dir.path()).await;
+        assert_eq!(get(address, "/healthz").await, (200, "ok\n".to_owned()));
+        assert_eq!(get(address, "/readyz").await.0, 200);
+
+        // A handler panicking half-way through a change of the serving state.
+        let held = Arc::clone(&control);
+        let panicked = std::thread::spawn(move || {
+            let _guard = held.lock().unwrap();
+            panic!("injected: a handler failed while holding the serving state");
+        })
+        .join();
+        assert!(panicked.is_err());
+
+        let (status, body) = get(address, "/healthz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("a panic left the serving state half-changed"),
+            "{body}"
+        );
+        let (status, body) = get(address, "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        // The handlers that need the state say so rather than hang or panic.
+        assert_eq!(get(address, "/v1/status").await.0, 503);
+    }
+}

@@ -506,25 +506,16 @@ fn know_clusters(metrics: &Mutex<MetricsStore>, policy: &Policy) {
         .know_clusters(policy.clusters.iter().map(|c| c.name.clone()));
 }
 
+/// Serving state for tests of this crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use crate::controller::Phase;
     use crate::resources::WasmSource;
-    use crate::store::{EtcdOptions, EtcdStore, Writes};
 
     const POLICY: &str = include_str!("../../examples/policies/iot-fleet.yaml");
 
-    /// Serving state deciding on a real etcd store whose writes `writes` allows.
-    fn control(etcd: &weir_testbed::etcd::Etcd, writes: Writes) -> Control {
-        let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
-        let store = EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap();
-        store.set_writes(writes);
-        control_on(Box::new(store))
-    }
-
-    /// Serving state deciding on `store`.
-    fn control_on(store: Box<dyn Store>) -> Control {
+    /// Serving state deciding on `store`, for the example policy.
+    pub(crate) fn control_on(store: Box<dyn Store>) -> Control {
         let policy = weir_policy::source::load("iot-fleet.yaml", POLICY).unwrap();
         let controller = Controller::new(&policy, Vec::new(), now_ms());
         let options = Options::new(WasmSource::Local("/weir_filter.wasm".into()));
@@ -543,6 +534,23 @@ mod tests {
         .unwrap();
         control
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::Phase;
+    use crate::store::{EtcdOptions, EtcdStore, Writes};
+
+    /// Serving state deciding on a real etcd store whose writes `writes` allows.
+    fn control(etcd: &weir_testbed::etcd::Etcd, writes: Writes) -> Control {
+        let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
+        let store = EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap();
+        store.set_writes(writes);
+        control_on(Box::new(store))
+    }
+
+    use super::testing::control_on;
 
     /// One second of traffic to the example's canary and its stable cluster
     /// received at `at_ms`: 1,000 requests each, all fast, with these error
