@@ -97,7 +97,7 @@ pub fn run(data: &[u8]) {
         .iter()
         .map(|(name, value)| (name.bytes(&NAMES), value.bytes(&VALUES)))
         .collect();
-    let serialized = serialize(&pairs);
+    let serialized = header_map::serialize(&pairs);
     let map = match input.raw {
         Some(raw) => {
             assert!(header_map::pairs(raw).count() <= header_map::declared_len(raw));
@@ -183,22 +183,4 @@ fn engine(policy: &weir_policy::Policy, input: &Input<'_>) -> Option<Engine> {
     feed.validate(policy)
         .is_empty()
         .then(|| Engine::new(policy, &feed))
-}
-
-/// The host's serialized form of `pairs`.
-fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let len = |bytes: &[u8]| u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes();
-    let mut out = Vec::new();
-    out.extend((pairs.len() as u32).to_le_bytes());
-    for (name, value) in pairs {
-        out.extend(len(name));
-        out.extend(len(value));
-    }
-    for (name, value) in pairs {
-        out.extend(*name);
-        out.push(0);
-        out.extend(*value);
-        out.push(0);
-    }
-    out
 }

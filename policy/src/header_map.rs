@@ -29,6 +29,27 @@ pub fn text_pairs(bytes: &[u8]) -> Option<impl Iterator<Item = (&str, &str)>> {
     Some(spans.map_while(move |(name, value)| Some((text.get(name)?, text.get(value)?))))
 }
 
+/// `pairs` serialized as the host hands them over: what [`pairs`] reads
+/// (for tests and tools; a name or value over 4 GiB is cut to it).
+pub fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let len = |bytes: &[u8]| u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes();
+    let mut out = u32::try_from(pairs.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes()
+        .to_vec();
+    for (name, value) in pairs {
+        out.extend(len(name));
+        out.extend(len(value));
+    }
+    for (name, value) in pairs {
+        out.extend(*name);
+        out.push(0);
+        out.extend(*value);
+        out.push(0);
+    }
+    out
+}
+
 /// How many pairs the buffer says it holds (those that fit may be fewer).
 pub fn declared_len(bytes: &[u8]) -> usize {
     spans(bytes).1.len()
@@ -79,22 +100,6 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Serializes pairs as the host does.
-    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (name, value) in pairs {
-            out.extend((name.len() as u32).to_le_bytes());
-            out.extend((value.len() as u32).to_le_bytes());
-        }
-        for (name, value) in pairs {
-            out.extend(*name);
-            out.push(0);
-            out.extend(*value);
-            out.push(0);
-        }
-        out
-    }
 
     #[test]
     fn pairs_are_read_in_order_without_their_terminators() {

@@ -499,6 +499,20 @@ async fn readiness(weir: &Weir) -> (u16, Value) {
     (status, response.json().await.unwrap_or_default())
 }
 
+/// Readiness's problems, once weir says it is not ready.
+async fn wait_unready(weir: &Weir) -> Value {
+    eventually(
+        "weir to say it is not ready",
+        Duration::from_secs(10),
+        || async {
+            let (status, answer) = readiness(weir).await;
+            (status == 503).then_some(answer)
+        },
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_its_disk_full_weir_still_rolls_back_says_so_and_saves_it_once_there_is_room() {
     let disk = weir_testbed::disk::SmallDisk::mount(8).unwrap();
@@ -516,16 +530,7 @@ async fn with_its_disk_full_weir_still_rolls_back_says_so_and_saves_it_once_ther
 
     disk.fill().unwrap();
     // The state is saved every ~2 s even without a decision.
-    let problems = eventually(
-        "weir to say it is not ready",
-        Duration::from_secs(10),
-        || async {
-            let (status, answer) = readiness(&w.weir).await;
-            (status == 503).then_some(answer)
-        },
-    )
-    .await
-    .unwrap();
+    let problems = wait_unready(&w.weir).await;
     assert!(
         problems["problems"][0]
             .as_str()
@@ -602,16 +607,7 @@ async fn with_its_state_on_a_read_only_filesystem_weir_serves_what_was_saved_and
         "what was saved is served"
     );
     assert!(weir.log().contains("reading it as it is"), "{}", weir.log());
-    let problems = eventually(
-        "weir to say it is not ready",
-        Duration::from_secs(10),
-        || async {
-            let (status, answer) = readiness(&weir).await;
-            (status == 503).then_some(answer)
-        },
-    )
-    .await
-    .unwrap();
+    let problems = wait_unready(&weir).await;
     assert!(
         problems["problems"][0]
             .as_str()

@@ -575,6 +575,15 @@ mod tests {
         }
     }
 
+    /// Serving state deciding on a real etcd store, and the store, whose
+    /// writes the test turns off and on.
+    fn control_on_etcd(etcd: &weir_testbed::etcd::Etcd) -> (Arc<EtcdStore>, Control) {
+        let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
+        let store = Arc::new(EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap());
+        let control = control_on(Box::new(Arc::clone(&store)));
+        (store, control)
+    }
+
     fn saved_canary(store: &EtcdStore) -> crate::controller::RolloutState {
         store.load().unwrap().rollouts.remove(0)
     }
@@ -621,9 +630,7 @@ mod tests {
     fn without_a_store_a_rollback_is_served_at_once_and_an_advance_waits_until_it_is_saved() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let etcd = runtime.block_on(weir_testbed::etcd::Etcd::start()).unwrap();
-        let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
-        let store = Arc::new(EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap());
-        let mut control = control_on(Box::new(Arc::clone(&store)));
+        let (store, mut control) = control_on_etcd(&etcd);
         let canary = first_canary(&control).canary;
         assert_eq!(canary, "ingest-eu-canary");
         let first = control.feed().canary_weights[&canary];
@@ -685,9 +692,7 @@ mod tests {
     fn an_abort_that_cannot_be_saved_is_served_at_once_and_saved_once_it_can_be() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let etcd = runtime.block_on(weir_testbed::etcd::Etcd::start()).unwrap();
-        let endpoints = etcd.endpoints().iter().map(ToString::to_string).collect();
-        let store = Arc::new(EtcdStore::open(&EtcdOptions::new(endpoints)).unwrap());
-        let mut control = control_on(Box::new(Arc::clone(&store)));
+        let (store, mut control) = control_on_etcd(&etcd);
         let canary = first_canary(&control).canary;
         store.set_writes(Writes::Refused);
         let served = control.snapshot().version.clone();
