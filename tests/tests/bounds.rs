@@ -1,6 +1,7 @@
 //! What a client can hold of a real `weir serve`: connection slots per port,
-//! and how long an HTTP/1 client may take to send a request's headers or
-//! keep an idle connection. Raw TCP on loopback, so that the test controls
+//! how long a connection may take to send its opening bytes, and how long an
+//! HTTP/1 client may take to send a request's headers or keep an idle
+//! connection. Raw TCP on loopback, so that the test controls
 //! every byte and every close.
 
 use std::net::SocketAddr;
@@ -135,6 +136,22 @@ async fn the_xds_port_holds_its_connection_slots() {
 async fn an_http_client_slow_with_its_headers_or_idle_is_disconnected() {
     let (weir, _policy) = weir(&[("WEIR_HEADER_TIMEOUT_MS", "300")]).await;
     let admin = weir.admin_addr();
+
+    // On either port: a connection that sends nothing, or only part of an
+    // HTTP/2 preface (neither is timed by HTTP/2 or HTTP/1 themselves).
+    for port in [admin, weir.xds_addr()] {
+        let mut silent = connect(port).await;
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(5)).await,
+            "{port}"
+        );
+        let mut partial = connect(port).await;
+        partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        assert!(
+            closed_within(&mut partial, Duration::from_secs(5)).await,
+            "{port}"
+        );
+    }
 
     // Half a request, and nothing more.
     let mut slow = connect(admin).await;

@@ -1,5 +1,6 @@
-//! Bounds on what clients can hold of weir: connections per port, streams
-//! per connection, how long an HTTP/1 client may take to send a request's
+//! Bounds on what clients can hold of weir: connections per port, how long
+//! a new connection may take to send its opening bytes, streams per
+//! connection, how long an HTTP/1 client may take to send a request's
 //! headers (and how long an idle keep-alive connection stays open), and how
 //! long a peer that stops answering HTTP/2 pings stays connected.
 //!
@@ -22,6 +23,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 /// An HTTP/2 connection is pinged after this long without a frame…
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -32,6 +34,11 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// The largest header block a request may carry (HTTP/2).
 pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// A new connection must send this many bytes (an HTTP/2 client's whole
+/// preface) within the opening deadline: neither HTTP/2's handshake nor
+/// the detection of the HTTP version has a deadline of its own, and
+/// keep-alive pings start only after them.
+const OPENING_BYTES: usize = 24;
 
 /// The bounds operators can set.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
@@ -46,8 +53,10 @@ pub struct LimitArgs {
     #[arg(long, env = "WEIR_MAX_ADMIN_CONNECTIONS", default_value_t = 4096)]
     pub max_admin_connections: usize,
 
-    /// Milliseconds an HTTP/1 client on the admin port has to send a
-    /// request's headers; a keep-alive connection idle this long is closed.
+    /// Milliseconds a new connection on either port has to send its opening
+    /// bytes (after the TLS handshake, with TLS), and an HTTP/1 client on the
+    /// admin port a request's headers; a keep-alive connection idle this
+    /// long is closed.
     #[arg(long, env = "WEIR_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
 }
@@ -58,20 +67,37 @@ pub struct Slots {
     free: Arc<Semaphore>,
     max: usize,
     port: &'static str,
+    /// How long a new connection has to send its opening bytes.
+    opening: Duration,
     /// Logged that every slot is taken, and not since a slot came free.
     full: AtomicBool,
 }
 
 impl Slots {
-    /// `max` slots (at least one) for the port named `port` in logs.
-    pub fn new(max: usize, port: &'static str) -> Arc<Self> {
+    /// `max` slots (at least one) for the port named `port` in logs, whose
+    /// connections have `opening` to send their opening bytes.
+    pub fn new(max: usize, port: &'static str, opening: Duration) -> Arc<Self> {
         let max = max.max(1);
         Arc::new(Self {
             free: Arc::new(Semaphore::new(max)),
             max,
             port,
+            opening,
             full: AtomicBool::new(false),
         })
+    }
+
+    /// `io`, holding `slot` until it is dropped, with the opening deadline
+    /// running from now.
+    pub fn admit<Io>(&self, io: Io, slot: OwnedSemaphorePermit) -> Counted<Io> {
+        Counted {
+            io,
+            _slot: slot,
+            opening: Some(Opening {
+                deadline: Box::pin(tokio::time::sleep(self.opening)),
+                read: 0,
+            }),
+        }
     }
 
     /// A slot for the next connection, once one is free.
@@ -89,24 +115,22 @@ impl Slots {
         }
         Arc::clone(&self.free).acquire_owned().await.ok()
     }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.max - self.free.available_permits()
-    }
 }
 
-/// A connection holding its slot until it is dropped.
+/// A connection holding its slot until it is dropped, and failing its reads
+/// if its opening bytes do not arrive in time.
 #[derive(Debug)]
 pub struct Counted<Io> {
     io: Io,
     _slot: OwnedSemaphorePermit,
+    /// Until [`OPENING_BYTES`] have arrived.
+    opening: Option<Opening>,
 }
 
-impl<Io> Counted<Io> {
-    pub fn new(io: Io, slot: OwnedSemaphorePermit) -> Self {
-        Self { io, _slot: slot }
-    }
+#[derive(Debug)]
+struct Opening {
+    deadline: Pin<Box<Sleep>>,
+    read: usize,
 }
 
 /// Plaintext TCP connections within `slots`, as tonic's
@@ -147,7 +171,7 @@ impl axum::serve::Listener for LimitedListener {
                 return std::future::pending().await;
             };
             match self.listener.accept().await {
-                Ok((tcp, remote)) => return (Counted::new(tcp, slot), remote),
+                Ok((tcp, remote)) => return (self.slots.admit(tcp, slot), remote),
                 Err(err) => {
                     // Out of file descriptors, say: wait rather than spin.
                     tracing::warn!(port = self.slots.port, %err, "cannot accept a connection");
@@ -195,11 +219,32 @@ where
 
 impl<Io: AsyncRead + Unpin> AsyncRead for Counted<Io> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let Some(opening) = &mut this.opening else {
+            return polled;
+        };
+        match polled {
+            Poll::Ready(Ok(())) => {
+                opening.read += buf.filled().len() - before;
+                if opening.read >= OPENING_BYTES {
+                    this.opening = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if opening.deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the connection's opening bytes did not arrive in time",
+                )))
+            }
+            other => other,
+        }
     }
 }
 

@@ -46,24 +46,46 @@ pub fn read(path: &Path) -> Result<(Policy, String), InvalidPolicy> {
 /// The text of the file at `path`, if it is text and no larger than
 /// [`MAX_POLICY_BYTES`]; at most one byte more than that is read.
 pub fn read_text(path: &Path) -> Result<String, InvalidPolicy> {
+    bounded_text(path).map_err(|failure| failure.invalid(path))
+}
+
+/// Why a file's text was not read.
+enum ReadFailure {
+    /// It could not be read (missing, not permitted, an I/O error): worth
+    /// trying again, the content may be fine.
+    Io(std::io::Error),
+    /// Read, and unusable as it is.
+    TooLarge,
+    NotText {
+        valid_up_to: usize,
+    },
+}
+
+impl ReadFailure {
+    fn invalid(&self, path: &Path) -> InvalidPolicy {
+        let why = match self {
+            Self::Io(err) => format!("cannot read: {err}"),
+            Self::TooLarge => {
+                format!("larger than the largest policy file accepted ({MAX_POLICY_BYTES} bytes)")
+            }
+            Self::NotText { valid_up_to } => format!("not UTF-8 text (byte {valid_up_to} is not)"),
+        };
+        InvalidPolicy::Unreadable(format!("{}: {why}", path.display()))
+    }
+}
+
+fn bounded_text(path: &Path) -> Result<String, ReadFailure> {
     use std::io::Read;
-    let unreadable = |why: String| InvalidPolicy::Unreadable(format!("{}: {why}", path.display()));
-    let file =
-        std::fs::File::open(path).map_err(|err| unreadable(format!("cannot read: {err}")))?;
+    let file = std::fs::File::open(path).map_err(ReadFailure::Io)?;
     let mut bytes = Vec::new();
     file.take(MAX_POLICY_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|err| unreadable(format!("cannot read: {err}")))?;
+        .map_err(ReadFailure::Io)?;
     if bytes.len() as u64 > MAX_POLICY_BYTES {
-        return Err(unreadable(format!(
-            "larger than the largest policy file accepted ({MAX_POLICY_BYTES} bytes)"
-        )));
+        return Err(ReadFailure::TooLarge);
     }
-    String::from_utf8(bytes).map_err(|err| {
-        unreadable(format!(
-            "not UTF-8 text (byte {} is not)",
-            err.utf8_error().valid_up_to()
-        ))
+    String::from_utf8(bytes).map_err(|err| ReadFailure::NotText {
+        valid_up_to: err.utf8_error().valid_up_to(),
     })
 }
 
@@ -98,7 +120,8 @@ impl Watcher {
 
     /// The file's new text if it changed since last seen and has not changed
     /// since the previous poll, or why it cannot be used (too large, not
-    /// text); a file that cannot be read at all (being replaced) is skipped. Editors that save by renaming a new file into
+    /// text); a file that cannot be read at all (being replaced, not
+    /// permitted) is tried again at the next poll. Editors that save by renaming a new file into
     /// place are covered: only the content counts.
     pub fn poll(&mut self) -> Option<Result<String, InvalidPolicy>> {
         let stamp = stamp(&self.path)?;
@@ -110,15 +133,15 @@ impl Watcher {
             return None;
         }
         self.settling = None;
-        if !self.path.is_file() {
-            return None;
-        }
-        let text = match read_text(&self.path) {
+        let text = match bounded_text(&self.path) {
             Ok(text) => text,
-            Err(invalid) => {
+            // Tried again at the next poll (a file being replaced, say, or
+            // whose permissions are being fixed).
+            Err(ReadFailure::Io(_)) => return None,
+            Err(unusable) => {
                 // Reported once: the stamp counts as seen until it changes.
                 self.seen = Some((stamp, String::new()));
-                return Some(Err(invalid));
+                return Some(Err(unusable.invalid(&self.path)));
             }
         };
         let changed = self.seen.as_ref().is_none_or(|(_, old)| *old != text);

@@ -262,8 +262,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // the same cluster as its configuration.
     let otlp_auth = xds_auth.for_otlp(args.admin_auth.ingest()?);
     let limits = &args.limits;
-    let xds_slots = Slots::new(limits.max_xds_connections, "xds");
-    let admin_slots = Slots::new(limits.max_admin_connections, "admin");
+    let header_timeout = std::time::Duration::from_millis(limits.header_timeout_ms.max(1));
+    let xds_slots = Slots::new(limits.max_xds_connections, "xds", header_timeout);
+    let admin_slots = Slots::new(limits.max_admin_connections, "admin", header_timeout);
     let xds_router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
@@ -313,7 +314,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&heartbeat),
     );
     let admin_router = admin::router(admin_state, origin);
-    let header_timeout = std::time::Duration::from_millis(limits.header_timeout_ms.max(1));
     let admin = match &tls {
         None => {
             let listener = LimitedListener::new(admin_listener, admin_slots);

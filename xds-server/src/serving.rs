@@ -193,11 +193,10 @@ impl Control {
 
     /// An operator's command on a rollout: recorded, persisted, then pushed.
     ///
-    /// When the state cannot be saved, a command that raises no canary's
-    /// weight above the one served (an abort, a pause) is served all the same
-    /// and saved once the store works again, as the controller's rollbacks
-    /// are; one that would raise a weight (resume, promote) changes nothing
-    /// and fails.
+    /// When the state cannot be saved, a command toward stable (an abort, a
+    /// pause) is served all the same and saved once the store works again,
+    /// as the controller's rollbacks are; one away from it (resume, promote)
+    /// changes nothing and fails.
     pub(crate) fn command(
         &mut self,
         canary: &str,
@@ -224,11 +223,12 @@ impl Control {
         let pending: Vec<Decision> = earlier.iter().chain([&decision]).cloned().collect();
         if let Err(err) = self.checkpoint(&pending) {
             let error = format!("{err:#}");
-            let rises =
-                self.feed().canary_weights.iter().any(|(canary, weight)| {
-                    self.served_weights.get(canary).is_none_or(|s| weight > s)
-                });
-            if rises {
+            if self.telemetry.state_not_saved() {
+                tracing::error!(
+                    "{error}; until it can be saved, moves toward stable are served and canaries are held at the weight served"
+                );
+            }
+            if !matches!(command, Command::Abort | Command::Pause) {
                 // Not kept, so not served either: the command did not happen
                 // (a later save must not make it happen behind the
                 // operator's back).
@@ -238,20 +238,13 @@ impl Control {
                     before.decisions,
                     &before.scores,
                 );
-                if !earlier.is_empty() {
-                    self.unsaved = Some(Unsaved {
-                        error: error.clone(),
-                        decisions: earlier,
-                    });
-                }
+                self.unsaved = Some(Unsaved {
+                    error: error.clone(),
+                    decisions: earlier,
+                });
                 return Err(CommandFailure::Unavailable(format!(
                     "not applied, the state could not be saved: {error}; try again"
                 )));
-            }
-            if self.telemetry.state_not_saved() {
-                tracing::error!(
-                    "{error}; until it can be saved, moves toward stable are served and canaries are held at the weight served"
-                );
             }
             self.unsaved = Some(Unsaved {
                 error,
@@ -293,7 +286,9 @@ impl Control {
         self.evaluations = self.evaluations.wrapping_add(1);
         // Hold progress is saved now and then even without a decision, so a
         // restart loses at most a few seconds of it.
-        let checkpoint = self.evaluations.is_multiple_of(CHECKPOINT_EVERY);
+        // The first evaluation saves too: a store that cannot be written is
+        // reported at once.
+        let checkpoint = self.evaluations % CHECKPOINT_EVERY == 1;
         if decisions.is_empty() && !evaluation.changed && !checkpoint && self.unsaved.is_none() {
             return;
         }
@@ -609,6 +604,7 @@ mod tests {
             matches!(&failed, CommandFailure::Unavailable(m) if m.contains("not applied")),
             "{failed:?}"
         );
+        assert!(control.unsaved().is_some(), "readiness says so");
         assert_eq!(first_canary(&control), before);
         assert_eq!(control.controller().decisions().len(), decisions);
         assert_eq!(control.snapshot().version, served);

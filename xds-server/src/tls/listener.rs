@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::Reloading;
-use crate::limits::Slots;
+use crate::limits::{Counted, Slots};
 
 /// A client has this long to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,10 +31,9 @@ const TLS_HANDSHAKE: u8 = 0x16;
 
 /// An established TLS connection.
 pub struct TlsConn {
-    stream: TlsStream<TcpStream>,
+    /// Holding the port's connection slot while it is open.
+    stream: Counted<TlsStream<TcpStream>>,
     remote: SocketAddr,
-    /// The port's connection slot, held while the connection is open.
-    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The connections of one port, handshakes done.
@@ -116,6 +115,7 @@ async fn accept(
         let acceptor = TlsAcceptor::from(tls.current());
         let allowed = tls.allowed().clone();
         let sender = sender.clone();
+        let slots = Arc::clone(&slots);
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp));
             let outcome = handshake.await;
@@ -130,9 +130,8 @@ async fn accept(
                     match leaf.map_or(Ok(()), |leaf| allowed.check(leaf)) {
                         Ok(()) => {
                             let conn = TlsConn {
-                                stream,
+                                stream: slots.admit(stream, slot),
                                 remote,
-                                _slot: slot,
                             };
                             let _ = sender.send(conn).await;
                         }
