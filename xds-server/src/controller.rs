@@ -60,9 +60,7 @@ use limit::ConcurrencyLimit;
 use rollout::CanaryConfig;
 use sla::SlaScores;
 
-/// The sliding window every evaluation reads: long enough to gather
-/// `min_samples` at modest rates, short enough to react within seconds.
-pub const WINDOW_MS: u64 = 10_000;
+pub use crate::metrics_store::WINDOW_MS;
 
 /// Decisions kept in memory for the admin API.
 pub const HISTORY: usize = 1_000;

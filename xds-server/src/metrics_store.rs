@@ -89,6 +89,10 @@ impl WindowStats {
     }
 }
 
+/// The sliding window every evaluation reads: long enough to gather
+/// `min_samples` at modest rates, short enough to react within seconds.
+pub const WINDOW_MS: u64 = 10_000;
+
 /// Clusters the policy does not name whose reports are kept at most (they
 /// show in `/v1/status`, where a name that does not match the policy's is
 /// spotted); reports of more are refused, so that a source inventing names

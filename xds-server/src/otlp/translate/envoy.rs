@@ -1,0 +1,102 @@
+//! Envoy's stats sink: `cluster.upstream_rq_xx` (requests and 5xx by
+//! cluster) and `cluster.upstream_rq_time` (their latency), delta or
+//! cumulative.
+
+use super::*;
+
+impl<'r> Run<'_, 'r> {
+    pub(super) fn envoy_requests(&mut self, resource: &Resource<'r>, metric: &'r Metric) {
+        let Some(Data::Sum(sum)) = &metric.data else {
+            return self.reject_all(metric, "expected a sum");
+        };
+        let temporality = Temporality::of(sum.aggregation_temporality);
+        for point in &sum.data_points {
+            let outcome = self.envoy_requests_point(resource, &metric.name, temporality, point);
+            self.tally(&metric.name, outcome);
+        }
+    }
+
+    fn envoy_requests_point(
+        &mut self,
+        resource: &Resource<'r>,
+        name: &'r str,
+        temporality: Temporality,
+        point: &'r NumberDataPoint,
+    ) -> Point {
+        let stream = Stream::new(resource, name, &point.attributes);
+        if point.flags & NO_RECORDED_VALUE != 0 {
+            stream.key(&mut self.key);
+            self.streams.get().forget(&self.key);
+            return Point::Ignored;
+        }
+        let temporality = match temporality.check() {
+            Ok(t) => t,
+            Err(why) => return Point::Rejected(why),
+        };
+        let Some(cluster) = string_attr(&point.attributes, ENVOY_CLUSTER) else {
+            return Point::Rejected(format!("no attribute {ENVOY_CLUSTER}"));
+        };
+        let class = match int_attr(&point.attributes, ENVOY_RESPONSE_CLASS) {
+            Some(Ok(class @ 1..=5)) => class,
+            _ => return Point::Rejected(format!("{ENVOY_RESPONSE_CLASS} must be 1 to 5")),
+        };
+        let value = match counter_value(point) {
+            Ok(v) => v,
+            Err(why) => return Point::Rejected(why),
+        };
+        let value = if temporality == Temporality::Cumulative {
+            let times = (point.start_time_unix_nano, point.time_unix_nano);
+            let counts_first = self.counts_first(resource, times);
+            stream.key(&mut self.key);
+            match self
+                .streams
+                .get()
+                .sum(&self.key, self.now_ms, value, counts_first)
+            {
+                Ok(Delta::Added(v)) => v,
+                Ok(Delta::Baseline) => return Point::Used,
+                Err(_) => return Point::Rejected(too_many_streams()),
+            }
+        } else {
+            value
+        };
+        let added = self.out.totals.add(
+            cluster,
+            SourceKind::Envoy,
+            (value, 0),
+            class == 5,
+            MAX_COUNT,
+        );
+        match added {
+            Some(_) => Point::Used,
+            None => Point::Rejected(implausible(value)),
+        }
+    }
+
+    pub(super) fn envoy_latency(&mut self, resource: &Resource<'r>, metric: &'r Metric) {
+        let Some(Data::Histogram(histogram)) = &metric.data else {
+            return self.reject_all(metric, "expected a histogram with explicit buckets");
+        };
+        let temporality = Temporality::of(histogram.aggregation_temporality);
+        for point in &histogram.data_points {
+            let outcome = match string_attr(&point.attributes, ENVOY_CLUSTER) {
+                None => Point::Rejected(format!("no attribute {ENVOY_CLUSTER}")),
+                Some(cluster) => {
+                    let stream = Stream::new(resource, &metric.name, &point.attributes);
+                    let target = Target {
+                        cluster,
+                        kind: SourceKind::Envoy,
+                        requests: false,
+                        failed: false,
+                    };
+                    match self.explicit(stream, temporality, point, 1.0, target) {
+                        Ok(_) => Point::Used,
+                        Err(Some(why)) => Point::Rejected(why),
+                        Err(None) => Point::Ignored,
+                    }
+                }
+            };
+            self.tally(&metric.name, outcome);
+        }
+    }
+}
