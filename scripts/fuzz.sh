@@ -11,6 +11,9 @@
 #   FUZZ_RECORD=1    write the table into bench/RESULTS.md (default: for a full run,
 #                    every target for FUZZ_RUNS inputs)
 #   FUZZ_PROFILE=dev build without optimisation (faster to build, slower to run)
+#
+# `scripts/fuzz.sh --record` records the last run's results again, without
+# fuzzing (the same variables describe the run).
 #   FUZZ_FRESH=1     start from the seeds and past crashes only, not the grown corpus
 #
 # A crash stops its target; its input is copied to fuzz/regressions/<target>/,
@@ -75,20 +78,26 @@ cd "$ROOT"
 scripts/setup.sh fuzz
 export PATH="$ROOT/.tools/bin:$PATH"
 targets="${FUZZ_TARGETS:-$(sed -nE 's/^name = "([a-z_]+)"$/\1/p' fuzz/Cargo.toml | grep -v '^weir-fuzz$' | tr '\n' ' ')}"
-echo "fuzz: building $targets($PROFILE)"
-profile_flag=()
-[ "$PROFILE" = dev ] && profile_flag=(--dev)
-(cd fuzz && cargo +nightly fuzz build "${profile_flag[@]}" --sanitizer none --target-dir "$BUILD")
-
-mkdir -p "$WORK"
-if [ -n "${FUZZ_SECONDS:-}" ]; then
-    echo "fuzz: each target for ${FUZZ_SECONDS} s, ${FUZZ_JOBS:-1} at a time"
-else
-    echo "fuzz: each target for ${FUZZ_RUNS:-10000000} inputs, ${FUZZ_JOBS:-1} at a time"
-fi
 status=0
-for target in $targets; do rm -f "$WORK/$target.result"; done
-printf '%s\n' $targets | xargs -P "${FUZZ_JOBS:-1}" -I{} "$ROOT/scripts/fuzz.sh" --one {} || status=$?
+# `--record`: the table of the last run's results, recorded again (after an
+# interrupted recording, say), without building or fuzzing.
+if [ "${1:-}" != "--record" ]; then
+    echo "fuzz: building $targets($PROFILE)"
+    profile_flag=()
+    [ "$PROFILE" = dev ] && profile_flag=(--dev)
+    mkdir -p "$WORK"
+    (cd fuzz && cargo +nightly fuzz build "${profile_flag[@]}" --sanitizer none --target-dir "$BUILD")
+    git -C "$ROOT" describe --always --dirty >"$WORK/built-at" 2>/dev/null || echo unknown >"$WORK/built-at"
+
+    mkdir -p "$WORK"
+    if [ -n "${FUZZ_SECONDS:-}" ]; then
+        echo "fuzz: each target for ${FUZZ_SECONDS} s, ${FUZZ_JOBS:-1} at a time"
+    else
+        echo "fuzz: each target for ${FUZZ_RUNS:-10000000} inputs, ${FUZZ_JOBS:-1} at a time"
+    fi
+    for target in $targets; do rm -f "$WORK/$target.result"; done
+    printf '%s\n' $targets | xargs -P "${FUZZ_JOBS:-1}" -I{} "$ROOT/scripts/fuzz.sh" --one {} || status=$?
+fi
 
 header='| target | inputs run | per second | coverage (edges) | features | corpus | crashes |
 |---|---|---|---|---|---|---|'
@@ -116,7 +125,7 @@ if [ "$status" -eq 0 ] && [ "${FUZZ_RECORD:-$full_run}" = 1 ]; then
     section="<!-- fuzz:begin -->
 ## Fuzzing: every parser that faces the network or an operator
 
-\`make fuzz\` ($(date -u +%Y-%m-%d), $(nproc) cores, FUZZ_JOBS=${FUZZ_JOBS:-1}, \`--sanitizer none\`,
+\`make fuzz\` ($(date -u +%Y-%m-%d), commit $(cat "$WORK/built-at" 2>/dev/null || echo unknown), $(nproc) cores, FUZZ_JOBS=${FUZZ_JOBS:-1}, \`--sanitizer none\`,
 $budget; what each target feeds and checks: docs/security.md).
 Target: at least 10,000,000 inputs per target and no crash.
 
