@@ -22,6 +22,9 @@ pub enum WasmDelivery {
     Local,
     /// Over HTTP from weir's admin API.
     Http,
+    /// Over HTTPS from weir's admin API, through the `weir_wasm` cluster of
+    /// `envoy/bootstrap-tls.yaml` (see [`with_wasm_over_https`]).
+    Https,
 }
 
 /// A running `weir serve`; killed when dropped.
@@ -106,10 +109,10 @@ impl Weir {
             .arg(paths::filter_wasm())
             .args([
                 "--wasm-delivery",
-                if delivery == WasmDelivery::Http {
-                    "http"
-                } else {
-                    "local"
+                match delivery {
+                    WasmDelivery::Local => "local",
+                    WasmDelivery::Http => "http",
+                    WasmDelivery::Https => "https",
                 },
             ])
             .arg("--ready-file")
@@ -363,17 +366,32 @@ pub fn ads_bootstrap_tls(
     let clusters = bootstrap["static_resources"]["clusters"]
         .as_array_mut()
         .ok_or_else(|| anyhow::anyhow!("envoy/bootstrap-tls.yaml has no static clusters"))?;
-    let xds_cluster = clusters
-        .iter_mut()
-        .find(|c| c["name"] == "weir_xds")
-        .ok_or_else(|| anyhow::anyhow!("envoy/bootstrap-tls.yaml has no weir_xds cluster"))?;
-    let context = &mut xds_cluster["transport_socket"]["typed_config"]["common_tls_context"];
-    context["tls_certificates"][0] = json!({
-        "certificate_chain": { "filename": envoy.cert },
-        "private_key": { "filename": envoy.key },
-    });
-    context["validation_context"]["trusted_ca"] = json!({ "filename": ca });
+    // Every cluster to weir (ADS and the stats sink; the module over HTTPS)
+    // shows this Envoy's certificate and trusts the test's CA.
+    for name in ["weir_xds", "weir_wasm"] {
+        let cluster = clusters
+            .iter_mut()
+            .find(|c| c["name"] == name)
+            .ok_or_else(|| anyhow::anyhow!("envoy/bootstrap-tls.yaml has no {name} cluster"))?;
+        let context = &mut cluster["transport_socket"]["typed_config"]["common_tls_context"];
+        context["tls_certificates"][0] = json!({
+            "certificate_chain": { "filename": envoy.cert },
+            "private_key": { "filename": envoy.key },
+        });
+        context["validation_context"]["trusted_ca"] = json!({ "filename": ca });
+    }
     Ok(bootstrap)
+}
+
+/// Points the `weir_wasm` cluster of a bootstrap from [`ads_bootstrap_tls`]
+/// at weir's admin port, for [`WasmDelivery::Https`].
+pub fn with_wasm_over_https(bootstrap: &mut Value, admin: SocketAddr) -> anyhow::Result<()> {
+    let cluster = bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .and_then(|clusters| clusters.iter_mut().find(|c| c["name"] == "weir_wasm"))
+        .ok_or_else(|| anyhow::anyhow!("the bootstrap has no weir_wasm cluster"))?;
+    cluster["load_assignment"]["endpoints"] = json!([crate::envoy::locality_endpoints(&[admin])]);
+    Ok(())
 }
 
 fn bootstrap_file(

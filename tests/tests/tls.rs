@@ -11,7 +11,7 @@ use weir_testbed::Envoy;
 use weir_testbed::certs::{Ca, Https, Pem, served_certificate};
 use weir_testbed::fleet::{Fleet, example_policy};
 use weir_testbed::wait::eventually;
-use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap_tls};
+use weir_testbed::weir::{WasmDelivery, Weir, ads_bootstrap_tls, with_wasm_over_https};
 
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const ECDS: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
@@ -35,6 +35,15 @@ async fn world(mutual: &[&str]) -> World {
 
 /// [`world`], with more of weir's environment.
 async fn world_with(mutual: &[&str], extra: &[(&str, &str)]) -> World {
+    world_delivering(mutual, extra, WasmDelivery::Local).await
+}
+
+/// [`world_with`], delivering the filter module as `delivery` says.
+async fn world_delivering(
+    mutual: &[&str],
+    extra: &[(&str, &str)],
+    delivery: WasmDelivery,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(&dir.path().join("tls"), "fleet").unwrap();
     let server = ca.server("weir").unwrap();
@@ -49,9 +58,7 @@ async fn world_with(mutual: &[&str], extra: &[(&str, &str)]) -> World {
     ];
     env.extend(mutual.iter().map(|var| (*var, ca_path.as_str())));
     env.extend_from_slice(extra);
-    let weir = Weir::start_with_env(&policy, WasmDelivery::Local, &env)
-        .await
-        .unwrap();
+    let weir = Weir::start_with_env(&policy, delivery, &env).await.unwrap();
     let identity = mutual.contains(&"WEIR_ADMIN_CLIENT_CA").then_some(&client);
     let weir = weir.over_https(Https::new(&ca.cert_path(), identity).unwrap());
     World {
@@ -88,6 +95,36 @@ async fn an_envoy_over_mutual_tls_is_configured_serves_and_reports_its_metrics()
     })
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", w.weir.log()));
+    drop(w.fleet);
+}
+
+/// `--wasm-delivery https`: the Envoy fetches the filter module from weir's
+/// admin port over mutual TLS, through the `weir_wasm` cluster of its
+/// bootstrap, checks its sha256 and runs it.
+#[tokio::test]
+async fn envoy_fetches_the_module_over_mutual_tls() {
+    let w = world_delivering(
+        &["WEIR_CLIENT_CA", "WEIR_ADMIN_CLIENT_CA"],
+        &[],
+        WasmDelivery::Https,
+    )
+    .await;
+    let mut bootstrap = ads_bootstrap_tls(
+        w.weir.xds_addr(),
+        "envoy-https",
+        &w.ca.cert_path(),
+        &w.client,
+    )
+    .unwrap();
+    with_wasm_over_https(&mut bootstrap, w.weir.admin_addr()).unwrap();
+    let envoy = Envoy::start(&bootstrap, 2).await.unwrap();
+    w.weir.wait_acked("envoy-https", ECDS).await.unwrap();
+    // The filter runs: it steers the request by its region.
+    let cluster = envoy
+        .backend_for("/v1/telemetry", &[("x-region", "us-east")])
+        .await
+        .unwrap();
+    assert_eq!(cluster, "ingest-us");
     drop(w.fleet);
 }
 
@@ -289,8 +326,14 @@ fn bad_tls_files_and_unsupported_combinations_are_refused_at_start_with_what_is_
         ],
     );
     assert!(
-        http_module.contains("--wasm-delivery http cannot be used with --tls-cert"),
+        http_module.contains("--wasm-delivery http cannot be used with --tls-cert")
+            && http_module.contains("--wasm-delivery https"),
         "{http_module}"
+    );
+    let https_without_tls = serve_refused(&policy, &["--wasm-delivery", "https"]);
+    assert!(
+        https_without_tls.contains("--wasm-delivery https needs --tls-cert"),
+        "{https_without_tls}"
     );
 }
 

@@ -10,7 +10,7 @@
 //! | ECDS | `weir_filter` ([`FILTER_NAME`]) | the Weir wasm filter with its configuration document, the output of `weir compile` for the policy and feed |
 //! | CDS | each cluster of the policy | `EDS` when every endpoint is an IP address, `STRICT_DNS` otherwise |
 //! | EDS | each `EDS` cluster of the policy | the cluster's endpoints |
-//! | CDS | `weir_wasm` ([`WASM_CLUSTER`]) | only for [`WasmSource::Remote`]: where Envoy fetches the filter module |
+//! | CDS | `weir_wasm` ([`WASM_CLUSTER`]) | only for [`WasmSource::Remote`] with a server: where Envoy fetches the filter module (over HTTPS, the bootstrap defines it instead) |
 //!
 //! The listener names its filter but does not hold its configuration, so a
 //! feed-only change (canary weights, SLA scores, the concurrency limit)
@@ -88,15 +88,18 @@ impl Options {
 pub enum WasmSource {
     /// A file on Envoy's host.
     Local(PathBuf),
-    /// Fetched by Envoy over HTTP from `uri` (served by weir), checked against `sha256` (hex).
-    /// `server` is that HTTP server, for the cluster Envoy fetches it through.
+    /// Fetched by Envoy from `uri` (served by weir) through the
+    /// [`WASM_CLUSTER`] cluster, checked against `sha256` (hex).
     Remote {
-        /// The module's URL, `http://…`.
+        /// The module's URL, `http://…` or `https://…`.
         uri: String,
         /// SHA-256 of the module, 64 lower-case hex digits.
         sha256: String,
-        /// Where `uri` is served, as Envoys reach it: an address or a DNS name.
-        server: HostPort,
+        /// Where `uri` is served, as Envoys reach it (an address or a DNS
+        /// name), for the cluster weir serves over CDS; `None` when the
+        /// Envoys' bootstrap defines [`WASM_CLUSTER`] itself, with the TLS it
+        /// takes (`envoy/bootstrap-tls.yaml`).
+        server: Option<HostPort>,
     },
 }
 
@@ -115,8 +118,13 @@ pub fn build(policy: &Policy, feed: &Feed, options: &Options) -> Result<Snapshot
             Err(why) => problems.extend(why),
         }
     }
-    if let WasmSource::Remote { server, .. } = &options.wasm {
-        built.clusters.push(clusters::wasm_cluster(server));
+    match &options.wasm {
+        WasmSource::Remote {
+            server: Some(server),
+            ..
+        } => built.clusters.push(clusters::wasm_cluster(server)),
+        WasmSource::Remote { server: None, .. } => built.bootstrap_clusters.push(WASM_CLUSTER),
+        WasmSource::Local(_) => {}
     }
     built.listeners.push(listener::listener(options.listener));
     built.routes.push(routes::route_configuration());
@@ -136,6 +144,8 @@ pub fn build(policy: &Policy, feed: &Feed, options: &Options) -> Result<Snapshot
 #[derive(Debug, Default)]
 struct Built {
     clusters: Vec<Cluster>,
+    /// Clusters the Envoys' bootstrap defines, which resources may name.
+    bootstrap_clusters: Vec<&'static str>,
     assignments: Vec<ClusterLoadAssignment>,
     listeners: Vec<Listener>,
     routes: Vec<RouteConfiguration>,

@@ -42,12 +42,15 @@ pub struct ServeArgs {
     /// The filter module.
     #[arg(long, env = "WEIR_WASM", default_value = "dist/weir_filter.wasm")]
     pub wasm: PathBuf,
-    /// How Envoys get the module: `local` (a path on their host) or `http`
-    /// (fetched from this server's admin API, checked by its sha256).
+    /// How Envoys get the module: `local` (a path on their host), `http`
+    /// (fetched from this server's admin API, checked by its sha256) or,
+    /// with TLS, `https` (the same over TLS, through the `weir_wasm` cluster
+    /// of the Envoys' bootstrap: envoy/bootstrap-tls.yaml).
     #[arg(long, env = "WEIR_WASM_DELIVERY", value_enum, default_value_t = WasmDelivery::Local)]
     pub wasm_delivery: WasmDelivery,
-    /// For `--wasm-delivery http`: the admin API as Envoys reach it, `host:port`
-    /// with an IP address or a DNS name (default: `--admin-address`).
+    /// For `--wasm-delivery http` or `https`: the admin API as Envoys reach
+    /// it, `host:port` with an IP address or a DNS name (default:
+    /// `--admin-address`); with `https`, the name in weir's certificate.
     #[arg(long, env = "WEIR_WASM_SERVER")]
     pub wasm_server: Option<HostPort>,
     /// Have the filter stamp every response with `x-weir-filter: <filter
@@ -97,6 +100,10 @@ pub enum WasmDelivery {
     Local,
     /// Over HTTP from `weir`, with its sha256.
     Http,
+    /// Over HTTPS from `weir` (with `--tls-cert`), with its sha256, through
+    /// the `weir_wasm` cluster of the Envoys' bootstrap, which carries the
+    /// TLS settings (the CA, the client certificate, the name to check).
+    Https,
 }
 
 /// Saves the dashboard's new timeline points every [`TimelineSaver::EVERY`]
@@ -151,11 +158,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let tls = args.tls.load()?;
-    if tls.is_some() && args.wasm_delivery == WasmDelivery::Http {
-        anyhow::bail!(
-            "--wasm-delivery http cannot be used with --tls-cert yet: Envoy would fetch the \
-             module over plaintext from a TLS port; deliver it as a local file (--wasm-delivery local)"
-        );
+    match (&tls, args.wasm_delivery) {
+        (Some(_), WasmDelivery::Http) => anyhow::bail!(
+            "--wasm-delivery http cannot be used with --tls-cert: Envoy would fetch the module \
+             over plaintext from a TLS port; use --wasm-delivery https (with the weir_wasm \
+             cluster of envoy/bootstrap-tls.yaml) or local"
+        ),
+        (None, WasmDelivery::Https) => anyhow::bail!(
+            "--wasm-delivery https needs --tls-cert and --tls-key: the admin port serves the module"
+        ),
+        _ => {}
     }
     let xds_listener = tokio::net::TcpListener::bind(args.xds_address).await?;
     let admin_listener = tokio::net::TcpListener::bind(args.admin_address).await?;
@@ -163,12 +175,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let wasm = match args.wasm_delivery {
         WasmDelivery::Local => WasmSource::Local(std::fs::canonicalize(&args.wasm)?),
-        WasmDelivery::Http => {
-            let server = args.wasm_server.unwrap_or_else(|| admin_addr.into());
+        WasmDelivery::Http | WasmDelivery::Https => {
+            let server = args
+                .wasm_server
+                .clone()
+                .unwrap_or_else(|| admin_addr.into());
+            let https = args.wasm_delivery == WasmDelivery::Https;
             WasmSource::Remote {
-                uri: format!("http://{server}{}", admin::WASM_PATH),
+                uri: format!(
+                    "{}://{server}{}",
+                    if https { "https" } else { "http" },
+                    admin::WASM_PATH
+                ),
                 sha256: admin::sha256_hex(&wasm_bytes),
-                server,
+                // Over HTTPS the bootstrap's cluster, which knows the TLS.
+                server: (!https).then_some(server),
             }
         }
     };

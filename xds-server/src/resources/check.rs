@@ -66,10 +66,13 @@ pub(super) fn check(built: &Built, policy: &Policy) -> Vec<String> {
     for listener in &built.listeners {
         listener_references(listener, &routes, &extensions, &mut problems);
     }
+    // A module may be fetched through a cluster of the Envoys' bootstrap too.
+    let mut fetchable = clusters.clone();
+    fetchable.extend(built.bootstrap_clusters.iter().copied());
     for extension in &built.extensions {
         match extension.typed_config.as_ref() {
             Some(any) if any.type_url == Wasm::type_url() => {
-                wasm(&extension.name, any, &clusters, &mut problems);
+                wasm(&extension.name, any, &fetchable, &mut problems);
             }
             _ => problems.push(format!(
                 "extension configuration `{}` is not a wasm filter",
@@ -328,8 +331,15 @@ mod tests {
             built.clusters.push(cluster);
             built.assignments.extend(assignment);
         }
-        if let resources::WasmSource::Remote { server, .. } = &options.wasm {
-            built.clusters.push(clusters::wasm_cluster(server));
+        match &options.wasm {
+            resources::WasmSource::Remote {
+                server: Some(server),
+                ..
+            } => built.clusters.push(clusters::wasm_cluster(server)),
+            resources::WasmSource::Remote { server: None, .. } => {
+                built.bootstrap_clusters.push(WASM_CLUSTER);
+            }
+            resources::WasmSource::Local(_) => {}
         }
         built
             .listeners
@@ -415,6 +425,18 @@ mod tests {
             &check(&built, &policy),
             &format!("fetches its module through `{WASM_CLUSTER}`, but there is no such cluster"),
         );
+    }
+
+    #[test]
+    fn a_module_fetched_through_the_bootstraps_cluster_needs_none_served() {
+        let mut options = remote_options();
+        if let resources::WasmSource::Remote { uri, server, .. } = &mut options.wasm {
+            *uri = uri.replace("http://", "https://");
+            *server = None;
+        }
+        let (policy, built) = built(&options);
+        assert!(built.clusters.iter().all(|c| c.name != WASM_CLUSTER));
+        assert_eq!(check(&built, &policy), Vec::<String>::new());
     }
 
     #[test]

@@ -90,11 +90,20 @@ fn code(wasm: &WasmSource) -> Result<AsyncDataSource, String> {
                 ..Default::default()
             })
         }
-        WasmSource::Remote { uri, sha256, .. } => {
-            // The cluster it is fetched through speaks plain HTTP.
-            if !uri.starts_with("http://") {
+        WasmSource::Remote {
+            uri,
+            sha256,
+            server,
+        } => {
+            // The cluster weir serves speaks plain HTTP; the bootstrap's, TLS.
+            let scheme = if server.is_some() {
+                "http://"
+            } else {
+                "https://"
+            };
+            if !uri.starts_with(scheme) {
                 return Err(format!(
-                    "the filter module's URI `{uri}` must start with `http://`"
+                    "the filter module's URI `{uri}` must start with `{scheme}`"
                 ));
             }
             // Envoy compares it with the lower-case hex digest of what it fetched.
@@ -269,14 +278,20 @@ mod tests {
         let remote = |uri: &str, sha256: &str| WasmSource::Remote {
             uri: uri.into(),
             sha256: sha256.into(),
-            server: "127.0.0.1:9902".parse().unwrap(),
+            server: Some("127.0.0.1:9902".parse().unwrap()),
         };
         let upper = SHA256.to_uppercase();
+        let through_bootstrap = WasmSource::Remote {
+            uri: "http://x/filter.wasm".into(),
+            sha256: SHA256.into(),
+            server: None,
+        };
         for (wasm, expected) in [
             (
                 remote("https://x/filter.wasm", SHA256),
                 "must start with `http://`",
             ),
+            (through_bootstrap, "must start with `https://`"),
             (
                 remote("http://x/filter.wasm", "abc"),
                 "64 lower-case hex digits",

@@ -26,7 +26,7 @@ pub(super) fn remote_options() -> Options {
     Options::new(WasmSource::Remote {
         uri: "http://127.0.0.1:9902/filter.wasm".into(),
         sha256: SHA256.into(),
-        server: "127.0.0.1:9902".parse().unwrap(),
+        server: Some("127.0.0.1:9902".parse().unwrap()),
     })
 }
 
