@@ -46,9 +46,7 @@ impl<'r> Run<'_, 'r> {
         ms_per_unit: f64,
         target: Target<'r>,
     ) -> Result<Option<u64>, Option<String>> {
-        if point.flags & NO_RECORDED_VALUE != 0 {
-            stream.key(&mut self.key);
-            self.streams.get().forget(&self.key);
+        if self.no_recorded_value(&stream, point.flags) {
             return Err(None);
         }
         let temporality = temporality.check().map_err(Some)?;
@@ -129,6 +127,17 @@ impl<'r> Run<'_, 'r> {
         Bounds::Converted(converted)
     }
 
+    /// Whether a point is flagged "no recorded value" (its source lost the
+    /// series): then its stream is forgotten, and the point ignored.
+    fn no_recorded_value(&mut self, stream: &Stream<'_>, flags: u32) -> bool {
+        if flags & NO_RECORDED_VALUE == 0 {
+            return false;
+        }
+        stream.key(&mut self.key);
+        self.streams.get().forget(&self.key);
+        true
+    }
+
     /// An exponential histogram point, as [`Self::explicit`].
     pub(super) fn exponential(
         &mut self,
@@ -138,9 +147,7 @@ impl<'r> Run<'_, 'r> {
         ms_per_unit: f64,
         target: Target<'r>,
     ) -> Result<Option<u64>, Option<String>> {
-        if point.flags & NO_RECORDED_VALUE != 0 {
-            stream.key(&mut self.key);
-            self.streams.get().forget(&self.key);
+        if self.no_recorded_value(&stream, point.flags) {
             return Err(None);
         }
         let temporality = temporality.check().map_err(Some)?;
