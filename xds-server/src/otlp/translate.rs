@@ -340,6 +340,17 @@ impl<'r> Run<'_, 'r> {
     fn counts_first(&self, resource: &Resource<'_>, (start_ns, time_ns): (u64, u64)) -> bool {
         resource.known() || started_recently(start_ns, time_ns, self.now_ms)
     }
+
+    /// Whether a point is flagged "no recorded value" (its source lost the
+    /// series): then its stream is forgotten, and the point ignored.
+    fn no_recorded_value(&mut self, stream: &Stream<'_>, flags: u32) -> bool {
+        if flags & NO_RECORDED_VALUE == 0 {
+            return false;
+        }
+        stream.key(&mut self.key);
+        self.streams.get().forget(&self.key);
+        true
+    }
 }
 
 fn implausible(count: u64) -> String {

@@ -24,9 +24,7 @@ impl<'r> Run<'_, 'r> {
         point: &'r NumberDataPoint,
     ) -> Point {
         let stream = Stream::new(resource, name, &point.attributes);
-        if point.flags & NO_RECORDED_VALUE != 0 {
-            stream.key(&mut self.key);
-            self.streams.get().forget(&self.key);
+        if self.no_recorded_value(&stream, point.flags) {
             return Point::Ignored;
         }
         let temporality = match temporality.check() {

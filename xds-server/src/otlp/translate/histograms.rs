@@ -127,17 +127,6 @@ impl<'r> Run<'_, 'r> {
         Bounds::Converted(converted)
     }
 
-    /// Whether a point is flagged "no recorded value" (its source lost the
-    /// series): then its stream is forgotten, and the point ignored.
-    fn no_recorded_value(&mut self, stream: &Stream<'_>, flags: u32) -> bool {
-        if flags & NO_RECORDED_VALUE == 0 {
-            return false;
-        }
-        stream.key(&mut self.key);
-        self.streams.get().forget(&self.key);
-        true
-    }
-
     /// An exponential histogram point, as [`Self::explicit`].
     pub(super) fn exponential(
         &mut self,
