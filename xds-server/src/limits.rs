@@ -87,11 +87,12 @@ impl Slots {
         })
     }
 
-    /// `io`, holding `slot` until it is dropped, with the opening deadline
-    /// running from now.
-    pub fn admit<Io>(&self, io: Io, slot: OwnedSemaphorePermit) -> Counted<Io> {
+    /// `io` from `remote`, holding `slot` until it is dropped, with the
+    /// opening deadline running from now.
+    pub fn admit<Io>(&self, io: Io, slot: OwnedSemaphorePermit, remote: SocketAddr) -> Counted<Io> {
         Counted {
             io,
+            remote,
             _slot: slot,
             opening: Some(Opening {
                 deadline: Box::pin(tokio::time::sleep(self.opening)),
@@ -122,9 +123,17 @@ impl Slots {
 #[derive(Debug)]
 pub struct Counted<Io> {
     io: Io,
+    remote: SocketAddr,
     _slot: OwnedSemaphorePermit,
     /// Until [`OPENING_BYTES`] have arrived.
     opening: Option<Opening>,
+}
+
+impl<Io> Counted<Io> {
+    /// The client's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
 }
 
 #[derive(Debug)]
@@ -171,7 +180,7 @@ impl axum::serve::Listener for LimitedListener {
                 return std::future::pending().await;
             };
             match self.listener.accept().await {
-                Ok((tcp, remote)) => return (self.slots.admit(tcp, slot), remote),
+                Ok((tcp, remote)) => return (self.slots.admit(tcp, slot, remote), remote),
                 Err(err) => {
                     // Out of file descriptors, say: wait rather than spin.
                     tracing::warn!(port = self.slots.port, %err, "cannot accept a connection");
@@ -278,10 +287,10 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Counted<Io> {
     }
 }
 
-impl<Io: tonic::transport::server::Connected> tonic::transport::server::Connected for Counted<Io> {
-    type ConnectInfo = Io::ConnectInfo;
+impl<Io> tonic::transport::server::Connected for Counted<Io> {
+    type ConnectInfo = SocketAddr;
 
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+    fn connect_info(&self) -> SocketAddr {
+        self.remote
     }
 }

@@ -5,12 +5,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -29,12 +26,8 @@ const MAX_HANDSHAKES: usize = 256;
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// An established TLS connection.
-pub struct TlsConn {
-    /// Holding the port's connection slot while it is open.
-    stream: Counted<TlsStream<TcpStream>>,
-    remote: SocketAddr,
-}
+/// An established TLS connection, holding its port's connection slot.
+pub type TlsConn = Counted<TlsStream<TcpStream>>;
 
 /// The connections of one port, handshakes done.
 pub struct TlsListener {
@@ -75,7 +68,7 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (TlsConn, SocketAddr) {
         match self.connections.recv().await {
             Some(conn) => {
-                let remote = conn.remote;
+                let remote = conn.remote();
                 (conn, remote)
             }
             // The acceptor is gone only with the runtime.
@@ -129,10 +122,7 @@ async fn accept(
                         .and_then(|c| c.first());
                     match leaf.map_or(Ok(()), |leaf| allowed.check(leaf)) {
                         Ok(()) => {
-                            let conn = TlsConn {
-                                stream: slots.admit(stream, slot),
-                                remote,
-                            };
+                            let conn = slots.admit(stream, slot, remote);
                             let _ = sender.send(conn).await;
                         }
                         Err(names) => tracing::warn!(
@@ -171,52 +161,4 @@ async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream) -> Result<TlsStream<Tc
         Err(err) => return Err(Refused::Handshake(err)),
     }
     acceptor.accept(tcp).await.map_err(Refused::Handshake)
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = SocketAddr;
-
-    fn connect_info(&self) -> SocketAddr {
-        self.remote
-    }
 }
