@@ -25,6 +25,8 @@
 //! - [`traffic`]: open-loop device traffic of several classes, on schedule,
 //!   and what came back;
 //! - [`stats`]: percentiles of a sample of durations, medians of rates;
+//! - [`otel_apps`]: applications reporting request durations through the
+//!   OpenTelemetry SDK;
 //! - [`process`]: a supervised child process whose log is printed if the
 //!   test fails and which is killed however the test ends.
 //!
@@ -40,6 +42,7 @@ pub mod envoy;
 pub mod etcd;
 pub mod fleet;
 pub mod load;
+pub mod otel_apps;
 pub mod paths;
 pub mod process;
 pub mod procfs;

@@ -19,7 +19,7 @@ use weir_testbed::browser::Browser;
 use weir_testbed::canary::{self, CANARY};
 use weir_testbed::fleet::policy_from_yaml;
 use weir_testbed::served::Served;
-use weir_testbed::{Envoy, http_client, paths};
+use weir_testbed::{Envoy, http_client, otel_apps, paths};
 
 /// How long the page may take to show something.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -269,6 +269,38 @@ async fn the_dashboard_shows_the_live_rollout_and_its_simulator_answers_as_weir_
         .unwrap();
     assert!(problem.as_str().unwrap().starts_with("line "), "{problem}");
     traffic.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_says_when_latency_cannot_be_resolved() {
+    let w = world().await;
+    let browser = Browser::start().await.unwrap_or_else(|err| panic!("{err}"));
+    let admin = w.weir.admin_addr().to_string();
+    // The applications alone report both variants, with the OpenTelemetry
+    // SDK's default buckets: 0.3 s and 3 s are both in (0, 5] s.
+    let apps = {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            otel_apps::report(&admin, &[("app", 0.3), (CANARY, 3.0)], 30)
+        })
+    };
+    browser.goto(&format!("http://{admin}/")).await.unwrap();
+    let shown = browser
+        .wait_for(
+            "the card to say the latency is not resolvable",
+            Duration::from_secs(20),
+            &format!(
+                r#"const card = document.querySelector('[data-rollout="{CANARY}"]');
+                const note = card && card.querySelector('.figures .unresolved');
+                return note ? note.textContent : null;"#
+            ),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", w.weir.log()));
+    apps.await.unwrap();
+    let shown = shown.as_str().unwrap();
+    assert!(shown.contains("latency not resolvable"), "{shown}");
+    assert!(shown.contains("5000 ms]"), "the bucket seen: {shown}");
 }
 
 /// The simulator's stages, as text, are what `weir explain` prints, for

@@ -10,7 +10,7 @@ use weir_testbed::served::Served;
 use weir_testbed::steady::Traffic;
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{Weir, ads_bootstrap};
-use weir_testbed::{Behaviour, Envoy, http_client, paths};
+use weir_testbed::{Behaviour, Envoy, http_client, otel_apps};
 
 /// One service on a stable and a canary cluster (see `weir_testbed::canary`);
 /// canaries start at 50 % so that 100 requests/s give them 50/s.
@@ -294,45 +294,6 @@ async fn timeline(weir: &Weir, since_ms: u64) -> Value {
         .unwrap()
 }
 
-/// The OpenTelemetry Python SDK's own OTLP/HTTP exporter, as a running
-/// application uses it: it records `seconds`-long requests for a few seconds
-/// and exports every 300 ms (cumulative, the SDK's default).
-fn python_app_reports(admin: &str, cluster: &str, seconds: f64) {
-    let python = paths::repo_root().join(".tools/otel-venv/bin/python");
-    assert!(
-        python.exists(),
-        "run `make setup` for the OpenTelemetry SDK"
-    );
-    let script = format!(
-        r#"
-import time
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-exporter = OTLPMetricExporter(endpoint="http://{admin}/v1/metrics")
-reader = PeriodicExportingMetricReader(exporter, export_interval_millis=300)
-provider = MeterProvider(resource=Resource.create({{"service.name": "{cluster}"}}), metric_readers=[reader])
-histogram = provider.get_meter("app").create_histogram("http.server.request.duration", unit="s")
-for _ in range(8):
-    for _ in range(20):
-        histogram.record({seconds}, {{"http.response.status_code": 200}})
-    time.sleep(0.35)
-provider.shutdown()
-"#
-    );
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the SDK failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_metrics_from_the_opentelemetry_sdk_are_accepted_and_used() {
     let w = world(policy("[50, 100]", "10m")).await;
@@ -340,7 +301,7 @@ async fn application_metrics_from_the_opentelemetry_sdk_are_accepted_and_used() 
     // The application reports 2 s requests on `app`: far over its 250 ms p99 target.
     let app = {
         let admin = admin.clone();
-        tokio::task::spawn_blocking(move || python_app_reports(&admin, "app", 2.0))
+        tokio::task::spawn_blocking(move || otel_apps::report(&admin, &[("app", 2.0)], 8))
     };
     eventually(
         "app's SLA score to fall",
@@ -364,6 +325,58 @@ async fn application_metrics_from_the_opentelemetry_sdk_are_accepted_and_used() 
     assert!(otlp["requests"]["http"].as_u64().unwrap() > 0, "{otlp}");
     assert!(otlp["data_points"]["used"].as_u64().unwrap() > 0, "{otlp}");
     assert_eq!(otlp["data_points"]["rejected"], 0, "{otlp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_ten_times_slower_in_buckets_too_wide_to_tell_is_not_promoted() {
+    // Both variants reported by their applications only (no traffic through
+    // Envoy), with the SDK's default buckets: 0.3 s and 3 s both lie in
+    // (0, 5] s. Healthy for 2 s would take a step, and two promote.
+    let w = world(policy("[50, 100]", "2s")).await;
+    let admin = w.weir.admin_addr().to_string();
+    let apps = {
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            otel_apps::report(&admin, &[("app", 0.3), (CANARY, 3.0)], 24)
+        })
+    };
+    let evidence = eventually(
+        "the latency to be found unresolvable",
+        Duration::from_secs(10),
+        || async {
+            let detail: Value = http_client()
+                .get(format!("http://{admin}/v1/rollouts/{CANARY}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let evidence = detail["evidence"].clone();
+            (!evidence["latency_unresolved"].as_array()?.is_empty()).then_some(evidence)
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", w.weir.log()));
+    apps.await.unwrap();
+    assert_eq!(evidence["verdict"], "inconclusive", "{evidence}");
+    let unresolved = &evidence["latency_unresolved"][0];
+    assert_eq!(unresolved["canary_bucket"]["high_ms"], 5000.0, "{evidence}");
+    let findings = evidence["findings"].to_string();
+    assert!(findings.contains("not resolvable"), "{findings}");
+    // About 8 s of reports, and the canary never left its first step.
+    let rollout = rollout(&w.weir).await;
+    assert_eq!(
+        (&rollout["phase"], &rollout["weight_bp"]),
+        (&Value::from("progressing"), &Value::from(5_000)),
+        "{rollout}"
+    );
+    let timeline = timeline(&w.weir, 0).await;
+    let latest = timeline["points"].as_array().unwrap().last().unwrap();
+    assert!(
+        latest["rollouts"][CANARY]["latency_unresolved"].is_array(),
+        "the dashboard's timeline shows it: {latest}"
+    );
 }
 
 /// The concurrency limit in the filter configuration Envoy runs now.

@@ -50,7 +50,7 @@ use std::collections::BTreeMap;
 
 use weir_policy::{Feed, Policy};
 
-pub use analysis::{ErrorTest, Evidence, LatencyRatio, VariantStats, Verdict};
+pub use analysis::{Bucket, ErrorTest, Evidence, LatencyRatio, Unresolved, VariantStats, Verdict};
 pub use limit::LimitStatus;
 pub use rollout::{Baseline, Command, Decision, Phase, RolloutState};
 pub use sla::SlaStatus;

@@ -30,8 +30,8 @@ mod admission;
 mod histogram;
 
 pub use admission::{Admission, AdmissionPoint, ClassCounts};
-pub use histogram::Histogram;
 pub(crate) use histogram::add_counts;
+pub use histogram::{Histogram, LATENCY_BOUNDS_MS, Located};
 
 /// The width of a time slot, in milliseconds: the precision of a window's
 /// edges.

@@ -55,13 +55,16 @@
 //!   resource attribute `weir.cluster`, else the resource attribute
 //!   `service.name`.
 //! - An exponential histogram's buckets (bucket `i` at scale `s` covers
-//!   `(base^i, base^(i+1)]`, `base = 2^(2^-s)`) are converted to fixed
-//!   millisecond buckets with the bounds [`EXPONENTIAL_BOUNDS_MS`] (0.5, 1,
-//!   2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000): the zero
-//!   bucket goes to the first, and each other bucket's count is spread over
-//!   the millisecond buckets it overlaps in proportion to the overlap on a
-//!   logarithmic scale (whole observations; totals are exact). More than
-//!   512 populated buckets are first merged pairwise (a lower scale).
+//!   `(base^i, base^(i+1)]`, `base = 2^(2^-s)`) are converted to
+//!   millisecond buckets: from scale 2 (buckets ×1.19 wide) up, the fixed
+//!   bounds [`EXPONENTIAL_BOUNDS_MS`] (steps of at most ×1.2 from 1 ms to
+//!   62 s, as the shipped Envoy bootstraps use); at coarser scales the
+//!   histogram's own bucket edges from 0.5 ms to 62 s, so that it is never
+//!   made to look finer than it was measured. The zero bucket goes to the
+//!   first, and each other bucket's count is spread over the millisecond
+//!   buckets it overlaps in proportion to the overlap on a logarithmic
+//!   scale (whole observations; totals are exact). More than 512 populated
+//!   buckets are first merged pairwise (a lower scale).
 //!
 //! **Temporality.** Delta points count as they are. Cumulative points are
 //! turned into deltas per stream — the metric's name, the data point's

@@ -556,7 +556,7 @@ mod tests {
             ("ingest-eu-canary", canary_errors),
             ("ingest-eu", stable_errors),
         ] {
-            let mut latency = crate::metrics_store::Histogram::with_bounds(vec![10.0, 50.0, 250.0]);
+            let mut latency = crate::metrics_store::Histogram::with_bounds(vec![10.0, 12.0, 14.0]);
             latency.counts = vec![900, 100, 0, 0];
             metrics.add(
                 cluster,

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::{Decision, Evidence, Phase, RolloutState, SlaStatus, Verdict};
+use crate::controller::{Decision, Evidence, Phase, RolloutState, SlaStatus, Unresolved, Verdict};
 use crate::metrics_store::{Admission, ClassCounts};
 
 /// Time between two points (ms).
@@ -67,6 +67,9 @@ pub struct RolloutPoint {
     pub canary: VariantPoint,
     /// The stable cluster's figures (its last full window at 100 %).
     pub stable: VariantPoint,
+    /// The latency quantiles the histograms' buckets could not decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_unresolved: Vec<Unresolved>,
 }
 
 /// One priority class's admission outcomes: the filter's totals, and their
@@ -299,6 +302,9 @@ impl Timeline {
                         .unwrap_or_default(),
                     stable: evidence
                         .map(|e| VariantPoint::of(&e.stable))
+                        .unwrap_or_default(),
+                    latency_unresolved: evidence
+                        .map(|e| e.latency_unresolved.clone())
                         .unwrap_or_default(),
                 };
                 (state.canary.clone(), point)

@@ -9,20 +9,26 @@
 //!   to each variant, so that the test is defined at 0 % and 100 %). Bad when
 //!   the observed increase is over the limit *and* the test rejects at
 //!   p < 0.01 — clearly bad, not noise.
-//! - Latency: p95 and p99 from the histograms (stable quantiles floored at
-//!   1 ms). Bad when a ratio exceeds its limit *with 99 % confidence*: the
-//!   canary's quantile is read at the lower end of its distribution-free
-//!   confidence interval (rank `q − 2.33·√(q(1−q)/n)`), stable's at the upper
-//!   end, and that conservative ratio is compared with the limit — so a few
-//!   hundred observations spread over coarse buckets cannot fail a healthy
-//!   canary by chance, while a real shift (+200 ms) fails at once. Judged only
-//!   when both histograms hold `min_samples` observations; when neither
-//!   variant reports latency at all, the verdict rests on errors alone.
+//! - Latency: p95 and p99 from the histograms (quantiles floored at 1 ms).
+//!   Bad when a ratio exceeds its limit *with 99 % confidence*: the canary's
+//!   quantile is read at the lower end of its distribution-free confidence
+//!   interval (rank `q − 2.33·√(q(1−q)/n)`), stable's at the upper end, and
+//!   that conservative ratio is compared with the limit — so a few hundred
+//!   observations cannot fail a healthy canary by chance, while a real shift
+//!   (+200 ms) fails at once. Where the histograms' buckets are too wide to
+//!   decide the limit, the check is unresolved and the verdict inconclusive
+//!   ([`latency`]). Judged only when both histograms hold `min_samples`
+//!   observations; when neither variant reports latency at all, the verdict
+//!   rests on errors alone.
 
 use serde::{Deserialize, Serialize};
 use weir_policy::model::Analysis;
 
 use crate::metrics_store::WindowStats;
+
+mod latency;
+
+pub use latency::{Bucket, Unresolved};
 
 /// Significance level of the error test.
 pub(crate) const SIGNIFICANCE: f64 = 0.01;
@@ -108,16 +114,6 @@ pub struct LatencyRatio {
     pub p99_low: f64,
 }
 
-/// One-sided 99 % normal quantile, for the latency confidence bounds.
-const Z_99: f64 = 2.326_348;
-
-/// The rank (as a quantile) at the lower (`sign` −1) or upper (+1) end of the
-/// confidence interval of the `q` quantile estimated from `n` observations.
-fn bound(q: f64, n: u64, sign: f64) -> f64 {
-    let n = n.max(1) as f64;
-    (q + sign * Z_99 * (q * (1.0 - q) / n).sqrt()).clamp(0.0, 1.0)
-}
-
 /// Everything a decision was based on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -136,6 +132,10 @@ pub struct Evidence {
     pub error_test: Option<ErrorTest>,
     /// The latency ratios, when both variants had enough latency observations.
     pub latency_ratio: Option<LatencyRatio>,
+    /// The quantiles whose histogram buckets were too wide to decide their
+    /// limit: the latency check is then inconclusive, never passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_unresolved: Vec<Unresolved>,
     /// The verdict.
     pub verdict: Verdict,
     /// One line per check, in words.
@@ -153,6 +153,7 @@ impl Evidence {
             stable_baseline_at_ms: None,
             error_test: None,
             latency_ratio: None,
+            latency_unresolved: Vec::new(),
             verdict: Verdict::Inconclusive,
             findings: vec!["not evaluated yet".to_owned()],
         }
@@ -175,6 +176,7 @@ pub(crate) fn analyse(
         stable_baseline_at_ms,
         error_test: None,
         latency_ratio: None,
+        latency_unresolved: Vec::new(),
         verdict: Verdict::Inconclusive,
         findings: Vec::new(),
     };
@@ -227,44 +229,61 @@ pub(crate) fn analyse(
         evidence.findings.push(format!(
             "latency: {canary_obs} canary and {stable_obs} stable observations, {min} needed in both"
         ));
-    } else if let (Some(c95), Some(s95), Some(c99), Some(s99)) = (
-        evidence.canary.p95_ms,
-        evidence.stable.p95_ms,
-        evidence.canary.p99_ms,
-        evidence.stable.p99_ms,
-    ) {
-        let conservative = |q: f64| {
-            let c = canary.latency.quantile(bound(q, canary_obs, -1.0))?;
-            let s = stable.latency.quantile(bound(q, stable_obs, 1.0))?;
-            Some(floored_ratio(c, s)).filter(|r| r.is_finite())
-        };
-        let p95 = floored_ratio(c95, s95);
-        let p99 = floored_ratio(c99, s99);
-        let ratio = LatencyRatio {
-            p95,
-            p99,
-            p95_low: conservative(0.95).unwrap_or(p95).min(p95),
-            p99_low: conservative(0.99).unwrap_or(p99).min(p99),
-        };
-        let limits = &analysis.max_latency_ratio;
-        let latency_bad = ratio.p95_low > limits.p95 || ratio.p99_low > limits.p99;
-        bad |= latency_bad;
-        evidence.findings.push(format!(
-            "latency: p95 {c95:.1} ms vs {s95:.1} ms (×{:.2}, at least ×{:.2} at 99 % confidence, limit ×{}), p99 {c99:.1} ms vs {s99:.1} ms (×{:.2}, at least ×{:.2}, limit ×{}): {}",
-            ratio.p95,
-            ratio.p95_low,
-            limits.p95,
-            ratio.p99,
-            ratio.p99_low,
-            limits.p99,
-            if latency_bad { "bad" } else { "ok" },
-        ));
-        evidence.latency_ratio = Some(ratio);
     } else {
-        latency_judged = false;
-        evidence
-            .findings
-            .push("latency: quantiles unavailable".to_owned());
+        let limits = &analysis.max_latency_ratio;
+        let judged =
+            |name, q, limit| latency::judge(name, q, limit, &canary.latency, &stable.latency);
+        match (
+            judged("p95", 0.95, limits.p95),
+            judged("p99", 0.99, limits.p99),
+            (evidence.canary.p95_ms, evidence.stable.p95_ms),
+            (evidence.canary.p99_ms, evidence.stable.p99_ms),
+        ) {
+            (Some(p95), Some(p99), (Some(c95), Some(s95)), (Some(c99), Some(s99))) => {
+                let outcomes = [p95.outcome, p99.outcome];
+                let latency_bad = outcomes.contains(&latency::Outcome::Bad);
+                let unresolved: Vec<Unresolved> = [&p95, &p99]
+                    .iter()
+                    .filter_map(|j| j.unresolved.clone())
+                    .collect();
+                bad |= latency_bad;
+                latency_judged = unresolved.is_empty();
+                evidence.findings.push(format!(
+                    "latency: p95 {c95:.1} ms vs {s95:.1} ms (×{:.2}, at least ×{:.2} at 99 % confidence, limit ×{}), p99 {c99:.1} ms vs {s99:.1} ms (×{:.2}, at least ×{:.2}, limit ×{}): {}",
+                    p95.ratio,
+                    p95.ratio_low,
+                    limits.p95,
+                    p99.ratio,
+                    p99.ratio_low,
+                    limits.p99,
+                    if latency_bad {
+                        "bad"
+                    } else if unresolved.is_empty() {
+                        "ok"
+                    } else {
+                        "inconclusive"
+                    },
+                ));
+                for why in &unresolved {
+                    evidence.findings.push(format!(
+                        "latency: {why}; inconclusive until the histograms have finer buckets"
+                    ));
+                }
+                evidence.latency_ratio = Some(LatencyRatio {
+                    p95: p95.ratio,
+                    p99: p99.ratio,
+                    p95_low: p95.ratio_low,
+                    p99_low: p99.ratio_low,
+                });
+                evidence.latency_unresolved = unresolved;
+            }
+            _ => {
+                latency_judged = false;
+                evidence
+                    .findings
+                    .push("latency: quantiles unavailable".to_owned());
+            }
+        }
     }
 
     evidence.verdict = if bad {
@@ -324,7 +343,7 @@ mod tests {
     use weir_policy::model::LatencyRatios;
 
     use super::*;
-    use crate::metrics_store::Histogram;
+    use crate::metrics_store::{Histogram, LATENCY_BOUNDS_MS};
 
     fn thresholds(min_samples: u32) -> Analysis {
         Analysis {
@@ -335,8 +354,7 @@ mod tests {
     }
 
     fn window(requests: u64, errors: u64, latency: &[(f64, u64)]) -> WindowStats {
-        let bounds = vec![5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
-        let mut h = Histogram::with_bounds(bounds);
+        let mut h = Histogram::with_bounds(LATENCY_BOUNDS_MS.to_vec());
         for &(ms, n) in latency {
             let slot = h
                 .bounds
@@ -487,6 +505,49 @@ mod tests {
         let e = analyse(&half, &tiny, None, &thresholds(200), 10_000);
         let ratio = e.latency_ratio.unwrap();
         assert_eq!((ratio.p95, ratio.p99), (1.0, 1.0), "{:?}", e.findings);
+    }
+
+    #[test]
+    fn latency_that_buckets_cannot_resolve_is_inconclusive_never_healthy() {
+        // Envoy's default buckets: (10, 25] ms holds both p95s, a ×1.2 limit
+        // cannot be decided there, whether the canary is as fast or slower.
+        let coarse = |ms: f64| {
+            let mut w = window(1000, 0, &[]);
+            w.latency = Histogram::with_bounds(vec![5.0, 10.0, 25.0, 50.0, 100.0]);
+            w.latency.counts = vec![0, 0, 0, 0, 0, 0];
+            let slot = w.latency.bounds.iter().position(|&b| ms <= b).unwrap();
+            w.latency.counts[slot] = 1000;
+            w
+        };
+        for canary_ms in [12.0, 24.0] {
+            let e = analyse(
+                &coarse(canary_ms),
+                &coarse(12.0),
+                None,
+                &thresholds(200),
+                10_000,
+            );
+            assert_eq!(e.verdict, Verdict::Inconclusive, "{:?}", e.findings);
+            let why = &e.latency_unresolved[0];
+            assert_eq!(why.quantile, "p95");
+            assert_eq!(
+                (why.canary_bucket.low_ms, why.canary_bucket.high_ms),
+                (10.0, Some(25.0))
+            );
+            assert!(
+                e.findings.iter().any(|f| f.contains("p95 not resolvable")),
+                "{:?}",
+                e.findings
+            );
+        }
+        // Clearly bad errors still roll back.
+        let mut failing = coarse(12.0);
+        failing.errors = 300;
+        let e = analyse(&failing, &coarse(12.0), None, &thresholds(200), 10_000);
+        assert_eq!(e.verdict, Verdict::Bad);
+        // So does a canary whole buckets slower.
+        let e = analyse(&coarse(80.0), &coarse(12.0), None, &thresholds(200), 10_000);
+        assert_eq!(e.verdict, Verdict::Bad, "{:?}", e.findings);
     }
 
     #[test]

@@ -10,8 +10,11 @@ use crate::metrics_store::{Histogram, Sample};
 
 const CANARY: &str = "ingest-eu-canary";
 const STABLE: &str = "ingest-eu";
-/// Envoy's default histogram buckets (ms).
-const BOUNDS: [f64; 13] = [
+/// The histogram buckets (ms) the shipped Envoy bootstraps configure.
+const BOUNDS: [f64; 69] = crate::metrics_store::LATENCY_BOUNDS_MS;
+/// Envoy's default histogram buckets (ms), as an Envoy without the shipped
+/// bootstrap's settings reports them.
+const ENVOY_DEFAULT_BOUNDS: [f64; 13] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
 const START_MS: u64 = 1_700_000_000_000;
@@ -91,6 +94,8 @@ struct Sim {
     decisions: Vec<Decision>,
     /// (time, phase, weight) after each evaluation.
     trace: Vec<(u64, Phase, u32)>,
+    /// The bucket bounds the samples report latency in.
+    bounds: &'static [f64],
 }
 
 impl Sim {
@@ -106,11 +111,13 @@ impl Sim {
             stable: HEALTHY,
             decisions: Vec::new(),
             trace: Vec::new(),
+            bounds: &BOUNDS,
         }
     }
 
     fn sample(&mut self, requests: u64, behaviour: Behaviour) -> Sample {
-        let mut latency = Histogram::with_bounds(BOUNDS.to_vec());
+        let bounds = self.bounds;
+        let mut latency = Histogram::with_bounds(bounds.to_vec());
         let mut errors = 0;
         for _ in 0..requests {
             if self.rng.next_f64() < behaviour.errors {
@@ -118,7 +125,7 @@ impl Sim {
             }
             let u = self.rng.next_f64().max(1e-12);
             let ms = behaviour.base_ms - behaviour.tail_ms * u.ln();
-            let slot = BOUNDS.iter().position(|&b| ms <= b).unwrap_or(BOUNDS.len());
+            let slot = bounds.iter().position(|&b| ms <= b).unwrap_or(bounds.len());
             latency.counts[slot] += 1;
         }
         Sample {
@@ -291,6 +298,36 @@ fn two_hundred_ms_more_latency_rolls_back() {
     // On the first evaluation where both had enough observations.
     let canary = sim.store.window(CANARY, sim.now_ms - TICK_MS, WINDOW_MS);
     assert!(canary.latency.count() < 200);
+}
+
+#[test]
+fn latency_in_buckets_too_wide_to_judge_is_never_promoted() {
+    // Envoy's default buckets: a canary whose tail is twice stable's (p95
+    // about ×1.8, over a ×1.2 limit) has its quantiles in buckets ×2 to ×2.5
+    // wide next to stable's, which cannot tell ×1 from ×2.
+    let mut sim = Sim::new(policy_with_hold("5s"), 11);
+    sim.bounds = &ENVOY_DEFAULT_BOUNDS;
+    sim.canary.tail_ms *= 2.0;
+    sim.run(120);
+    let state = sim.state();
+    assert_eq!(
+        (state.phase, state.step),
+        (Phase::Progressing, 0),
+        "{state:?}"
+    );
+    assert_eq!(sim.rollbacks(), 0);
+    let evidence = sim.controller.evidence()[CANARY].clone();
+    assert_eq!(
+        evidence.verdict,
+        Verdict::Inconclusive,
+        "{:?}",
+        evidence.findings
+    );
+    assert!(!evidence.latency_unresolved.is_empty());
+    // The same canary with the shipped buckets is found out and rolled back.
+    let mut sim = Sim::new(policy_with_hold("5s"), 11);
+    sim.canary.tail_ms *= 2.0;
+    assert!(sim.run_until(120, |s| s.state().phase == Phase::RolledBack));
 }
 
 #[test]
@@ -733,10 +770,11 @@ mod sla_scores {
                 if let Some((base, tail)) = latency
                     && self.now_ms.is_multiple_of(1_000)
                 {
-                    let mut h = Histogram::with_bounds(BOUNDS.to_vec());
+                    let bounds = ENVOY_DEFAULT_BOUNDS;
+                    let mut h = Histogram::with_bounds(bounds.to_vec());
                     for _ in 0..self.rps {
                         let ms = base - tail * self.rng.next_f64().max(1e-12).ln();
-                        let slot = BOUNDS.iter().position(|&b| ms <= b).unwrap_or(BOUNDS.len());
+                        let slot = bounds.iter().position(|&b| ms <= b).unwrap_or(bounds.len());
                         h.counts[slot] += 1;
                     }
                     self.store.add(

@@ -226,10 +226,15 @@ function renderRollouts(x0, x1) {
       const p99 = v.p99_ms !== null && v.p99_ms !== undefined ? `, p99 ${ms(v.p99_ms)}` : "";
       return `${name}: ${v.requests} requests, ${pct(v.error_rate * 100)} errors${p99}`;
     };
+    const bucket = (b) => (b.high_ms === null || b.high_ms === undefined ? `over ${ms(b.low_ms)}` : `(${ms(b.low_ms)}, ${ms(b.high_ms)}]`);
+    const unresolved = (now.latency_unresolved || []).map((u) =>
+      h("span", { class: "unresolved" },
+        `${u.quantile} latency not resolvable: canary's in ${bucket(u.canary_bucket)}, stable's in ${bucket(u.stable_bucket)}, too wide for ×${u.limit}`));
     card.figures.replaceChildren(
       h("span", {}, `step ${now.step + 1}`),
       h("span", {}, figures("canary", now.canary)),
       h("span", {}, figures("stable", now.stable)),
+      ...unresolved,
     );
     const chartMarks = marks.map((m) => ({ t: m.at_ms, cls: markClass(m), title: markTitle(m) }));
     drawChart(card.weightChart, {

@@ -5,12 +5,20 @@
 //! `base = 2^(2^-s)`. Everything here works on bucket indices and on `log2`
 //! of the boundaries, so no scale or index overflows a float.
 
-use crate::metrics_store::Histogram;
+use std::rc::Rc;
 
-/// The millisecond bucket bounds exponential histograms are converted to.
-pub const BOUNDS_MS: [f64; 14] = [
-    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-];
+use super::totals::tidy;
+use crate::metrics_store::LATENCY_BOUNDS_MS;
+
+/// The millisecond bucket bounds exponential histograms of scale
+/// [`FINE_SCALE`] or finer are converted to (steps of at most ×1.2).
+pub const BOUNDS_MS: [f64; 69] = LATENCY_BOUNDS_MS;
+
+/// The coarsest scale spread over [`BOUNDS_MS`]: its buckets are ×2^(1/4) ≈
+/// ×1.19 wide, no wider than those. A coarser histogram keeps its own bucket
+/// edges, so that it is never shown finer than it is measured (canary
+/// analysis calls a quantile in too wide a bucket unresolved).
+pub(crate) const FINE_SCALE: i32 = 2;
 
 /// The scales OTLP allows.
 pub(crate) const MIN_SCALE: i32 = -10;
@@ -131,15 +139,18 @@ impl Buckets {
         Some(Buckets::new(scale, zero, now.offset, &counts))
     }
 
-    /// The same observations in [`BOUNDS_MS`] buckets. `ms_per_unit` turns
-    /// the histogram's unit into milliseconds. Each bucket's count is spread
-    /// over the millisecond buckets it overlaps in proportion to the overlap
-    /// on a logarithmic scale; the zero bucket goes to the first one. Totals
-    /// are exact.
-    pub(crate) fn to_millis(&self, ms_per_unit: f64) -> Histogram {
-        let mut out = Histogram::with_bounds(BOUNDS_MS.to_vec());
-        out.counts[0] = self.zero;
-        let log_bounds = BOUNDS_MS.map(f64::log2);
+    /// The same observations in millisecond buckets: [`BOUNDS_MS`] from
+    /// [`FINE_SCALE`] up, else the histogram's own bucket edges over the same
+    /// range. `ms_per_unit` turns the histogram's unit into milliseconds. Each
+    /// bucket's count is spread over the millisecond buckets it overlaps in
+    /// proportion to the overlap on a logarithmic scale; the zero bucket goes
+    /// to the first one. Totals are exact.
+    pub(crate) fn to_millis(&self, ms_per_unit: f64) -> Millis {
+        let native = (self.scale < FINE_SCALE).then(|| self.native_bounds_ms(ms_per_unit));
+        let bounds = native.as_deref().unwrap_or(&BOUNDS_MS);
+        let mut counts = vec![0; bounds.len() + 1];
+        counts[0] = self.zero;
+        let log_bounds: Vec<f64> = bounds.iter().map(|b| b.log2()).collect();
         let unit_shift = ms_per_unit.log2();
         let width = (-f64::from(self.scale)).exp2();
         for (k, &count) in self.counts.iter().enumerate() {
@@ -149,9 +160,48 @@ impl Buckets {
             let index = (self.offset + k as i64) as f64;
             let low = index * width + unit_shift;
             let high = low + width;
-            spread(count, low, high, &log_bounds, &mut out.counts);
+            spread(count, low, high, &log_bounds, &mut counts);
         }
-        out
+        Millis { native, counts }
+    }
+
+    /// This scale's bucket edges in milliseconds, from the one at or below
+    /// [`BOUNDS_MS`]' first to the one at or above its last.
+    fn native_bounds_ms(&self, ms_per_unit: f64) -> Rc<[f64]> {
+        let width = (-f64::from(self.scale)).exp2();
+        let shift = ms_per_unit.log2();
+        let edge = |ms: f64| (ms.log2() - shift) / width;
+        let first = edge(BOUNDS_MS[0]).floor() as i64;
+        let last = edge(BOUNDS_MS[BOUNDS_MS.len() - 1]).ceil() as i64;
+        let bounds: Rc<[f64]> = (first..=last)
+            .map(|i| tidy((i as f64 * width + shift).exp2()))
+            .filter(|b| b.is_finite() && *b > 0.0)
+            .collect();
+        if bounds.is_empty() {
+            Rc::from(BOUNDS_MS.as_slice())
+        } else {
+            bounds
+        }
+    }
+}
+
+/// Exponential buckets in milliseconds ([`Buckets::to_millis`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Millis {
+    /// The histogram's own bucket edges, if it is coarser than [`BOUNDS_MS`].
+    pub(crate) native: Option<Rc<[f64]>>,
+    /// Counts per bucket: one more than the bounds.
+    pub(crate) counts: Vec<u64>,
+}
+
+#[cfg(test)]
+impl Millis {
+    fn bounds(&self) -> &[f64] {
+        self.native.as_deref().unwrap_or(&BOUNDS_MS)
+    }
+
+    fn count(&self) -> u64 {
+        self.counts.iter().sum()
     }
 }
 
@@ -239,23 +289,39 @@ mod tests {
 
     #[test]
     fn conversion_to_milliseconds_keeps_every_observation() {
-        // Scale 0, seconds: bucket -4 is (1/16 s, 1/8 s] = (62.5, 125] ms, which
-        // straddles the 100 ms bound: 2/3 of it (on a log scale) lies below.
-        let b = Buckets::new(0, 5, -4, &[30]);
+        // Scale 2, seconds: bucket -16 is (2^-4 s, 2^-3.75 s] = (62.5, 74.3]
+        // ms, which straddles the 74 ms bound: 97.5 % of it (on a log scale)
+        // lies below.
+        let b = Buckets::new(2, 5, -16, &[100]);
         let h = b.to_millis(1000.0);
-        assert_eq!(h.bounds, BOUNDS_MS.to_vec());
-        assert_eq!(h.count(), 35);
+        assert_eq!((h.bounds(), h.native.is_none()), (&BOUNDS_MS[..], true));
+        assert_eq!(h.count(), 105);
         assert_eq!(h.counts[0], 5);
-        let below = h.counts[7];
-        let above = h.counts[8];
-        assert_eq!(below + above, 30);
-        assert!((19..=21).contains(&below), "{:?}", h.counts);
+        let at = BOUNDS_MS.iter().position(|&b| b == 74.0).unwrap();
+        let (below, above) = (h.counts[at], h.counts[at + 1]);
+        assert_eq!(below + above, 100);
+        assert!((97..=98).contains(&below), "{:?}", h.counts);
         // Far beyond the last bound, and far below the first.
-        let h = Buckets::new(0, 0, 40, &[3]).to_millis(1.0);
-        assert_eq!(h.counts[14], 3);
-        let h = Buckets::new(-10, 0, -3, &[2]).to_millis(1.0);
-        assert_eq!(h.count(), 2);
+        let h = Buckets::new(3, 0, 200, &[3]).to_millis(1.0);
+        assert_eq!(h.counts[BOUNDS_MS.len()], 3);
         let h = Buckets::new(20, 0, i64::from(i32::MIN), &[u64::MAX]).to_millis(1000.0);
         assert_eq!(h.counts[0], u64::MAX);
+    }
+
+    #[test]
+    fn coarse_scales_keep_their_own_edges() {
+        // Scale 0, seconds: bucket -4 is (62.5, 125] ms, kept whole in a
+        // bucket with those edges rather than spread over finer ones.
+        let h = Buckets::new(0, 5, -4, &[30]).to_millis(1000.0);
+        let bounds = h.bounds();
+        let at = bounds.iter().position(|&b| b == 125.0).unwrap();
+        assert_eq!(bounds[at - 1], 62.5);
+        assert_eq!(h.counts[at], 30, "{bounds:?} {:?}", h.counts);
+        assert_eq!(h.count(), 35);
+        assert!(bounds.windows(2).all(|w| (w[1] / w[0] - 2.0).abs() < 1e-9));
+        // Scale -10 (buckets ×2^1024): still a histogram, every observation kept.
+        let h = Buckets::new(-10, 0, -3, &[2]).to_millis(1.0);
+        assert_eq!(h.count(), 2);
+        assert!(!h.bounds().is_empty());
     }
 }

@@ -26,6 +26,12 @@ impl std::ops::Deref for Bounds<'_> {
     }
 }
 
+/// A bound converted to milliseconds, without the float noise of the
+/// multiplication (`0.005 × 1000` is `5`, not `5.000000000000001`).
+pub(crate) fn tidy(value: f64) -> f64 {
+    format!("{value:.12e}").parse().unwrap_or(value)
+}
+
 /// A cluster's totals from one kind of source.
 #[derive(Debug)]
 struct Entry<'r> {
@@ -174,5 +180,14 @@ impl<'r> Totals<'r> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bounds_in_milliseconds_carry_no_float_noise() {
+        assert_eq!(super::tidy(0.005 * 1000.0), 5.0);
+        assert_eq!(super::tidy(0.1 * 1000.0), 100.0);
     }
 }

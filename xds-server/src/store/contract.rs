@@ -226,6 +226,7 @@ pub(crate) fn decision(at_ms: u64) -> Decision {
             stable_baseline_at_ms: None,
             error_test: None,
             latency_ratio: None,
+            latency_unresolved: Vec::new(),
             verdict: Verdict::Bad,
             findings: vec!["errors: bad".into()],
         },

@@ -187,28 +187,19 @@ impl<'r> Run<'_, 'r> {
             _ => buckets,
         };
         let count = buckets.count();
-        let bounds = Bounds::Borrowed(&exponential::BOUNDS_MS);
         let latency = (count > 0).then(|| buckets.to_millis(ms_per_unit));
+        let bounds = latency.as_ref().map(|h| match &h.native {
+            None => Bounds::Borrowed(&exponential::BOUNDS_MS),
+            Some(bounds) => Bounds::Converted(Rc::clone(bounds)),
+        });
         self.add_observed(
             target,
             count,
-            latency.as_ref().map(|h| (&bounds, &h.counts[..])),
+            bounds
+                .as_ref()
+                .zip(latency.as_ref())
+                .map(|(b, h)| (b, &h.counts[..])),
         )?;
         Ok(Some(count))
-    }
-}
-
-/// A bound converted to milliseconds, without the float noise of the
-/// multiplication (`0.005 × 1000` is `5`, not `5.000000000000001`).
-pub(super) fn tidy(value: f64) -> f64 {
-    format!("{value:.12e}").parse().unwrap_or(value)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bounds_in_milliseconds_carry_no_float_noise() {
-        assert_eq!(super::tidy(0.005 * 1000.0), 5.0);
-        assert_eq!(super::tidy(0.1 * 1000.0), 100.0);
     }
 }
