@@ -20,6 +20,7 @@ mod headers;
 mod metrics;
 mod request;
 mod root;
+mod segments;
 mod state;
 
 /// The filter's build version: logged when configured, and stamped on

@@ -14,32 +14,34 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use weir_policy::metrics::{self, Outcome};
 use weir_policy::model::Variant;
-use weir_policy::{Engine, Policy};
+use weir_policy::{Engine, Policy, Request};
+
+use crate::segments::{Pending, Segments};
 
 /// A counter whose increments wait in the VM until the next flush.
 #[derive(Default)]
-struct Counter {
+pub(crate) struct Counter {
     /// `None`: Envoy refused to define it, and it is not counted.
     id: Option<u32>,
     pending: Cell<u64>,
 }
 
 impl Counter {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         Self {
             id: define(MetricType::Counter, name),
             pending: Cell::new(0),
         }
     }
 
-    fn add(&self, dirty: &Cell<bool>) {
+    pub(crate) fn add(&self, dirty: &Cell<bool>) {
         if self.id.is_some() {
             self.pending.set(self.pending.get().saturating_add(1));
             dirty.set(true);
         }
     }
 
-    fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let pending = self.pending.replace(0);
         if let (Some(id), true) = (self.id, pending > 0) {
             let _ = hostcalls::increment_metric(id, i64::try_from(pending).unwrap_or(i64::MAX));
@@ -61,11 +63,13 @@ pub(crate) struct Metrics {
     /// By canary cluster: the counters of `[stable, canary]` (a policy has a
     /// handful of canaries: a scan beats hashing the name every request).
     variants: Vec<(String, [Counter; 2])>,
+    /// Counts per device segment of the canaries that name segments.
+    segments: Segments,
     /// Whether any counter holds increments Envoy has not been given.
     dirty: Cell<bool>,
 }
 
-fn define(kind: MetricType, name: &str) -> Option<u32> {
+pub(crate) fn define(kind: MetricType, name: &str) -> Option<u32> {
     match hostcalls::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(status) => {
@@ -110,7 +114,24 @@ impl Metrics {
                 .map(|variant| Counter::new(&metrics::canary_variant(&canary.cluster, variant)));
             m.variants.push((canary.cluster.clone(), counters));
         }
+        m.segments = Segments::for_policy(policy);
         m
+    }
+
+    /// Notes a split request's segment values, if its canary is segmented.
+    pub(crate) fn segment_start(
+        &self,
+        canary: &str,
+        variant: Variant,
+        request: &Request<'_>,
+        now_ms: u64,
+    ) -> Option<Pending> {
+        self.segments.start(canary, variant, request, now_ms)
+    }
+
+    /// Counts a segmented request's response.
+    pub(crate) fn segment_finish(&self, pending: &Pending, status: u16, now_ms: u64) {
+        self.segments.finish(pending, status, now_ms, &self.dirty);
     }
 
     pub(crate) fn outcome(&self, rank: usize, outcome: Outcome) {
@@ -152,6 +173,7 @@ impl Metrics {
             .iter()
             .flat_map(|(_, counters)| counters)
             .for_each(Counter::flush);
+        self.segments.flush();
     }
 
     pub(crate) fn queue_wait(&self, ms: u64) {

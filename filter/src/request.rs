@@ -10,16 +10,23 @@ use weir_policy::{Engine, Request, headers};
 
 use crate::admission::shed;
 use crate::headers::RequestHeaders;
+use crate::segments::{Pending, SHED_HEADER, counted_status};
 use crate::state::{SharedState, now_ms, settle};
 
 pub(crate) struct WeirRequest {
     id: u32,
     state: SharedState,
+    /// Set for a request of a segmented canary: what its response counts in.
+    segment: Option<Pending>,
 }
 
 impl WeirRequest {
     pub(crate) fn new(id: u32, state: SharedState) -> Self {
-        Self { id, state }
+        Self {
+            id,
+            state,
+            segment: None,
+        }
     }
 
     /// The request's headers other than Weir's own, as text; every
@@ -62,7 +69,7 @@ impl WeirRequest {
     }
 
     /// Classify, route, split, then admit, hold or shed.
-    fn steer(&self, engine: &Engine, all: &[(&str, &str)]) -> Action {
+    fn steer(&mut self, engine: &Engine, all: &[(&str, &str)]) -> Action {
         let pseudo = |name: &str| all.iter().find(|(n, _)| *n == name).map_or("", |&(_, v)| v);
         let request = Request {
             method: pseudo(":method"),
@@ -76,6 +83,7 @@ impl WeirRequest {
         let metrics = Rc::clone(&state.metrics);
         state.request_counter = state.request_counter.wrapping_add(1);
         let spread_key = engine.spread_key(&request, state.request_counter);
+        let mut segment = None;
 
         let rank = engine.class_rank(&request);
         let class = engine.classes().get(rank).map_or("", String::as_str);
@@ -87,6 +95,7 @@ impl WeirRequest {
                 // counts what only it knows: the variant of each canary split.
                 if let Some((canary_cluster, variant)) = route.split {
                     metrics.variant(canary_cluster, variant);
+                    segment = metrics.segment_start(canary_cluster, variant, &request, now_ms());
                 }
             }
             None => metrics.unrouted(),
@@ -110,9 +119,11 @@ impl WeirRequest {
             Arrival::Shed { retry_after_s, .. } => {
                 metrics.outcome(rank, Outcome::Shed);
                 shed(class, retry_after_s);
+                segment = None;
                 Action::Pause
             }
         };
+        self.segment = segment;
         // The counts just made reach Envoy at the next flush tick.
         if let Ok(mut state) = self.state.try_borrow_mut() {
             state.retick();
@@ -136,6 +147,16 @@ impl HttpContext for WeirRequest {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(pending) = self.segment.take() {
+            let status = counted_status(
+                self.get_http_response_header(":status"),
+                self.get_http_response_header(SHED_HEADER),
+            );
+            let metrics = self.state.try_borrow().ok().map(|s| Rc::clone(&s.metrics));
+            if let (Some(status), Some(metrics)) = (status, metrics) {
+                metrics.segment_finish(&pending, status, now_ms());
+            }
+        }
         let stamp = self.state.try_borrow().is_ok_and(|s| s.version_header);
         if stamp {
             self.set_http_response_header(headers::FILTER_VERSION, Some(crate::VERSION));

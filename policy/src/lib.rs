@@ -23,6 +23,7 @@ pub mod headers;
 pub mod metrics;
 pub mod model;
 pub mod names;
+pub mod segments;
 #[cfg(feature = "source")]
 pub mod source;
 pub mod split;

@@ -164,8 +164,47 @@ pub struct Analysis {
     pub max_error_rate_increase: f64,
     /// Largest acceptable ratio of canary to stable latency.
     pub max_latency_ratio: LatencyRatios,
-    /// Requests each variant needs in a window before any verdict.
+    /// Requests each variant needs in a window before any verdict (and each
+    /// variant of a segment before that segment's).
     pub min_samples: u32,
+    /// Device segments judged one by one besides the whole: a canary bad for
+    /// one device type or region alone is found out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Segments>,
+}
+
+/// The segments a canary is judged in (see [`crate::segments`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Segments {
+    /// What tells segments apart: `device_type`, `region` (the routing
+    /// headers' values) or `header:NAME` (any request header's value).
+    pub by: Vec<String>,
+    /// Values of each dimension judged on their own, the most requested;
+    /// the rest are pooled as `other`.
+    #[serde(default = "default_segment_top")]
+    pub top: u32,
+    /// What a segment judged bad does: `rollback` (the default) or `hold`
+    /// (the canary stays at its step until the segment recovers).
+    #[serde(default)]
+    pub on_bad: OnBadSegment,
+}
+
+fn default_segment_top() -> u32 {
+    8
+}
+
+/// What a segment judged bad does to its canary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadSegment {
+    /// Roll the canary back, as a bad whole would.
+    #[default]
+    Rollback,
+    /// Keep the canary at its step (no advance) while the segment is bad.
+    Hold,
 }
 
 /// Latency ratio limits by percentile.

@@ -45,6 +45,7 @@ pub fn validate(policy: &Policy) -> Vec<Invalid> {
         policy.services.iter().any(|s| s.sla.is_some()),
     );
     check.routing(&policy.routing);
+    check.canary_segments(policy);
     check.errors
 }
 
@@ -146,6 +147,72 @@ impl Check {
                 0
             }
             Some(ms) => ms,
+        }
+    }
+
+    /// Every canary's `analysis.segments`, against the routing headers.
+    fn canary_segments(&mut self, policy: &Policy) {
+        for (i, service) in policy.services.iter().enumerate() {
+            for (j, placement) in service.placements.iter().enumerate() {
+                let Some(segments) = placement
+                    .canary
+                    .as_ref()
+                    .and_then(|c| c.analysis.segments.as_ref())
+                else {
+                    continue;
+                };
+                let path = at(
+                    &item(&at(&item("services", i), "placements"), j),
+                    "canary.analysis.segments",
+                );
+                self.segments(&path, segments, &policy.routing.headers);
+            }
+        }
+    }
+
+    fn segments(
+        &mut self,
+        path: &str,
+        segments: &crate::model::Segments,
+        routing: &crate::model::RoutingHeaders,
+    ) {
+        use crate::segments::{MAX_DIMENSIONS, MAX_TOP, dimension};
+        let by = at(path, "by");
+        if segments.by.is_empty() || segments.by.len() > MAX_DIMENSIONS {
+            self.fail(
+                &by,
+                format!(
+                    "name 1 to {MAX_DIMENSIONS} dimensions, not {}",
+                    segments.by.len()
+                ),
+            );
+        }
+        let mut headers = BTreeMap::new();
+        for (i, written) in segments.by.iter().enumerate() {
+            match dimension(written, routing) {
+                Err(why) => self.fail(item(&by, i), why),
+                Ok(d) => {
+                    if let Some(first) = headers.insert(d.header.clone(), i) {
+                        self.fail(
+                            item(&by, i),
+                            format!(
+                                "`{written}` reads header `{}`, as {} does",
+                                d.header,
+                                item(&by, first)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if segments.top == 0 || segments.top > MAX_TOP {
+            self.fail(
+                at(path, "top"),
+                format!(
+                    "values per dimension must be between 1 and {MAX_TOP}, not {}",
+                    segments.top
+                ),
+            );
         }
     }
 

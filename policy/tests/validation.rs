@@ -1703,3 +1703,64 @@ fn adaptive_limit_needs_a_latency_target() {
         "no service has an `sla`",
     );
 }
+
+/// The example's canary analysis with `segments` set to `yaml` (flow style).
+fn example_segments(yaml: &str) -> String {
+    example_with(&[(
+        "            min_samples: 200\n",
+        &format!("            min_samples: 200\n            segments: {yaml}\n"),
+    )])
+}
+
+#[test]
+fn canary_segments_valid() {
+    let text = example_segments(
+        "{ by: [device_type, region, \"header:x-firmware\"], top: 4, on_bad: hold }",
+    );
+    let policy = load(FILE, &text).unwrap_or_else(|d| panic!("{}", listed(&d)));
+    assert!(weir_policy::validate(&policy).is_empty());
+}
+
+#[test]
+fn canary_segments_unknown_dimension() {
+    let text = example_segments("{ by: [device_type, firmware] }");
+    assert_one(
+        &text,
+        &format!("{CANARY}.analysis.segments.by[1]"),
+        "device_type, »firmware",
+        "`firmware` is not a segment dimension: use `device_type`, `region` or `header:NAME`",
+    );
+}
+
+#[test]
+fn canary_segments_same_header_twice() {
+    let text = example_segments("{ by: [device_type, \"header:x-device-type\"] }");
+    assert_one(
+        &text,
+        &format!("{CANARY}.analysis.segments.by[1]"),
+        "device_type, »\"header",
+        "`header:x-device-type` reads header `x-device-type`, as",
+    );
+}
+
+#[test]
+fn canary_segments_top_out_of_range() {
+    let text = example_segments("{ by: [region], top: 0 }");
+    assert_one(
+        &text,
+        &format!("{CANARY}.analysis.segments.top"),
+        "top: »0",
+        "values per dimension must be between 1 and 32, not 0",
+    );
+}
+
+#[test]
+fn canary_segments_unknown_action() {
+    let text = example_segments("{ by: [region], on_bad: ignore }");
+    let problems = load(FILE, &text).expect_err("refused");
+    assert!(
+        listed(&problems).contains("on_bad"),
+        "{}",
+        listed(&problems)
+    );
+}

@@ -30,6 +30,9 @@ pub struct Behaviour {
     pub fail_basis_points: u32,
     /// The status of failed requests.
     pub fail_status: u16,
+    /// When set, `delay` and failures apply only to requests whose header
+    /// (name, lower-case) has this value: a release broken for one segment.
+    pub only_header: Option<(&'static str, &'static str)>,
 }
 
 impl Default for Behaviour {
@@ -38,6 +41,7 @@ impl Default for Behaviour {
             delay: Duration::ZERO,
             fail_basis_points: 0,
             fail_status: 503,
+            only_header: None,
         }
     }
 }
@@ -62,6 +66,9 @@ struct Shared {
     /// wait their turn in arrival order (a fixed capacity: slots ÷ delay).
     slots: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     served: AtomicU64,
+    /// Requests `only_header` selected (all, without it): failures are spread
+    /// evenly over these.
+    affected: AtomicU64,
     active: AtomicU64,
     log: Mutex<Vec<String>>,
     arrivals: Mutex<Vec<String>>,
@@ -89,6 +96,7 @@ impl Backend {
             behaviour: Mutex::new(Behaviour::default()),
             slots: Mutex::new(None),
             served: AtomicU64::new(0),
+            affected: AtomicU64::new(0),
             active: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             arrivals: Mutex::new(Vec::new()),
@@ -216,7 +224,13 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             arrivals.push(echo.path.clone());
         }
     }
-    let failed = fails(n, behaviour.fail_basis_points);
+    let affected = behaviour
+        .only_header
+        .is_none_or(|(name, value)| echo.headers.get(name).is_some_and(|v| v == value));
+    let failed = affected && {
+        let k = shared.affected.fetch_add(1, Ordering::Relaxed) + 1;
+        fails(k, behaviour.fail_basis_points)
+    };
     let status = if failed {
         StatusCode::from_u16(behaviour.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
     } else {
@@ -234,7 +248,7 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             status.as_u16()
         ));
     }
-    if !behaviour.delay.is_zero() {
+    if affected && !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;
     }
     let mut response = (status, axum::Json(echo)).into_response();

@@ -18,9 +18,22 @@ pub fn policy_yaml(
     min_samples: u32,
     max_error_rate_increase_pp: f64,
 ) -> String {
+    policy_yaml_segmented(steps, hold, min_samples, max_error_rate_increase_pp, None)
+}
+
+/// [`policy_yaml`] whose canary analysis also has `segments: {segments}`
+/// (flow YAML), when given.
+pub fn policy_yaml_segmented(
+    steps: &str,
+    hold: &str,
+    min_samples: u32,
+    max_error_rate_increase_pp: f64,
+    segments: Option<&str>,
+) -> String {
+    let segments = segments.map_or(String::new(), |s| format!("\n            segments: {s}"));
     format!(
         r#"
-device_types: [sensor]
+device_types: [sensor, camera]
 regions: {{ rtt_ms: {{ eu-west: {{ eu-west: 1 }} }} }}
 clusters:
   - {{ name: {STABLE}, region: eu-west, endpoints: ["127.0.0.1:9"] }}
@@ -38,7 +51,7 @@ services:
           analysis:
             max_error_rate_increase: {max_error_rate_increase_pp}
             max_latency_ratio: {{ p95: 1.5, p99: 2.0 }}
-            min_samples: {min_samples}
+            min_samples: {min_samples}{segments}
 priority:
   classes: [telemetry]
   default: telemetry

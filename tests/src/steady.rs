@@ -24,6 +24,18 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn start(envoy: &Envoy, rate: u64, limit: Duration) -> Self {
+        Self::start_with(envoy, rate, limit, |_| Vec::new())
+    }
+
+    /// [`Traffic::start`] whose device number `d` (0–4,999, fixed per
+    /// device) also sends the headers `headers(d)`: device types, regions,
+    /// firmware versions.
+    pub fn start_with(
+        envoy: &Envoy,
+        rate: u64,
+        limit: Duration,
+        headers: fn(u64) -> Vec<(&'static str, String)>,
+    ) -> Self {
         const LANES: u64 = 10;
         let stop = Arc::new(AtomicBool::new(false));
         let first_canary_error = Arc::new(std::sync::Mutex::new(None));
@@ -48,9 +60,13 @@ impl Traffic {
                     if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
                         break;
                     }
+                    let number = lane * 500 + i % 500;
                     let device = format!("device-{lane}-{}", i % 500);
-                    let Ok(response) = client.post(&url).header("x-device-id", device).send().await
-                    else {
+                    let mut request = client.post(&url).header("x-device-id", device);
+                    for (name, value) in headers(number) {
+                        request = request.header(name, value);
+                    }
+                    let Ok(response) = request.send().await else {
                         failed.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };

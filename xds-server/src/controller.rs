@@ -50,7 +50,9 @@ use std::collections::BTreeMap;
 
 use weir_policy::{Feed, Policy};
 
-pub use analysis::{Bucket, ErrorTest, Evidence, LatencyRatio, Unresolved, VariantStats, Verdict};
+pub use analysis::{
+    Bucket, ErrorTest, Evidence, LatencyRatio, SegmentVerdict, Unresolved, VariantStats, Verdict,
+};
 pub use limit::LimitStatus;
 pub use rollout::{Baseline, Command, Decision, Phase, RolloutState};
 pub use sla::SlaStatus;
@@ -243,6 +245,10 @@ impl Controller {
                 ),
                 _ => analysis::analyse(&canary, &stable, None, &config.analysis, WINDOW_MS),
             };
+            if let Some(segments) = &config.analysis.segments {
+                let windows = store.segment_windows(&state.canary, now_ms, WINDOW_MS);
+                analysis::judge_segments(evidence, windows, &config.analysis, segments);
+            }
             if let Some(decision) = state.observe(config, evidence, now_ms) {
                 fresh.push(decision);
             }

@@ -28,10 +28,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 mod admission;
 mod histogram;
+mod segments;
 
 pub use admission::{Admission, AdmissionPoint, ClassCounts};
 pub(crate) use histogram::add_counts;
 pub use histogram::{Histogram, LATENCY_BOUNDS_MS, Located};
+pub use segments::{
+    MAX_DIMENSIONS as MAX_SEGMENT_DIMENSIONS, MAX_VALUES as MAX_SEGMENT_VALUES, SegmentWindow,
+};
 
 /// The width of a time slot, in milliseconds: the precision of a window's
 /// edges.
@@ -45,6 +49,9 @@ pub enum SourceKind {
     Envoy,
     /// An application's own metrics (`http.server.request.duration`).
     Application,
+    /// The filter's counts of one device segment of a canary: the name
+    /// recorded is the segment series' ([`MetricsStore::record_segment`]).
+    Segment,
 }
 
 /// What happened on one cluster during one reporting interval.
@@ -114,6 +121,10 @@ pub struct MetricsStore {
     /// Reports refused because [`MAX_UNKNOWN_CLUSTERS`] were kept.
     refused: u64,
     admission: admission::Sources,
+    segments: segments::Segments,
+    /// Segment reports refused (a canary the policy does not name, or past
+    /// the bounds of [`segments`]).
+    segments_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -126,14 +137,15 @@ impl Cluster {
     fn series_mut(&mut self, kind: SourceKind) -> &mut Series {
         match kind {
             SourceKind::Envoy => &mut self.envoy,
-            SourceKind::Application => &mut self.application,
+            // Segments never reach a cluster: `record` keeps them apart.
+            SourceKind::Application | SourceKind::Segment => &mut self.application,
         }
     }
 
     fn series(&self, kind: SourceKind) -> &Series {
         match kind {
             SourceKind::Envoy => &self.envoy,
-            SourceKind::Application => &self.application,
+            SourceKind::Application | SourceKind::Segment => &self.application,
         }
     }
 }
@@ -225,6 +237,17 @@ impl Series {
         position
     }
 
+    /// Drops the slots that end at or before `keep_after` (ms).
+    fn prune(&mut self, keep_after: u64) {
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| s.key.saturating_mul(SLOT_MS) <= keep_after)
+        {
+            self.drop_oldest();
+        }
+    }
+
     fn drop_oldest(&mut self) {
         if let Some(slot) = self.slots.pop_front() {
             self.spare.push(slot.counts);
@@ -269,6 +292,8 @@ impl MetricsStore {
             unknown: 0,
             refused: 0,
             admission: admission::Sources::default(),
+            segments: segments::Segments::default(),
+            segments_refused: 0,
         }
     }
 
@@ -325,6 +350,9 @@ impl MetricsStore {
         at_ms: u64,
         counts: Counts<'_>,
     ) -> bool {
+        if kind == SourceKind::Segment {
+            return self.record_segment(cluster, at_ms, counts);
+        }
         let entry = match self.clusters.get_mut(cluster) {
             Some(entry) => entry,
             None => {
@@ -369,20 +397,44 @@ impl MetricsStore {
             .window(after, slot_key(now_ms))
     }
 
+    /// Records what the filter counted of a device segment: `series` is the
+    /// segment metric's name without Envoy's prefix and the measure
+    /// (`weir_policy::segments`); `false` if refused (not a segment of a
+    /// canary the policy names, or past the bounds).
+    pub fn record_segment(&mut self, series: &str, at_ms: u64, counts: Counts<'_>) -> bool {
+        let known = &self.known;
+        let recorded = self.segments.record(
+            series,
+            |canary| known.contains(canary),
+            slot_key(at_ms),
+            self.max_slots,
+            counts,
+        );
+        if !recorded {
+            self.segments_refused += 1;
+        }
+        recorded
+    }
+
+    /// Every segment of `canary` reported in `(now_ms − span_ms, now_ms]`.
+    pub fn segment_windows(&self, canary: &str, now_ms: u64, span_ms: u64) -> Vec<SegmentWindow> {
+        let (after, until) = segments::window_keys(now_ms, span_ms);
+        self.segments.windows(canary, after, until)
+    }
+
+    /// Segment series kept, and segment reports refused since the start.
+    pub fn segment_series(&self) -> (usize, u64) {
+        (self.segments.len(), self.segments_refused)
+    }
+
     /// Forgets reports older than the retention.
     pub fn prune(&mut self, now_ms: u64) {
         let keep_after = now_ms.saturating_sub(self.retention_ms);
         for cluster in self.clusters.values_mut() {
-            for series in [&mut cluster.envoy, &mut cluster.application] {
-                while series
-                    .slots
-                    .front()
-                    .is_some_and(|s| s.key.saturating_mul(SLOT_MS) <= keep_after)
-                {
-                    series.drop_oldest();
-                }
-            }
+            cluster.envoy.prune(keep_after);
+            cluster.application.prune(keep_after);
         }
+        self.segments.prune(keep_after);
         self.clusters
             .retain(|_, c| !c.envoy.slots.is_empty() || !c.application.slots.is_empty());
         self.count_unknown();

@@ -388,13 +388,17 @@ impl Ingest {
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         let last_request = n(&c.last_request_ms);
-        let (unknown_clusters, refused_reports) = {
+        let (unknown_clusters, refused_reports, (segment_series, segment_refused)) = {
             let store = self
                 .inner
                 .store
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            (store.unknown_clusters(), store.refused_reports())
+            (
+                store.unknown_clusters(),
+                store.refused_reports(),
+                store.segment_series(),
+            )
         };
         json!({
             "requests": {
@@ -419,6 +423,8 @@ impl Ingest {
             "cumulative_streams": streams,
             "clusters_not_in_policy": unknown_clusters,
             "cluster_reports_refused": refused_reports,
+            "segment_series": segment_series,
+            "segment_reports_refused": segment_refused,
             "last_request_at_ms": (last_request > 0).then_some(last_request),
             "last_error": last_error,
         })

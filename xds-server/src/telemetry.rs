@@ -276,6 +276,13 @@ pub fn render(telemetry: &Telemetry, scrape: &Scrape) -> String {
     )
     .get_or_create(&Labels::default())
     .inc_by(count(&scrape.otlp["cluster_reports_refused"]));
+    counter_family(
+        r,
+        "weir_otlp_segment_reports_refused",
+        "Reports of a device segment refused: not of a canary the policy names, or past 8 dimensions per canary",
+    )
+    .get_or_create(&Labels::default())
+    .inc_by(count(&scrape.otlp["segment_reports_refused"]));
 
     // Rollouts.
     let decisions = telemetry.events.decisions.clone();

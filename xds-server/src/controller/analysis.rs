@@ -27,8 +27,11 @@ use weir_policy::model::Analysis;
 use crate::metrics_store::WindowStats;
 
 mod latency;
+mod segments;
 
 pub use latency::{Bucket, Unresolved};
+pub use segments::SegmentVerdict;
+pub(crate) use segments::judge as judge_segments;
 
 /// Significance level of the error test.
 pub(crate) const SIGNIFICANCE: f64 = 0.01;
@@ -136,6 +139,10 @@ pub struct Evidence {
     /// limit: the latency check is then inconclusive, never passed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_unresolved: Vec<Unresolved>,
+    /// The device segments judged (`analysis.segments`): the bad ones first,
+    /// then by Holm-adjusted p-value, at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<SegmentVerdict>,
     /// The verdict.
     pub verdict: Verdict,
     /// One line per check, in words.
@@ -154,6 +161,7 @@ impl Evidence {
             error_test: None,
             latency_ratio: None,
             latency_unresolved: Vec::new(),
+            segments: Vec::new(),
             verdict: Verdict::Inconclusive,
             findings: vec!["not evaluated yet".to_owned()],
         }
@@ -177,6 +185,7 @@ pub(crate) fn analyse(
         error_test: None,
         latency_ratio: None,
         latency_unresolved: Vec::new(),
+        segments: Vec::new(),
         verdict: Verdict::Inconclusive,
         findings: Vec::new(),
     };
@@ -231,8 +240,14 @@ pub(crate) fn analyse(
         ));
     } else {
         let limits = &analysis.max_latency_ratio;
-        let judged =
-            |name, q, limit| latency::judge(name, q, limit, &canary.latency, &stable.latency);
+        let judged = |name, q, limit| {
+            latency::judge(
+                name,
+                (q, limit, latency::Z_99),
+                &canary.latency,
+                &stable.latency,
+            )
+        };
         match (
             judged("p95", 0.95, limits.p95),
             judged("p99", 0.99, limits.p99),
@@ -350,6 +365,7 @@ mod tests {
             max_error_rate_increase: 1.0,
             max_latency_ratio: LatencyRatios { p95: 1.2, p99: 1.5 },
             min_samples,
+            segments: None,
         }
     }
 

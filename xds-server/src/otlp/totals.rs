@@ -131,7 +131,12 @@ impl<'r> Totals<'r> {
 
     /// The clusters with totals, sorted, once each.
     pub(crate) fn clusters(&self) -> Vec<String> {
-        let mut names: Vec<&str> = self.entries.iter().map(|e| e.cluster).collect();
+        let mut names: Vec<&str> = self
+            .entries
+            .iter()
+            .filter(|e| e.kind != SourceKind::Segment)
+            .map(|e| e.cluster)
+            .collect();
         names.sort_unstable();
         names.dedup();
         names.into_iter().map(str::to_owned).collect()

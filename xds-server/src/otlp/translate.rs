@@ -21,11 +21,12 @@ mod histograms;
 
 use attributes::{canonical, find, int_attr, string_attr};
 
-use super::admission::{self, Kind};
+use super::admission::{self, Kind, WASM_CUSTOM_PREFIX};
 use super::cumulative::{Delta, Streams};
 use super::exponential::{self, Buckets};
 use super::totals::{Bounds, Totals, tidy};
 use crate::metrics_store::{AdmissionPoint, SourceKind};
+use weir_policy::segments::{self, Measure};
 
 /// Envoy's request counter by response class (a sum).
 pub const ENVOY_REQUESTS: &str = "cluster.upstream_rq_xx";
@@ -310,10 +311,19 @@ impl<'r> Run<'_, 'r> {
             ENVOY_REQUESTS => self.envoy_requests(resource, metric),
             ENVOY_LATENCY => self.envoy_latency(resource, metric),
             APP_DURATION => self.app_duration(resource, metric),
-            name => match admission::kind(name) {
-                Some(kind) => self.admission(kind, metric),
-                None => self.out.ignored += points(metric.data.as_ref()),
-            },
+            name => {
+                let bare = name.strip_prefix(WASM_CUSTOM_PREFIX).unwrap_or(name);
+                let segment = segments::is_segment_metric(bare)
+                    .then(|| segments::split_metric_name(bare))
+                    .flatten();
+                if let Some((series, measure)) = segment {
+                    return self.segment(resource, metric, series, measure);
+                }
+                match admission::kind(name) {
+                    Some(kind) => self.admission(kind, metric),
+                    None => self.out.ignored += points(metric.data.as_ref()),
+                }
+            }
         }
     }
 
@@ -587,6 +597,51 @@ mod tests {
         assert_eq!(latency.quantile(0.5), Some(4.4));
         let b = &t.samples["b"];
         assert_eq!((b.requests, b.errors, b.latency.is_none()), (7, 0, true));
+    }
+
+    #[test]
+    fn the_filters_segment_counts_are_recorded_by_series() {
+        use weir_policy::model::Variant;
+        use weir_policy::segments::{Measure, metric_name};
+        let name = |measure| {
+            let bare = metric_name("c", "header:x-fw", "2.1", Variant::Canary, measure);
+            format!("{WASM_CUSTOM_PREFIX}{bare}")
+        };
+        let sum = |measure, value| {
+            metric(
+                &name(measure),
+                "",
+                Data::Sum(Sum {
+                    data_points: vec![NumberDataPoint {
+                        value: Some(number_data_point::Value::AsInt(value)),
+                        ..NumberDataPoint::default()
+                    }],
+                    aggregation_temporality: DELTA,
+                    is_monotonic: true,
+                }),
+            )
+        };
+        let request = request(
+            vec![s(SERVICE_NAME, "envoy")],
+            vec![
+                sum(Measure::Ok, 90),
+                sum(Measure::Errors, 10),
+                histogram(
+                    &name(Measure::LatencyMs),
+                    "",
+                    DELTA,
+                    vec![hist_point(vec![], &[10.0, 12.0], &[60, 40, 0])],
+                ),
+                // A latency that is not a histogram is refused.
+                sum(Measure::LatencyMs, 1),
+            ],
+        );
+        let t = run(&mut Streams::default(), &request);
+        assert_eq!((t.used, t.rejected), (3, 1), "{:?}", t.problems.summary());
+        let series = "weir.segment.c.header%3Ax-fw.2%2E1.canary";
+        let sample = &t.samples[series];
+        assert_eq!((sample.requests, sample.errors), (100, 10));
+        assert_eq!(sample.latency.as_ref().unwrap().count(), 100);
     }
 
     #[test]

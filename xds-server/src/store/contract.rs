@@ -227,6 +227,7 @@ pub(crate) fn decision(at_ms: u64) -> Decision {
             error_test: None,
             latency_ratio: None,
             latency_unresolved: Vec::new(),
+            segments: Vec::new(),
             verdict: Verdict::Bad,
             findings: vec!["errors: bad".into()],
         },

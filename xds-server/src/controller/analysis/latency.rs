@@ -20,18 +20,19 @@ use serde::{Deserialize, Serialize};
 use super::floored_ratio;
 use crate::metrics_store::{Histogram, Located};
 
-/// One-sided 99 % normal quantile, for the latency confidence bounds.
-const Z_99: f64 = 2.326_348;
+/// One-sided 99 % normal quantile: the confidence of the whole's bounds.
+pub(super) const Z_99: f64 = 2.326_348;
 
 /// Slack on "no wider than the limit", so that buckets written in decimal
 /// (×1.2 steps: 10, 12) meet a limit of 1.2 despite rounding.
 const WIDTH_SLACK: f64 = 1e-9;
 
 /// The rank (as a quantile) at the lower (`sign` −1) or upper (+1) end of the
-/// confidence interval of the `q` quantile estimated from `n` observations.
-fn bound(q: f64, n: u64, sign: f64) -> f64 {
+/// one-sided confidence interval (normal quantile `z`) of the `q` quantile
+/// estimated from `n` observations.
+fn bound(q: f64, n: u64, sign: f64, z: f64) -> f64 {
     let n = n.max(1) as f64;
-    (q + sign * Z_99 * (q * (1.0 - q) / n).sqrt()).clamp(0.0, 1.0)
+    (q + sign * z * (q * (1.0 - q) / n).sqrt()).clamp(0.0, 1.0)
 }
 
 /// A histogram bucket, in milliseconds.
@@ -118,17 +119,17 @@ pub(super) struct Judged {
 }
 
 /// Judges the `q` quantile (named `name`) of `canary` against `stable`'s
-/// under `limit`; `None` when either histogram is empty.
+/// under `limit`, each read at its confidence bound of normal quantile `z`
+/// ([`Z_99`] for the whole); `None` when either histogram is empty.
 pub(super) fn judge(
     name: &str,
-    q: f64,
-    limit: f64,
+    (q, limit, z): (f64, f64, f64),
     canary: &Histogram,
     stable: &Histogram,
 ) -> Option<Judged> {
     let ratio = floored_ratio(canary.quantile(q)?, stable.quantile(q)?);
-    let c = canary.locate(bound(q, canary.count(), -1.0))?;
-    let s = stable.locate(bound(q, stable.count(), 1.0))?;
+    let c = canary.locate(bound(q, canary.count(), -1.0, z))?;
+    let s = stable.locate(bound(q, stable.count(), 1.0, z))?;
     let ratio_low = floored_ratio(c.value, s.value).min(ratio);
     let (cb, sb) = (Bucket::of(&c), Bucket::of(&s));
     let lowest = match sb.high_ms {
@@ -194,7 +195,7 @@ mod tests {
     fn one_wide_bucket_cannot_tell_ten_times_slower() {
         let stable = histogram(&SECONDS, &[(300.0, 1000)]);
         let canary = histogram(&SECONDS, &[(3_000.0, 1000)]);
-        let judged = judge("p95", 0.95, 1.2, &canary, &stable).unwrap();
+        let judged = judge("p95", (0.95, 1.2, Z_99), &canary, &stable).unwrap();
         assert_eq!(judged.outcome, Outcome::Unresolved);
         let why = judged.unresolved.unwrap();
         assert_eq!(
@@ -203,7 +204,7 @@ mod tests {
         );
         assert!(why.to_string().contains("(0, 5000] ms"), "{why}");
         // Equal latency in that bucket is just as unresolved: it never passes.
-        let judged = judge("p95", 0.95, 1.2, &stable, &stable).unwrap();
+        let judged = judge("p95", (0.95, 1.2, Z_99), &stable, &stable).unwrap();
         assert_eq!(judged.outcome, Outcome::Unresolved);
     }
 
@@ -212,18 +213,22 @@ mod tests {
         let bounds = [5.0, 50.0, 500.0, 5_000.0];
         let stable = histogram(&bounds, &[(20.0, 1000)]);
         let canary = histogram(&bounds, &[(700.0, 1000)]);
-        let judged = judge("p99", 0.99, 1.5, &canary, &stable).unwrap();
+        let judged = judge("p99", (0.99, 1.5, Z_99), &canary, &stable).unwrap();
         assert_eq!(judged.outcome, Outcome::Bad);
         // Past the last bound: at least 5 s against at most 50 ms.
         let canary = histogram(&bounds, &[(9_000.0, 1000)]);
         assert_eq!(
-            judge("p99", 0.99, 1.5, &canary, &stable).unwrap().outcome,
+            judge("p99", (0.99, 1.5, Z_99), &canary, &stable)
+                .unwrap()
+                .outcome,
             Outcome::Bad
         );
         // Faster by whole buckets: ok, even against a 10× wide one.
         let canary = histogram(&bounds, &[(3.0, 1000)]);
         assert_eq!(
-            judge("p99", 0.99, 1.5, &canary, &stable).unwrap().outcome,
+            judge("p99", (0.99, 1.5, Z_99), &canary, &stable)
+                .unwrap()
+                .outcome,
             Outcome::Ok
         );
     }
@@ -233,13 +238,13 @@ mod tests {
         // Same spread in both: ok.
         let spread: Vec<(f64, u64)> = FINE[..12].iter().map(|&b| (b - 0.5, 100)).collect();
         let stable = histogram(&FINE, &spread);
-        let judged = judge("p95", 0.95, 1.2, &stable, &stable).unwrap();
+        let judged = judge("p95", (0.95, 1.2, Z_99), &stable, &stable).unwrap();
         assert_eq!(judged.outcome, Outcome::Ok, "{judged:?}");
         assert!((judged.ratio - 1.0).abs() < 1e-9);
         // Shifted up by two buckets and more (×1.5): bad.
         let slower: Vec<(f64, u64)> = spread.iter().map(|&(ms, n)| (ms * 1.5, n)).collect();
         let canary = histogram(&FINE, &slower);
-        let judged = judge("p95", 0.95, 1.2, &canary, &stable).unwrap();
+        let judged = judge("p95", (0.95, 1.2, Z_99), &canary, &stable).unwrap();
         assert_eq!(judged.outcome, Outcome::Bad, "{judged:?}");
     }
 
@@ -247,13 +252,21 @@ mod tests {
     fn sub_millisecond_buckets_count_as_resolved() {
         let bounds = [0.5, 1.0, 5.0];
         let fast = histogram(&bounds, &[(0.3, 900), (0.8, 100)]);
-        let judged = judge("p99", 0.99, 1.5, &fast, &fast).unwrap();
+        let judged = judge("p99", (0.99, 1.5, Z_99), &fast, &fast).unwrap();
         assert_eq!(judged.outcome, Outcome::Ok, "{judged:?}");
     }
 
     #[test]
     fn empty_histograms_are_not_judged() {
         let h = histogram(&FINE, &[(11.0, 10)]);
-        assert!(judge("p95", 0.95, 1.2, &Histogram::with_bounds(FINE.to_vec()), &h).is_none());
+        assert!(
+            judge(
+                "p95",
+                (0.95, 1.2, Z_99),
+                &Histogram::with_bounds(FINE.to_vec()),
+                &h
+            )
+            .is_none()
+        );
     }
 }

@@ -23,14 +23,6 @@ impl<'r> Run<'_, 'r> {
         temporality: Temporality,
         point: &'r NumberDataPoint,
     ) -> Point {
-        let stream = Stream::new(resource, name, &point.attributes);
-        if self.no_recorded_value(&stream, point.flags) {
-            return Point::Ignored;
-        }
-        let temporality = match temporality.check() {
-            Ok(t) => t,
-            Err(why) => return Point::Rejected(why),
-        };
         let Some(cluster) = string_attr(&point.attributes, ENVOY_CLUSTER) else {
             return Point::Rejected(format!("no attribute {ENVOY_CLUSTER}"));
         };
@@ -38,25 +30,11 @@ impl<'r> Run<'_, 'r> {
             Some(Ok(class @ 1..=5)) => class,
             _ => return Point::Rejected(format!("{ENVOY_RESPONSE_CLASS} must be 1 to 5")),
         };
-        let value = match counter_value(point) {
-            Ok(v) => v,
-            Err(why) => return Point::Rejected(why),
-        };
-        let value = if temporality == Temporality::Cumulative {
-            let times = (point.start_time_unix_nano, point.time_unix_nano);
-            let counts_first = self.counts_first(resource, times);
-            stream.key(&mut self.key);
-            match self
-                .streams
-                .get()
-                .sum(&self.key, self.now_ms, value, counts_first)
-            {
-                Ok(Delta::Added(v)) => v,
-                Ok(Delta::Baseline) => return Point::Used,
-                Err(_) => return Point::Rejected(too_many_streams()),
-            }
-        } else {
-            value
+        let value = match self.counter_increase(resource, name, temporality, point) {
+            Ok(Some(value)) => value,
+            Ok(None) => return Point::Used,
+            Err(None) => return Point::Ignored,
+            Err(Some(why)) => return Point::Rejected(why),
         };
         let added = self.out.totals.add(
             cluster,
@@ -68,6 +46,39 @@ impl<'r> Run<'_, 'r> {
         match added {
             Some(_) => Point::Used,
             None => Point::Rejected(implausible(value)),
+        }
+    }
+
+    /// A counter point's increase: as it is if delta, else since the
+    /// stream's last value (`Ok(None)` for a first value that is only a
+    /// baseline); `Err(None)` for a point without a recorded value.
+    pub(super) fn counter_increase(
+        &mut self,
+        resource: &Resource<'r>,
+        name: &'r str,
+        temporality: Temporality,
+        point: &'r NumberDataPoint,
+    ) -> Result<Option<u64>, Option<String>> {
+        let stream = Stream::new(resource, name, &point.attributes);
+        if self.no_recorded_value(&stream, point.flags) {
+            return Err(None);
+        }
+        let temporality = temporality.check().map_err(Some)?;
+        let value = counter_value(point).map_err(Some)?;
+        if temporality != Temporality::Cumulative {
+            return Ok(Some(value));
+        }
+        let times = (point.start_time_unix_nano, point.time_unix_nano);
+        let counts_first = self.counts_first(resource, times);
+        stream.key(&mut self.key);
+        match self
+            .streams
+            .get()
+            .sum(&self.key, self.now_ms, value, counts_first)
+        {
+            Ok(Delta::Added(v)) => Ok(Some(v)),
+            Ok(Delta::Baseline) => Ok(None),
+            Err(_) => Err(Some(too_many_streams())),
         }
     }
 

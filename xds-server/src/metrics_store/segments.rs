@@ -1,0 +1,247 @@
+//! What the filter counts per device segment: one series of requests,
+//! errors and latencies per (canary, dimension, value, variant), kept like
+//! a cluster's (see the parent module) and read back per canary.
+//!
+//! Bounded whatever the sources send: only canaries the policy names,
+//! at most [`MAX_DIMENSIONS`] dimensions per canary and [`MAX_VALUES`]
+//! values per dimension; a value past those is added to the dimension's
+//! pooled `(other)` value.
+
+use std::collections::HashMap;
+
+use weir_policy::model::Variant;
+use weir_policy::segments::{OTHER, SegmentKey, parse_series};
+
+use super::{Counts, Series, WindowStats, slot_key};
+
+/// Dimensions kept per canary.
+pub const MAX_DIMENSIONS: usize = 8;
+/// Values kept per dimension of a canary (each with both variants); the
+/// filter counts at most 32 on their own, and several Envoys may each have
+/// seen different ones.
+pub const MAX_VALUES: usize = 128;
+
+/// Every segment series.
+#[derive(Debug, Default)]
+pub(super) struct Segments {
+    /// By series name (the metric name without its measure).
+    by_name: HashMap<String, usize>,
+    series: Vec<(SegmentKey, Series)>,
+    /// Values kept per (canary, dimension).
+    values: HashMap<(String, String), usize>,
+}
+
+/// One segment's window: both variants.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SegmentWindow {
+    /// The dimension, as the policy writes it.
+    pub dimension: String,
+    /// The value.
+    pub value: String,
+    /// The canary's requests of this segment.
+    pub canary: WindowStats,
+    /// Stable's.
+    pub stable: WindowStats,
+}
+
+impl Segments {
+    /// Records a report of the series `name` (a segment metric's name
+    /// without its measure); `false` if refused.
+    pub(super) fn record(
+        &mut self,
+        name: &str,
+        known: impl Fn(&str) -> bool,
+        key: u64,
+        max_slots: u64,
+        counts: Counts<'_>,
+    ) -> bool {
+        let index = match self.by_name.get(name) {
+            Some(&i) => i,
+            None => match self.admit(name, known) {
+                Some(i) => i,
+                None => return false,
+            },
+        };
+        if let Some((_, series)) = self.series.get_mut(index) {
+            series.record(key, max_slots, counts);
+        }
+        true
+    }
+
+    /// The series a new name is recorded in: its own, or its dimension's
+    /// `(other)` once the dimension has [`MAX_VALUES`].
+    fn admit(&mut self, name: &str, known: impl Fn(&str) -> bool) -> Option<usize> {
+        let mut key = parse_series(name)?;
+        if !known(&key.canary) {
+            return None;
+        }
+        let dimension = (key.canary.clone(), key.dimension.clone());
+        let kept = self.values.get(&dimension).copied();
+        let dimensions = self.values.keys().filter(|(c, _)| *c == key.canary).count();
+        let found = self.find(&key);
+        let i = match found {
+            Some(i) => i,
+            None if kept.is_none() && dimensions >= MAX_DIMENSIONS => return None,
+            None => {
+                if kept.unwrap_or(0) >= MAX_VALUES * 2 {
+                    key.value = OTHER.to_owned();
+                }
+                match self.find(&key) {
+                    Some(i) => i,
+                    None => {
+                        *self.values.entry(dimension).or_default() += 1;
+                        self.series.push((key, Series::default()));
+                        self.series.len() - 1
+                    }
+                }
+            }
+        };
+        self.by_name.insert(name.to_owned(), i);
+        Some(i)
+    }
+
+    fn find(&self, key: &SegmentKey) -> Option<usize> {
+        self.series.iter().position(|(k, _)| k == key)
+    }
+
+    /// Every segment of `canary` with reports in `(after, until]` slots.
+    pub(super) fn windows(&self, canary: &str, after: u64, until: u64) -> Vec<SegmentWindow> {
+        let mut out: Vec<SegmentWindow> = Vec::new();
+        for (key, series) in self.series.iter().filter(|(k, _)| k.canary == canary) {
+            let Some(stats) = series.window(after, until) else {
+                continue;
+            };
+            let at = out
+                .iter()
+                .position(|w| w.dimension == key.dimension && w.value == key.value);
+            let window = match at {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push(SegmentWindow {
+                        dimension: key.dimension.clone(),
+                        value: key.value.clone(),
+                        ..SegmentWindow::default()
+                    });
+                    let last = out.len() - 1;
+                    &mut out[last]
+                }
+            };
+            let into = match key.variant {
+                Variant::Canary => &mut window.canary,
+                Variant::Stable => &mut window.stable,
+            };
+            add_window(into, &stats);
+        }
+        out
+    }
+
+    /// Drops slots older than `keep_after` (ms), and series left empty.
+    pub(super) fn prune(&mut self, keep_after: u64) {
+        for (_, series) in &mut self.series {
+            series.prune(keep_after);
+        }
+        if self.series.iter().any(|(_, s)| s.slots.is_empty()) {
+            self.series.retain(|(_, s)| !s.slots.is_empty());
+            self.values.clear();
+            for (key, _) in &self.series {
+                *self
+                    .values
+                    .entry((key.canary.clone(), key.dimension.clone()))
+                    .or_default() += 1;
+            }
+            // Names pooled into `(other)` are found again at their next report.
+            self.by_name.clear();
+        }
+    }
+
+    /// Series kept.
+    pub(super) fn len(&self) -> usize {
+        self.series.len()
+    }
+}
+
+/// Adds `from` into `into` (the same series layout, or `into` empty).
+fn add_window(into: &mut WindowStats, from: &WindowStats) {
+    into.requests = into.requests.saturating_add(from.requests);
+    into.errors = into.errors.saturating_add(from.errors);
+    into.latency.merge(&from.latency);
+}
+
+/// The slot keys of a window `(now_ms − span_ms, now_ms]`.
+pub(super) fn window_keys(now_ms: u64, span_ms: u64) -> (u64, u64) {
+    (slot_key(now_ms.saturating_sub(span_ms)), slot_key(now_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_policy::segments::{Measure, metric_name, split_metric_name};
+
+    use super::*;
+    use crate::metrics_store::MetricsStore;
+
+    fn series(canary: &str, value: &str, variant: Variant) -> String {
+        let name = metric_name(canary, "device_type", value, variant, Measure::Ok);
+        split_metric_name(&name).unwrap().0.to_owned()
+    }
+
+    fn counts(requests: u64, errors: u64) -> Counts<'static> {
+        Counts {
+            requests,
+            errors,
+            latency: None,
+        }
+    }
+
+    #[test]
+    fn segments_are_kept_per_value_with_both_variants() {
+        let mut store = MetricsStore::new(60_000);
+        store.know_clusters(["c"]);
+        assert!(store.record_segment(
+            &series("c", "camera", Variant::Canary),
+            1_000,
+            counts(10, 2)
+        ));
+        assert!(store.record_segment(
+            &series("c", "camera", Variant::Stable),
+            1_000,
+            counts(90, 1)
+        ));
+        assert!(store.record_segment(&series("c", "sensor", Variant::Canary), 2_000, counts(5, 0)));
+        // Not a canary of the policy, or not a segment name: refused.
+        assert!(!store.record_segment(
+            &series("nope", "camera", Variant::Canary),
+            1_000,
+            counts(1, 0)
+        ));
+        assert!(!store.record_segment("weir.segment.c.x", 1_000, counts(1, 0)));
+        let mut windows = store.segment_windows("c", 2_000, 10_000);
+        windows.sort_by(|a, b| a.value.cmp(&b.value));
+        assert_eq!(windows.len(), 2);
+        let camera = &windows[0];
+        assert_eq!((camera.canary.requests, camera.canary.errors), (10, 2));
+        assert_eq!((camera.stable.requests, camera.stable.errors), (90, 1));
+        assert_eq!(windows[1].stable.requests, 0);
+        assert_eq!(store.segment_series(), (3, 2));
+        store.prune(70_000);
+        assert!(store.segment_windows("c", 70_000, 10_000).is_empty());
+        assert_eq!(store.segment_series().0, 0);
+    }
+
+    #[test]
+    fn values_past_the_bound_are_pooled() {
+        let mut store = MetricsStore::new(60_000);
+        store.know_clusters(["c"]);
+        for i in 0..MAX_VALUES + 10 {
+            for variant in [Variant::Canary, Variant::Stable] {
+                let name = series("c", &format!("v{i}"), variant);
+                assert!(store.record_segment(&name, 1_000, counts(1, 0)));
+            }
+        }
+        assert_eq!(store.segment_series().0, MAX_VALUES * 2 + 2);
+        let windows = store.segment_windows("c", 1_000, 10_000);
+        let total: u64 = windows.iter().map(|w| w.canary.requests).sum();
+        assert_eq!(total, (MAX_VALUES + 10) as u64, "nothing lost");
+        let other = windows.iter().find(|w| w.value == OTHER).unwrap();
+        assert_eq!(other.canary.requests, 10);
+    }
+}
