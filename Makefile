@@ -7,7 +7,7 @@ WASM_PACKAGES := weir-policy weir-filter
 export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
 export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
 
-.PHONY: all setup build wasm server simulator test lint unit e2e demo bench fuzz clean bench-xds bench-otlp bench-overload bench-ha bench-cost
+.PHONY: all setup build wasm server simulator test lint unit e2e demo bench fuzz clean bench-xds bench-otlp bench-overload bench-ha bench-cost bench-segments
 
 all: build
 
@@ -80,6 +80,7 @@ bench: build
 	@$(MAKE) --no-print-directory bench-otlp
 	@$(MAKE) --no-print-directory bench-overload
 	@$(MAKE) --no-print-directory bench-ha
+	@$(MAKE) --no-print-directory bench-segments
 
 ## bench-cost: instructions Envoy executes per request with no filter, the
 ## do-nothing module (as built, and pruned to Weir's callbacks), Weir's filter
@@ -107,6 +108,13 @@ bench-xds: build
 ## weight 0 (20 runs with a real Envoy); writes its section of bench/RESULTS.md.
 bench-otlp: build
 	@$(CARGO) run --locked --release -p weir-otlp-bench -- --out bench/RESULTS.md
+
+## bench-segments: detection time of a canary failing one device segment
+## only (cameras), first bad response to Envoy's configuration at weight 0,
+## beside a whole-cluster failure, 20 runs each with a real Envoy; writes its
+## section of bench/RESULTS.md.
+bench-segments: build
+	@$(CARGO) run --locked --release -p weir-otlp-bench -- --segments --out bench/RESULTS.md
 
 ## bench-overload: priority admission under overload: one backend of fixed
 ## capacity behind Envoy with no admission, its circuit breaker,

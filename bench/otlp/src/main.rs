@@ -69,6 +69,16 @@ pub(crate) struct Args {
     /// How often to read Envoy's config dump in the reaction runs, in ms.
     #[arg(long, default_value_t = 5)]
     pub(crate) poll_ms: u64,
+    /// Instead of everything above: detection time of a failure of one
+    /// device segment only, `--runs` runs of it beside as many of a failure
+    /// of the whole cluster, at `--segment-rate`; written to its own section
+    /// (`<!-- segments-bench:begin -->`).
+    #[arg(long)]
+    pub(crate) segments: bool,
+    /// Requests per second through Envoy in the segment runs (and the
+    /// whole-cluster runs beside them).
+    #[arg(long, default_value_t = 300)]
+    pub(crate) segment_rate: u64,
     /// Internal: run as a worker process of the ingestion part.
     #[arg(long, hide = true)]
     pub(crate) worker: Option<ingestion::WorkerKind>,
@@ -115,6 +125,25 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let dir = WorkDir::create()?;
+    if args.segments {
+        let mut runs = Vec::new();
+        for scenario in [reaction::Scenario::Whole, reaction::Scenario::Segment] {
+            eprintln!("weir-otlp-bench: {scenario:?} failure, {} runs", args.runs);
+            let settings = reaction::Settings {
+                runs: args.runs.max(1),
+                rate: args.segment_rate.max(1),
+                poll: Duration::from_millis(args.poll_ms.max(1)),
+                scenario,
+            };
+            runs.push(runtime.block_on(reaction::run(settings, &dir.0))?);
+        }
+        let segment = runs.pop();
+        let whole = runs.pop();
+        let markdown =
+            report::segments_markdown(&command, &date, &machine, whole.as_ref(), segment.as_ref());
+        weir_testbed::results::publish(args.out.as_deref(), "segments", &markdown)?;
+        return Ok(());
+    }
 
     let ingestion = if args.rounds > 0 && !args.variants.is_empty() {
         eprintln!(
@@ -142,6 +171,7 @@ fn main() -> anyhow::Result<()> {
             runs: args.runs,
             rate: args.rate.max(1),
             poll: Duration::from_millis(args.poll_ms.max(1)),
+            scenario: reaction::Scenario::Whole,
         };
         Some(runtime.block_on(reaction::run(settings, &dir.0))?)
     } else {

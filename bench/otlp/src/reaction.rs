@@ -41,7 +41,7 @@ pub(crate) const CONTROL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long a run may wait for the first canary error, then for weight 0.
 const FIRST_ERROR_DEADLINE: Duration = Duration::from_secs(10);
-const ROLLBACK_DEADLINE: Duration = Duration::from_secs(15);
+const ROLLBACK_DEADLINE: Duration = Duration::from_secs(30);
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The rollout tests' one-service policy: `app` and its canary at 50 %.
@@ -54,11 +54,59 @@ pub(crate) fn policy_yaml() -> String {
     )
 }
 
+/// What goes wrong with the canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scenario {
+    /// It answers 503 to one request in five: the cluster's totals show it.
+    Whole,
+    /// It answers 503 to one camera request in six, and cameras are one
+    /// device in ten: +1.7 points on the cluster, under its 2-point limit,
+    /// so only the `device_type` segment verdict sees it.
+    Segment,
+}
+
+/// One device in [`CAMERA_EVERY`] is a camera in the segment scenario.
+pub(crate) const CAMERA_EVERY: u64 = 10;
+/// Share of the cameras' requests the canary fails in the segment scenario.
+pub(crate) const SEGMENT_FAIL_BASIS_POINTS: u32 = 1_667;
+
+impl Scenario {
+    fn policy_yaml(self) -> String {
+        match self {
+            Self::Whole => policy_yaml(),
+            Self::Segment => weir_testbed::canary::policy_yaml_segmented(
+                &format!("[{CANARY_PERCENT}, 100]"),
+                "30s",
+                MIN_SAMPLES,
+                MAX_ERROR_RATE_INCREASE_PP,
+                Some("{ by: [device_type] }"),
+            ),
+        }
+    }
+
+    fn behaviour(self) -> Behaviour {
+        match self {
+            Self::Whole => Behaviour {
+                fail_basis_points: FAIL_BASIS_POINTS,
+                fail_status: 503,
+                ..Behaviour::default()
+            },
+            Self::Segment => Behaviour {
+                fail_basis_points: SEGMENT_FAIL_BASIS_POINTS,
+                fail_status: 503,
+                only_header: Some(("x-device-type", "camera")),
+                ..Behaviour::default()
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) runs: usize,
     pub(crate) rate: u64,
     pub(crate) poll: Duration,
+    pub(crate) scenario: Scenario,
 }
 
 /// One run, measured.
@@ -174,7 +222,8 @@ async fn one(
     index: usize,
     phases: Phases,
 ) -> anyhow::Result<RunResult> {
-    let fleet = Fleet::start(policy_from_yaml("reaction.yaml", &policy_yaml())?)?;
+    let policy = settings.scenario.policy_yaml();
+    let fleet = Fleet::start(policy_from_yaml("reaction.yaml", &policy)?)?;
     let path = dir.join(format!("reaction-{index}.yaml"));
     std::fs::write(&path, serde_json::to_string_pretty(fleet.policy())?)?;
     let weir = Weir::start(&path, WasmDelivery::Local).await?;
@@ -189,14 +238,13 @@ async fn one(
     )
     .await?;
     // The canary fails from its first requests on.
-    fleet.backend(CANARY).set_behaviour(Behaviour {
-        fail_basis_points: FAIL_BASIS_POINTS,
-        fail_status: 503,
-        ..Behaviour::default()
-    });
+    fleet
+        .backend(CANARY)
+        .set_behaviour(settings.scenario.behaviour());
     let arrivals = Arrivals::start(weir.admin_addr());
     tokio::time::sleep(phases.before_traffic).await;
-    let traffic = Traffic::start(&envoy, settings.rate, Duration::from_secs(40));
+    let cameras = settings.scenario == Scenario::Segment;
+    let traffic = Traffic::start(&envoy, settings.rate, Duration::from_secs(40), cameras);
     let outcome = measure(settings, &envoy, &traffic).await;
     let flushes = arrivals.stop().await;
     let traffic_started = traffic.started;
@@ -375,7 +423,9 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn start(envoy: &Envoy, rate: u64, limit: Duration) -> Self {
+    /// With `cameras`, one device in [`CAMERA_EVERY`] sends
+    /// `x-device-type: camera`, the others `sensor`.
+    fn start(envoy: &Envoy, rate: u64, limit: Duration, cameras: bool) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let first_canary_error = Arc::new(Mutex::new(None));
         let answers = Arc::new(Mutex::new(Vec::new()));
@@ -399,9 +449,18 @@ impl Traffic {
                     if stop.load(Ordering::Relaxed) || started.elapsed() > limit {
                         break;
                     }
-                    let device = format!("device-{lane}-{}", i % DEVICES_PER_LANE);
-                    let Ok(response) = client.post(&url).header("x-device-id", device).send().await
-                    else {
+                    let number = i % DEVICES_PER_LANE;
+                    let device = format!("device-{lane}-{number}");
+                    let mut request = client.post(&url).header("x-device-id", device);
+                    if cameras {
+                        let kind = if number.is_multiple_of(CAMERA_EVERY) {
+                            "camera"
+                        } else {
+                            "sensor"
+                        };
+                        request = request.header("x-device-type", kind);
+                    }
+                    let Ok(response) = request.send().await else {
                         continue;
                     };
                     let at = (Instant::now(), SystemTime::now());
@@ -497,7 +556,9 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_is_valid() {
-        policy_from_yaml("reaction.yaml", &policy_yaml()).unwrap();
+    fn the_policies_are_valid() {
+        for scenario in [Scenario::Whole, Scenario::Segment] {
+            policy_from_yaml("reaction.yaml", &scenario.policy_yaml()).unwrap();
+        }
     }
 }

@@ -552,6 +552,113 @@ fn write_reaction(out: &mut String, run: &reaction::Run) -> std::fmt::Result {
     Ok(())
 }
 
+/// The segment-detection section: detection time of a failure of one device
+/// segment only, beside a whole-cluster failure in the same run.
+pub(crate) fn segments_markdown(
+    command: &str,
+    date: &str,
+    machine: &Machine,
+    whole: Option<&reaction::Run>,
+    segment: Option<&reaction::Run>,
+) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_segments(&mut out, command, date, machine, whole, segment);
+    out
+}
+
+fn write_segments(
+    out: &mut String,
+    command: &str,
+    date: &str,
+    machine: &Machine,
+    whole: Option<&reaction::Run>,
+    segment: Option<&reaction::Run>,
+) -> std::fmt::Result {
+    writeln!(
+        out,
+        "## Segment verdicts: detection time of a segment-only failure\n"
+    )?;
+    writeln!(
+        out,
+        "Produced by `make bench-segments` (package `weir-otlp-bench --segments`), which ran:\n"
+    )?;
+    writeln!(out, "```\n{command}\n```\n")?;
+    writeln!(out, "- date: {date}")?;
+    writeln!(
+        out,
+        "- machine: {} CPUs (`nproc`), {}, Linux {}; Envoy {}",
+        machine.cpus, machine.cpu_model, machine.kernel, machine.envoy
+    )?;
+    let rate = segment.or(whole).map_or(0, |r| r.settings.rate);
+    writeln!(
+        out,
+        "- each run starts its own backends, `weir serve` and Envoy, as in the OTLP reaction \
+         runs above: canary at {}%, `min_samples` {}, `max_error_rate_increase` {} points, {} \
+         requests/s from {} devices, one in {} of them a camera (`x-device-type`)\n",
+        reaction::CANARY_PERCENT,
+        reaction::MIN_SAMPLES,
+        reaction::MAX_ERROR_RATE_INCREASE_PP,
+        rate,
+        10 * reaction::DEVICES_PER_LANE,
+        reaction::CAMERA_EVERY,
+    )?;
+    writeln!(
+        out,
+        "- **whole cluster**: the canary answers 503 to one request in five; its policy has no \
+         segments.\n- **segment only**: the canary answers 503 to one camera request in {:.0} \
+         ({} basis points) and to no other: +{:.1} points on the whole canary cluster, under its \
+         limit, so only the segment verdict (`segments: {{ by: [device_type] }}`) can see it.\n",
+        10_000.0 / f64::from(reaction::SEGMENT_FAIL_BASIS_POINTS),
+        reaction::SEGMENT_FAIL_BASIS_POINTS,
+        f64::from(reaction::SEGMENT_FAIL_BASIS_POINTS) / 100.0 / reaction::CAMERA_EVERY as f64,
+    )?;
+    writeln!(
+        out,
+        "The clock starts when the client receives the first 503 from the canary and stops when \
+         Envoy's configuration has canary weight 0.\n"
+    )?;
+    writeln!(
+        out,
+        "| failure | runs | p50 ms | p99 ms | max ms | first 503 → weir decided, p50 ms | failed runs |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
+    for (name, run) in [
+        ("whole cluster", whole),
+        ("segment only (cameras)", segment),
+    ] {
+        let Some(run) = run else { continue };
+        let reactions: Vec<Duration> = run.results.iter().map(|r| r.reaction).collect();
+        let decided: Vec<Duration> = run.results.iter().filter_map(|r| r.to_decision).collect();
+        let (Some(s), decided) = (Summary::of(&reactions), Summary::of(&decided)) else {
+            writeln!(out, "| {name} | 0 | | | | | {} |", run.failures.len())?;
+            continue;
+        };
+        writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            s.count,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.max),
+            decided.map_or_else(|| "?".to_owned(), |d| ms(d.p50)),
+            run.failures.len()
+        )?;
+    }
+    writeln!(out)?;
+    if let Some(run) = segment {
+        writeln!(
+            out,
+            "Reasons of the segment runs' rollbacks (first three):\n"
+        )?;
+        for r in run.results.iter().take(3) {
+            writeln!(out, "- run {}: {}", r.run, r.reason)?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
