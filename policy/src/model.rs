@@ -171,6 +171,33 @@ pub struct Analysis {
     /// one device type or region alone is found out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<Segments>,
+    /// An absolute ceiling on the canary's error rate that rises with its
+    /// latency degradation (the seed's formula), besides the comparison
+    /// with stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ceiling: Option<ErrorCeiling>,
+}
+
+/// `base + per_p99_ratio × (canary p99 / stable p99)`, as error rates (0–1):
+/// the seed's `0.03 + 0.02 × (p99 / baseline_p99)` by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ErrorCeiling {
+    /// The ceiling with no latency degradation left over: 0.03.
+    #[serde(default = "default_ceiling_base")]
+    pub base: f64,
+    /// How much each unit of p99 ratio adds: 0.02.
+    #[serde(default = "default_ceiling_per_ratio")]
+    pub per_p99_ratio: f64,
+}
+
+fn default_ceiling_base() -> f64 {
+    0.03
+}
+
+fn default_ceiling_per_ratio() -> f64 {
+    0.02
 }
 
 /// The segments a canary is judged in (see [`crate::segments`]).

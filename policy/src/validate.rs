@@ -519,6 +519,18 @@ impl Check {
             100.0,
             "a latency ratio",
         );
+        if let Some(ceiling) = &canary.analysis.error_ceiling {
+            let path = at(&analysis, "error_ceiling");
+            let what = "an error rate (0 to 1)";
+            self.within(&at(&path, "base"), ceiling.base, 0.0, 1.0, what);
+            self.within(
+                &at(&path, "per_p99_ratio"),
+                ceiling.per_p99_ratio,
+                0.0,
+                1.0,
+                what,
+            );
+        }
         if canary.analysis.min_samples == 0 {
             self.fail(
                 at(&analysis, "min_samples"),

@@ -1764,3 +1764,29 @@ fn canary_segments_unknown_action() {
         listed(&problems)
     );
 }
+
+#[test]
+fn canary_error_ceiling_defaults_and_range() {
+    let text = example_with(&[(
+        "            min_samples: 200\n",
+        "            min_samples: 200\n            error_ceiling: {}\n",
+    )]);
+    let policy = load(FILE, &text).unwrap_or_else(|d| panic!("{}", listed(&d)));
+    let ceiling = policy
+        .services
+        .iter()
+        .flat_map(|s| &s.placements)
+        .find_map(|p| p.canary.as_ref()?.analysis.error_ceiling.clone())
+        .unwrap();
+    assert_eq!((ceiling.base, ceiling.per_p99_ratio), (0.03, 0.02));
+    let text = example_with(&[(
+        "            min_samples: 200\n",
+        "            min_samples: 200\n            error_ceiling: { base: 1.5 }\n",
+    )]);
+    assert_one(
+        &text,
+        &format!("{CANARY}.analysis.error_ceiling.base"),
+        "base: »1.5",
+        "an error rate (0 to 1) must be between 0 and 1, not 1.5",
+    );
+}

@@ -18,19 +18,22 @@ pub fn policy_yaml(
     min_samples: u32,
     max_error_rate_increase_pp: f64,
 ) -> String {
-    policy_yaml_segmented(steps, hold, min_samples, max_error_rate_increase_pp, None)
+    policy_yaml_with(steps, hold, min_samples, max_error_rate_increase_pp, &[])
 }
 
-/// [`policy_yaml`] whose canary analysis also has `segments: {segments}`
-/// (flow YAML), when given.
-pub fn policy_yaml_segmented(
+/// [`policy_yaml`] whose canary analysis also has these fields, each
+/// `(name, flow YAML)`: `("segments", "{ by: [device_type] }")`.
+pub fn policy_yaml_with(
     steps: &str,
     hold: &str,
     min_samples: u32,
     max_error_rate_increase_pp: f64,
-    segments: Option<&str>,
+    analysis: &[(&str, &str)],
 ) -> String {
-    let segments = segments.map_or(String::new(), |s| format!("\n            segments: {s}"));
+    let segments: String = analysis
+        .iter()
+        .map(|(name, value)| format!("\n            {name}: {value}"))
+        .collect();
     format!(
         r#"
 device_types: [sensor, camera]

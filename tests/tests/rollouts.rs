@@ -135,6 +135,38 @@ async fn a_latency_regression_is_rolled_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_over_the_seeds_error_ceiling_is_rolled_back_within_the_allowed_increase() {
+    // 8 % errors: within the 10 points allowed over stable, over the seed's
+    // 3 % + 2 % × (p99 ratio ≈ 1) ceiling.
+    let yaml = canary::policy_yaml_with("[50, 100]", "30s", 40, 10.0, &[("error_ceiling", "{}")]);
+    let w = world(policy_from_yaml("ceiling.yaml", &yaml).unwrap()).await;
+    w.fleet.backend(CANARY).set_behaviour(Behaviour {
+        fail_basis_points: 800,
+        ..Behaviour::default()
+    });
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(40));
+    wait_phase(&w.weir, "rolled_back", Duration::from_secs(30)).await;
+    traffic.stop().await;
+    let detail: Value = http_client()
+        .get(format!(
+            "http://{}/v1/rollouts/{CANARY}",
+            w.weir.admin_addr()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reason = detail["last_decision"]["reason"].as_str().unwrap();
+    assert!(reason.contains("error ceiling"), "{reason}");
+    assert!(
+        !reason.contains("errors: canary"),
+        "the comparison with stable passed: {reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_as_noisy_as_stable_is_not_rolled_back() {
     let w = world(policy("[50, 100]", "10m")).await;
     for cluster in ["app", CANARY] {

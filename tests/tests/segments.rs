@@ -17,7 +17,7 @@ use weir_testbed::{Behaviour, http_client};
 const RATE: u64 = 300;
 
 async fn world(steps: &str, hold: &str, segments: &str) -> Served {
-    let yaml = canary::policy_yaml_segmented(steps, hold, 40, 1.0, Some(segments));
+    let yaml = canary::policy_yaml_with(steps, hold, 40, 1.0, &[("segments", segments)]);
     let policy = policy_from_yaml("segments.yaml", &yaml).unwrap();
     Served::start(policy, "segments-envoy", 2).await.unwrap()
 }

@@ -74,12 +74,12 @@ impl Scenario {
     fn policy_yaml(self) -> String {
         match self {
             Self::Whole => policy_yaml(),
-            Self::Segment => weir_testbed::canary::policy_yaml_segmented(
+            Self::Segment => weir_testbed::canary::policy_yaml_with(
                 &format!("[{CANARY_PERCENT}, 100]"),
                 "30s",
                 MIN_SAMPLES,
                 MAX_ERROR_RATE_INCREASE_PP,
-                Some("{ by: [device_type] }"),
+                &[("segments", "{ by: [device_type] }")],
             ),
         }
     }

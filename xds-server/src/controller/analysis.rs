@@ -22,7 +22,7 @@
 //!   rests on errors alone.
 
 use serde::{Deserialize, Serialize};
-use weir_policy::model::Analysis;
+use weir_policy::model::{Analysis, ErrorCeiling};
 
 use crate::metrics_store::WindowStats;
 
@@ -301,6 +301,10 @@ pub(crate) fn analyse(
         }
     }
 
+    if let Some(ceiling) = &analysis.error_ceiling {
+        bad |= ceiling_check(&mut evidence, canary, ceiling);
+    }
+
     evidence.verdict = if bad {
         Verdict::Bad
     } else if latency_judged {
@@ -309,6 +313,33 @@ pub(crate) fn analyse(
         Verdict::Inconclusive
     };
     evidence
+}
+
+/// The seed's error ceiling, `base + per_p99_ratio × (canary p99 / stable
+/// p99)` (the ratio 1 when latency was not compared): bad when the canary's
+/// error rate is over it and a one-sided test of "the rate exceeds the
+/// ceiling" rejects at p < 0.01. Adds its finding; whether it is bad.
+fn ceiling_check(evidence: &mut Evidence, canary: &WindowStats, ceiling: &ErrorCeiling) -> bool {
+    let ratio = evidence.latency_ratio.as_ref().map_or(1.0, |r| r.p99);
+    let limit = (ceiling.base + ceiling.per_p99_ratio * ratio).clamp(0.0, 1.0);
+    let n = canary.requests.max(1) as f64;
+    let rate = canary.errors.min(canary.requests) as f64 / n;
+    // Normal approximation under the null (rate = limit), the limit kept off
+    // 0 and 1 so that the test stays defined.
+    let at = limit.clamp(1e-6, 1.0 - 1e-6);
+    let z = (rate - at) / (at * (1.0 - at) / n).sqrt();
+    let z = if z.is_finite() { z } else { 0.0 };
+    let p_value = upper_tail(z);
+    let bad = rate > limit && p_value < SIGNIFICANCE;
+    evidence.findings.push(format!(
+        "error ceiling: canary {:.2} % vs {} + {} × {ratio:.2} (p99 ratio) = {:.2} % (z = {z:.2}, p = {p_value:.2e}): {}",
+        rate * 100.0,
+        ceiling.base,
+        ceiling.per_p99_ratio,
+        limit * 100.0,
+        if bad { "bad" } else { "ok" },
+    ));
+    bad
 }
 
 /// The one-sided test of "canary error rate − stable error rate > margin".
@@ -366,6 +397,7 @@ mod tests {
             max_latency_ratio: LatencyRatios { p95: 1.2, p99: 1.5 },
             min_samples,
             segments: None,
+            error_ceiling: None,
         }
     }
 
@@ -564,6 +596,66 @@ mod tests {
         // So does a canary whole buckets slower.
         let e = analyse(&coarse(80.0), &coarse(12.0), None, &thresholds(200), 10_000);
         assert_eq!(e.verdict, Verdict::Bad, "{:?}", e.findings);
+    }
+
+    #[test]
+    fn the_seeds_error_ceiling_rises_with_latency_degradation() {
+        let mut analysis = thresholds(200);
+        analysis.max_error_rate_increase = 10.0;
+        analysis.error_ceiling = Some(ErrorCeiling {
+            base: 0.03,
+            per_p99_ratio: 0.02,
+        });
+        let fast = [(8.0, 1000)];
+        // 8 % errors, same latency: over 3 % + 2 % × 1 = 5 %: bad, though
+        // within the 10-point increase allowed over stable.
+        let e = analyse(
+            &window(1000, 80, &fast),
+            &window(1000, 0, &fast),
+            None,
+            &analysis,
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Bad, "{:?}", e.findings);
+        assert!(
+            e.findings
+                .iter()
+                .any(|f| f.starts_with("error ceiling") && f.ends_with("bad")),
+            "{:?}",
+            e.findings
+        );
+        // 6 % errors: bad at the same latency (ceiling 5 %)…
+        let e = analyse(
+            &window(4000, 240, &fast),
+            &window(1000, 0, &fast),
+            None,
+            &analysis,
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Bad, "{:?}", e.findings);
+        // …but under the ceiling of a canary twice as slow (3 % + 2 % × 2 =
+        // 7 %), whose latency the generous limits let pass.
+        analysis.max_latency_ratio = LatencyRatios {
+            p95: 10.0,
+            p99: 10.0,
+        };
+        let e = analyse(
+            &window(4000, 240, &[(16.0, 4000)]),
+            &window(1000, 0, &fast),
+            None,
+            &analysis,
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Healthy, "{:?}", e.findings);
+        // Noise over the ceiling on few requests is not bad.
+        let e = analyse(
+            &window(200, 12, &fast),
+            &window(1000, 0, &fast),
+            None,
+            &analysis,
+            10_000,
+        );
+        assert_eq!(e.verdict, Verdict::Healthy, "{:?}", e.findings);
     }
 
     #[test]

@@ -304,6 +304,7 @@ mod tests {
             max_latency_ratio: LatencyRatios { p95: 1.5, p99: 2.0 },
             min_samples: 40,
             segments: Some(segments(8, OnBadSegment::Rollback)),
+            error_ceiling: None,
         }
     }
 
