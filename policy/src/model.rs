@@ -330,6 +330,31 @@ pub struct Admission {
 pub struct AdaptiveLimit {
     /// The lowest the limit goes, however slow the clusters are.
     pub min: u32,
+    /// What moves it: the clusters' latency against their SLA (the
+    /// default), or the fleet's request rate against its own baseline.
+    #[serde(default, skip_serializing_if = "LimitSignal::is_latency")]
+    pub by: LimitSignal,
+}
+
+/// What an adaptive concurrency limit follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LimitSignal {
+    /// Cut while the clusters' p99 is over their `sla.p99_ms`, raised back
+    /// while under (AIMD).
+    #[default]
+    Latency,
+    /// The seed's `max(min, ceiling × baseline_rps / current_rps)`: a surge
+    /// over the usual request rate (a reconnect storm) lowers the limit in
+    /// proportion.
+    Throughput,
+}
+
+impl LimitSignal {
+    fn is_latency(&self) -> bool {
+        *self == Self::Latency
+    }
 }
 
 /// One class's admission settings.

@@ -639,7 +639,7 @@ impl Check {
                     ),
                 );
             }
-            if !has_sla {
+            if !has_sla && adaptive.by == crate::model::LimitSignal::Latency {
                 self.fail(
                     "admission.adaptive_limit",
                     "the limit adapts to latency against the services' `sla.p99_ms`, and no service has an `sla`",

@@ -1790,3 +1790,19 @@ fn canary_error_ceiling_defaults_and_range() {
         "an error rate (0 to 1) must be between 0 and 1, not 1.5",
     );
 }
+
+#[test]
+fn a_throughput_limit_needs_no_sla() {
+    let text = MINIMAL.replace(
+        "admission:\n",
+        "admission:\n  adaptive_limit: { min: 10, by: throughput }\n",
+    );
+    assert_ne!(text, MINIMAL);
+    let policy = load(FILE, &text).unwrap_or_else(|d| panic!("{}", listed(&d)));
+    assert!(policy.services.iter().all(|s| s.sla.is_none()));
+    assert!(
+        weir_policy::validate(&policy).is_empty(),
+        "{:?}",
+        weir_policy::validate(&policy)
+    );
+}

@@ -417,10 +417,57 @@ async fn envoy_limit(envoy: &Envoy) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surge_over_the_usual_rate_lowers_the_throughput_limit() {
+    let mut policy = policy("[50, 100]", "1h");
+    policy.admission.adaptive_limit = Some(weir_policy::model::AdaptiveLimit {
+        min: 10,
+        by: weir_policy::model::LimitSignal::Throughput,
+    });
+    let w = world(policy).await;
+    // The usual rate: 40 requests/s, learnt as the baseline.
+    let usual = Traffic::start(&w.envoy, 40, Duration::from_secs(60));
+    eventually("a baseline", Duration::from_secs(20), || async {
+        let status = w.weir.status().await.ok()?;
+        status["limit"]["baseline_rps"]
+            .as_f64()
+            .filter(|b| *b > 20.0)
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", w.weir.log()));
+    assert_eq!(
+        envoy_limit(&w.envoy).await,
+        Some(1_000),
+        "at the usual rate, the ceiling"
+    );
+    // Four times as much: the limit falls to about a quarter of the ceiling.
+    let surge = Traffic::start(&w.envoy, 120, Duration::from_secs(60));
+    let lowered = eventually(
+        "Envoy to run a lowered limit",
+        Duration::from_secs(20),
+        || async { envoy_limit(&w.envoy).await.filter(|l| *l < 500) },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", w.weir.log()));
+    let status = w.weir.status().await.unwrap();
+    let limit = &status["limit"];
+    let (current, baseline) = (
+        limit["current_rps"].as_f64().unwrap(),
+        limit["baseline_rps"].as_f64().unwrap(),
+    );
+    assert!(current > 2.0 * baseline, "{limit}");
+    assert!(lowered >= 10, "never below the floor: {lowered}");
+    surge.stop().await;
+    usual.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_fleet_lowers_the_adaptive_limit_and_it_recovers() {
     // Both variants equally slow: the canary is not to blame, the load is.
     let mut policy = policy("[50, 100]", "1h");
-    policy.admission.adaptive_limit = Some(weir_policy::model::AdaptiveLimit { min: 50 });
+    policy.admission.adaptive_limit = Some(weir_policy::model::AdaptiveLimit {
+        min: 50,
+        by: weir_policy::model::LimitSignal::Latency,
+    });
     let w = world(policy).await;
     assert_eq!(
         envoy_limit(&w.envoy).await,

@@ -22,6 +22,16 @@
 //! - **hysteresis**: the published limit changes only when the computed one
 //!   is 5 % (at least 1) away from it or reaches a bound.
 //!
+//! With `adaptive_limit.by: throughput` the limit follows the request rate
+//! instead, the seed's `max(min, ceiling × baseline_rps / current_rps)`:
+//! - **current**: the requests of every policy cluster in the last
+//!   [`LIMIT_WINDOW_MS`], per second;
+//! - **baseline**: an EWMA of the current rate with a time constant of
+//!   [`BASELINE_MS`], seeded by the first reading — the fleet's usual rate;
+//! - the limit is `ceiling × baseline / current`, between `min` and the
+//!   ceiling: twice the usual traffic, half the limit. Without traffic it is
+//!   the ceiling. The same hysteresis applies.
+//!
 //! A latency-based limit cannot tell a loaded backend from a slow one: a
 //! cluster slow at any load holds the limit at `min`. That is the intended
 //! trade for a device fleet — lower classes queue and shed first, alarms keep
@@ -29,6 +39,7 @@
 
 use serde::{Deserialize, Serialize};
 use weir_policy::Policy;
+use weir_policy::model::LimitSignal;
 
 use crate::metrics_store::MetricsStore;
 
@@ -44,6 +55,11 @@ pub(crate) const ALPHA: f64 = 0.5;
 pub(crate) const TOLERANCE: f64 = 0.1;
 /// The additive increase, as a share of the ceiling.
 pub(crate) const INCREASE: f64 = 0.05;
+/// The throughput baseline's time constant: the fleet's usual rate over
+/// about a minute.
+pub(crate) const BASELINE_MS: u64 = 60_000;
+/// Below this many requests a second, the throughput limit is the ceiling.
+const IDLE_RPS: f64 = 1.0;
 /// The published limit's dead band, as a share of it.
 pub(crate) const HYSTERESIS: f64 = 0.05;
 
@@ -67,6 +83,15 @@ pub struct LimitStatus {
     /// When it was last evaluated (ms since the epoch).
     #[serde(default)]
     pub adjusted_at_ms: u64,
+    /// What moves it (`adaptive_limit.by`).
+    #[serde(default)]
+    pub by: LimitSignal,
+    /// With `by: throughput`: the requests a second measured last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_rps: Option<f64>,
+    /// With `by: throughput`: the usual rate (its EWMA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_rps: Option<f64>,
 }
 
 /// The adaptive (or fixed) concurrency limit of one policy.
@@ -75,6 +100,10 @@ pub(crate) struct ConcurrencyLimit {
     status: LimitStatus,
     /// (cluster, p99 target in ms) of the clusters whose latency counts.
     targets: Vec<(String, f64)>,
+    /// Every cluster of the policy, whose requests the throughput counts.
+    clusters: Vec<String>,
+    /// When the throughput limit first saw traffic (not persisted).
+    traffic_since_ms: Option<u64>,
 }
 
 impl ConcurrencyLimit {
@@ -90,8 +119,13 @@ impl ConcurrencyLimit {
                 computed: f64::from(max),
                 published: max,
                 adjusted_at_ms: 0,
+                by: LimitSignal::Latency,
+                current_rps: None,
+                baseline_rps: None,
             },
             targets: Vec::new(),
+            clusters: Vec::new(),
+            traffic_since_ms: None,
         };
         limit.set_policy(policy);
         limit
@@ -105,10 +139,12 @@ impl ConcurrencyLimit {
         let min = adaptive.map_or(max, |a| a.min.clamp(1, max));
         let status = &mut self.status;
         let was_adaptive = status.adaptive;
+        let by = adaptive.map_or(LimitSignal::Latency, |a| a.by);
+        let was_by = std::mem::replace(&mut status.by, by);
         status.adaptive = adaptive.is_some();
         status.min = min;
         status.max = max;
-        if status.adaptive && was_adaptive {
+        if status.adaptive && was_adaptive && by == was_by {
             status.computed = status.computed.clamp(f64::from(min), f64::from(max));
             status.published = status.published.clamp(min, max);
         } else {
@@ -117,16 +153,22 @@ impl ConcurrencyLimit {
             status.published = max;
             status.ratio = 0.0;
             status.pressure = None;
+            status.current_rps = None;
+            status.baseline_rps = None;
         }
         self.targets = super::sla::targets(policy).into_iter().collect();
+        self.clusters = policy.clusters.iter().map(|c| c.name.clone()).collect();
     }
 
     /// Puts a persisted state back (after a restart), within the current bounds.
     pub(crate) fn restore(&mut self, saved: &LimitStatus) {
         let status = &mut self.status;
-        if !(status.adaptive && saved.adaptive) {
+        if !(status.adaptive && saved.adaptive && status.by == saved.by) {
             return;
         }
+        let finite = |v: Option<f64>| v.filter(|v| v.is_finite() && *v >= 0.0);
+        status.current_rps = finite(saved.current_rps);
+        status.baseline_rps = finite(saved.baseline_rps);
         let (min, max) = (status.min, status.max);
         status.ratio = if saved.ratio.is_finite() {
             saved.ratio.max(0.0)
@@ -169,6 +211,11 @@ impl ConcurrencyLimit {
         {
             return false;
         }
+        if self.status.by == LimitSignal::Throughput {
+            let current = self.throughput(store, now_ms);
+            self.status.adjusted_at_ms = now_ms;
+            return self.follow_throughput(current, now_ms);
+        }
         let pressure = self.pressure(store, now_ms);
         let status = &mut self.status;
         status.adjusted_at_ms = now_ms;
@@ -181,6 +228,48 @@ impl ConcurrencyLimit {
         } else if status.ratio <= 1.0 {
             status.computed = (status.computed + (max * INCREASE).max(1.0)).min(max);
         }
+        self.publish()
+    }
+
+    /// Requests a second over every policy cluster in the last window.
+    fn throughput(&self, store: &MetricsStore, now_ms: u64) -> f64 {
+        let requests: u64 = self
+            .clusters
+            .iter()
+            .map(|c| store.window(c, now_ms, LIMIT_WINDOW_MS).requests)
+            .fold(0, u64::saturating_add);
+        requests as f64 * 1000.0 / LIMIT_WINDOW_MS as f64
+    }
+
+    /// The seed's throughput limit from the current rate; whether the
+    /// published limit changed.
+    fn follow_throughput(&mut self, current: f64, now_ms: u64) -> bool {
+        let status = &mut self.status;
+        status.current_rps = Some(current);
+        let (min, max) = (f64::from(status.min), f64::from(status.max));
+        let alpha = ADJUST_EVERY_MS as f64 / BASELINE_MS as f64;
+        // The first readings cover less than a window: the baseline is
+        // seeded once traffic has been seen for a whole one.
+        let first = *self.traffic_since_ms.get_or_insert(now_ms);
+        let warm = now_ms.saturating_sub(first) >= LIMIT_WINDOW_MS;
+        status.baseline_rps = match status.baseline_rps {
+            Some(b) => Some(b + alpha * (current - b)),
+            None if warm && current >= IDLE_RPS => Some(current),
+            None => None,
+        };
+        status.computed = match status.baseline_rps {
+            Some(baseline) if current >= IDLE_RPS => (max * baseline / current).clamp(min, max),
+            _ => max,
+        };
+        if current < IDLE_RPS && status.baseline_rps.is_none() {
+            self.traffic_since_ms = None;
+        }
+        self.publish()
+    }
+
+    /// Moves the published limit to the computed one, past the hysteresis.
+    fn publish(&mut self) -> bool {
+        let status = &mut self.status;
         let candidate = status.computed.round() as u32;
         let band = (f64::from(status.published) * HYSTERESIS).max(1.0);
         let at_bound =
@@ -206,7 +295,7 @@ impl ConcurrencyLimit {
 mod tests {
     use std::path::Path;
 
-    use weir_policy::model::AdaptiveLimit;
+    use weir_policy::model::{AdaptiveLimit, LimitSignal};
 
     use super::*;
     use crate::metrics_store::{Histogram, Sample};
@@ -220,7 +309,10 @@ mod tests {
             include_str!("../../../examples/policies/iot-fleet.yaml"),
         )
         .unwrap();
-        policy.admission.adaptive_limit = adaptive.map(|min| AdaptiveLimit { min });
+        policy.admission.adaptive_limit = adaptive.map(|min| AdaptiveLimit {
+            min,
+            by: LimitSignal::Latency,
+        });
         policy
     }
 
@@ -342,5 +434,56 @@ mod tests {
         let mut fixed = ConcurrencyLimit::new(&policy(None));
         fixed.restore(&saved);
         assert_eq!(fixed.published(), 200);
+    }
+
+    #[test]
+    fn the_throughput_limit_falls_with_a_surge_over_the_baseline() {
+        let mut policy = policy(None);
+        policy.admission.adaptive_limit = Some(AdaptiveLimit {
+            min: 10,
+            by: LimitSignal::Throughput,
+        });
+        let max = policy.admission.concurrency_limit;
+        let mut limit = ConcurrencyLimit::new(&policy);
+        let mut store = MetricsStore::new(60_000);
+        let mut now = START_MS;
+        let at = |limit: &mut ConcurrencyLimit,
+                  store: &mut MetricsStore,
+                  now: &mut u64,
+                  seconds: u64,
+                  rps: u64| {
+            for _ in 0..seconds * 4 {
+                *now += 250;
+                if now.is_multiple_of(1_000) {
+                    store.add(
+                        CLUSTER,
+                        Sample {
+                            at_ms: *now,
+                            requests: rps,
+                            errors: 0,
+                            latency: None,
+                        },
+                    );
+                }
+                store.prune(*now);
+                limit.update(store, *now);
+            }
+            limit.published()
+        };
+        // The usual rate: the baseline, and the ceiling.
+        assert_eq!(at(&mut limit, &mut store, &mut now, 20, 100), max);
+        // Four times the usual traffic: about a quarter of the ceiling,
+        // rising slowly as the baseline follows the new rate.
+        let surged = at(&mut limit, &mut store, &mut now, 5, 400);
+        let expected = f64::from(max) * limit.status().baseline_rps.unwrap() / 400.0;
+        assert!(
+            (f64::from(surged) - expected).abs() <= expected * 0.06 + 1.0,
+            "{surged} vs {expected}"
+        );
+        assert!(surged < max / 3, "{surged}");
+        // Never below the floor, however large the surge.
+        assert!(at(&mut limit, &mut store, &mut now, 5, 1_000_000) >= 10);
+        // Without traffic: the ceiling.
+        assert_eq!(at(&mut limit, &mut store, &mut now, 10, 0), max);
     }
 }

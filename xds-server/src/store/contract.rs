@@ -196,6 +196,9 @@ pub(crate) fn scores(smoothed: f64) -> Scores {
             computed: 88.5,
             published: 90,
             adjusted_at_ms: 7,
+            by: weir_policy::model::LimitSignal::Throughput,
+            current_rps: Some(412.5),
+            baseline_rps: Some(180.0),
         }),
         // The latest evidence travels with the scores (a follower shows it).
         evidence: std::collections::BTreeMap::from([("c".to_owned(), decision(1).evidence)]),
