@@ -147,15 +147,9 @@ async fn a_canary_over_the_seeds_error_ceiling_is_rolled_back_within_the_allowed
     let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(40));
     wait_phase(&w.weir, "rolled_back", Duration::from_secs(30)).await;
     traffic.stop().await;
-    let detail: Value = http_client()
-        .get(format!(
-            "http://{}/v1/rollouts/{CANARY}",
-            w.weir.admin_addr()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let detail = w
+        .weir
+        .get_json(&format!("/v1/rollouts/{CANARY}"))
         .await
         .unwrap();
     let reason = detail["last_decision"]["reason"].as_str().unwrap();
@@ -376,12 +370,9 @@ async fn a_canary_ten_times_slower_in_buckets_too_wide_to_tell_is_not_promoted()
         "the latency to be found unresolvable",
         Duration::from_secs(10),
         || async {
-            let detail: Value = http_client()
-                .get(format!("http://{admin}/v1/rollouts/{CANARY}"))
-                .send()
-                .await
-                .ok()?
-                .json()
+            let detail = w
+                .weir
+                .get_json(&format!("/v1/rollouts/{CANARY}"))
                 .await
                 .ok()?;
             let evidence = detail["evidence"].clone();

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use weir_testbed::Behaviour;
 use weir_testbed::canary::{self, CANARY};
 use weir_testbed::fleet::policy_from_yaml;
 use weir_testbed::served::Served;
 use weir_testbed::steady::Traffic;
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::Weir;
-use weir_testbed::{Behaviour, http_client};
 
 /// Requests per second through Envoy: half to the canary at the first step.
 const RATE: u64 = 300;
@@ -39,12 +39,7 @@ fn firmware(device: u64) -> Vec<(&'static str, String)> {
 }
 
 async fn rollout_detail(weir: &Weir) -> Value {
-    http_client()
-        .get(format!("http://{}/v1/rollouts/{CANARY}", weir.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    weir.get_json(&format!("/v1/rollouts/{CANARY}"))
         .await
         .unwrap()
 }
