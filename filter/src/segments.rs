@@ -10,6 +10,7 @@
 //! at the response.
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -23,7 +24,13 @@ use crate::metrics::{Counter, define};
 #[derive(Default)]
 pub(crate) struct Segments {
     canaries: Vec<Canary>,
+    /// Which configuration these are: a request that started under another
+    /// (its value indices point into other tables) is not counted.
+    generation: u64,
 }
+
+/// Configurations seen by this VM, numbering each [`Segments`].
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
 
 struct Canary {
     cluster: String,
@@ -53,6 +60,7 @@ struct Counts {
 /// What a request of a segmented canary must count when its response comes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pending {
+    generation: u64,
     canary: usize,
     variant: Variant,
     /// The value's index in each dimension, `dimensions` of them.
@@ -101,7 +109,11 @@ impl Segments {
                 })
             })
             .collect();
-        Self { canaries }
+        let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        Self {
+            canaries,
+            generation,
+        }
     }
 
     /// Notes a request split between `canary` and its stable cluster, if
@@ -116,6 +128,7 @@ impl Segments {
         let index = self.canaries.iter().position(|c| c.cluster == canary)?;
         let canary = self.canaries.get(index)?;
         let mut pending = Pending {
+            generation: self.generation,
             canary: index,
             variant,
             values: [0; MAX_DIMENSIONS],
@@ -132,6 +145,11 @@ impl Segments {
 
     /// Counts `pending`'s response.
     pub(crate) fn finish(&self, pending: &Pending, status: u16, now_ms: u64, dirty: &Cell<bool>) {
+        // A request in flight across a reconfiguration is lost, not
+        // miscounted under another value.
+        if pending.generation != self.generation {
+            return;
+        }
         let Some(canary) = self.canaries.get(pending.canary) else {
             return;
         };
