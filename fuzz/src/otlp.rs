@@ -5,7 +5,8 @@
 //!
 //! Properties: a body decodes or is refused, never a panic; every data
 //! point of a decoded request is counted once, as used, ignored or
-//! rejected; no cluster's window holds more errors than requests.
+//! rejected; no cluster's window, nor any device segment's, holds more
+//! errors than requests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,9 @@ use weir::otlp::{self, Ingest};
 
 /// One minute of history, as `weir serve` keeps by default and more.
 const RETENTION_MS: u64 = 120_000;
+
+/// The canary whose device segments the store keeps (the seeds' name).
+const CANARY: &str = "app-canary";
 
 /// Envoy's default stats flush interval.
 const REPORT_INTERVAL_MS: u64 = 5_000;
@@ -44,6 +48,7 @@ fn ingest(request: &ExportMetricsServiceRequest) {
     // and after the store's window.
     NOW_MS.store(1_796_000_000_000, Ordering::Relaxed);
     let store = Arc::new(Mutex::new(MetricsStore::new(RETENTION_MS)));
+    store.lock().expect("the store's lock").know_clusters([CANARY]);
     let ingest = Ingest::new(store.clone(), now_ms);
     let points = data_points(request);
     for _ in 0..2 {
@@ -62,6 +67,18 @@ fn ingest(request: &ExportMetricsServiceRequest) {
                 window.errors,
                 window.requests
             );
+        }
+        for segment in store.segment_windows(CANARY, now_ms(), RETENTION_MS) {
+            for window in [&segment.canary, &segment.stable] {
+                assert!(
+                    window.errors <= window.requests,
+                    "{}={}: {} errors in {} requests",
+                    segment.dimension,
+                    segment.value,
+                    window.errors,
+                    window.requests
+                );
+            }
         }
         drop(store);
         NOW_MS.fetch_add(REPORT_INTERVAL_MS, Ordering::Relaxed);
