@@ -48,7 +48,10 @@ fn ingest(request: &ExportMetricsServiceRequest) {
     // and after the store's window.
     NOW_MS.store(1_796_000_000_000, Ordering::Relaxed);
     let store = Arc::new(Mutex::new(MetricsStore::new(RETENTION_MS)));
-    store.lock().expect("the store's lock").know_clusters([CANARY]);
+    store
+        .lock()
+        .expect("the store's lock")
+        .know_clusters([CANARY]);
     let ingest = Ingest::new(store.clone(), now_ms);
     let points = data_points(request);
     for _ in 0..2 {
