@@ -216,6 +216,12 @@ pub struct Segments {
     /// (the canary stays at its step until the segment recovers).
     #[serde(default)]
     pub on_bad: OnBadSegment,
+    /// The attribute of an application's `http.server.request.duration`
+    /// data points that carries each dimension's value, by dimension;
+    /// `http.request.header.<header>` (the semantic conventions' captured
+    /// request header) when not named.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 fn default_segment_top() -> u32 {

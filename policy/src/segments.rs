@@ -65,6 +65,30 @@ pub fn dimension(written: &str, routing: &RoutingHeaders) -> Result<Dimension, S
     })
 }
 
+/// The attribute of an application's data points that carries a
+/// dimension's value: the policy's `segments.attributes` entry, else the
+/// semantic conventions' `http.request.header.<header>`.
+pub fn attribute(
+    dimension: &Dimension,
+    named: &std::collections::BTreeMap<String, String>,
+) -> String {
+    named
+        .get(&dimension.name)
+        .cloned()
+        .unwrap_or_else(|| format!("http.request.header.{}", dimension.header))
+}
+
+/// The series name of a segment: its metric names without the measure.
+pub fn series_name(canary: &str, dimension: &str, value: &str, variant: Variant) -> String {
+    format!(
+        "{PREFIX}{}.{}.{}.{}",
+        escape(canary),
+        escape(dimension),
+        escape(value),
+        variant_name(variant)
+    )
+}
+
 /// What a segment metric measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Measure {
@@ -102,11 +126,8 @@ pub fn metric_name(
     measure: Measure,
 ) -> String {
     format!(
-        "{PREFIX}{}.{}.{}.{}.{}",
-        escape(canary),
-        escape(dimension),
-        escape(value),
-        variant_name(variant),
+        "{}.{}",
+        series_name(canary, dimension, value, variant),
         measure.name()
     )
 }

@@ -205,6 +205,15 @@ impl Check {
                 }
             }
         }
+        for (dimension, attribute) in &segments.attributes {
+            let path = at(&at(path, "attributes"), dimension);
+            if !segments.by.contains(dimension) {
+                self.fail(&path, format!("`{dimension}` is not one of `by`"));
+            }
+            if attribute.trim().is_empty() || attribute.len() > 255 {
+                self.fail(&path, "an attribute name of 1 to 255 characters");
+            }
+        }
         if segments.top == 0 || segments.top > MAX_TOP {
             self.fail(
                 at(path, "top"),

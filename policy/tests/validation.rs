@@ -1806,3 +1806,14 @@ fn a_throughput_limit_needs_no_sla() {
         weir_policy::validate(&policy)
     );
 }
+
+#[test]
+fn canary_segments_attribute_of_an_unnamed_dimension() {
+    let text = example_segments("{ by: [region], attributes: { device_type: device.type } }");
+    assert_one(
+        &text,
+        &format!("{CANARY}.analysis.segments.attributes.device_type"),
+        "device_type: »device.type",
+        "`device_type` is not one of `by`",
+    );
+}

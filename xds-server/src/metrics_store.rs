@@ -122,6 +122,8 @@ pub struct MetricsStore {
     refused: u64,
     admission: admission::Sources,
     segments: segments::Segments,
+    /// Which applications' reports count in which segments.
+    segment_plan: segments::Plan,
     /// Segment reports refused (a canary the policy does not name, or past
     /// the bounds of [`segments`]).
     segments_refused: u64,
@@ -293,6 +295,7 @@ impl MetricsStore {
             refused: 0,
             admission: admission::Sources::default(),
             segments: segments::Segments::default(),
+            segment_plan: segments::Plan::default(),
             segments_refused: 0,
         }
     }
@@ -414,6 +417,33 @@ impl MetricsStore {
             self.segments_refused += 1;
         }
         recorded
+    }
+
+    /// Follows the policy's segmented canaries: which applications' reports
+    /// count in which segments ([`Self::record_app_segments`]).
+    pub fn plan_segments(&mut self, policy: &weir_policy::Policy) {
+        self.segment_plan = segments::Plan::of(policy);
+    }
+
+    /// Adds an application's report of `cluster` (`requests`, all failed if
+    /// `failed`) to the segments it counts in, each dimension's value read
+    /// with `attribute` from the report's attributes. Latency is not kept
+    /// per segment from applications.
+    pub fn record_app_segments<'a>(
+        &mut self,
+        cluster: &str,
+        attribute: impl Fn(&str) -> Option<&'a str>,
+        (requests, failed): (u64, bool),
+        at_ms: u64,
+    ) {
+        let counts = Counts {
+            requests,
+            errors: if failed { requests } else { 0 },
+            latency: None,
+        };
+        for series in self.segment_plan.series(cluster, &attribute) {
+            self.record_segment(&series, at_ms, counts);
+        }
     }
 
     /// Every segment of `canary` reported in `(now_ms − span_ms, now_ms]`.

@@ -485,13 +485,20 @@ impl Ingest {
         let now_ms = (self.inner.clock)();
         let translation = translate::translate(request, &self.inner.streams, now_ms);
         let clusters = translation.totals.clusters();
-        if !translation.totals.is_empty() || !translation.admission.is_empty() {
+        if !translation.totals.is_empty()
+            || !translation.admission.is_empty()
+            || !translation.app_points.is_empty()
+        {
             let mut store = self
                 .inner
                 .store
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             translation.totals.apply(&mut store, now_ms);
+            for point in &translation.app_points {
+                let requests = (point.requests, point.failed);
+                store.record_app_segments(point.cluster, |k| point.attribute(k), requests, now_ms);
+            }
             for (source, points) in &translation.admission {
                 store.add_admission(source, now_ms, points);
             }

@@ -495,10 +495,11 @@ fn overlay(mut feed: Feed, pinned: Option<&Feed>) -> Feed {
 
 /// Tells the metrics store which clusters' reports it must always keep.
 fn know_clusters(metrics: &Mutex<MetricsStore>, policy: &Policy) {
-    metrics
+    let mut store = metrics
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .know_clusters(policy.clusters.iter().map(|c| c.name.clone()));
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    store.know_clusters(policy.clusters.iter().map(|c| c.name.clone()));
+    store.plan_segments(policy);
 }
 
 /// Serving state for tests of this crate.

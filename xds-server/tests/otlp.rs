@@ -1199,3 +1199,43 @@ fn random_requests_never_panic_and_every_point_is_counted() {
     assert_eq!(accepted + rejected, total_points);
     assert!(rejected > 0 && accepted > 0);
 }
+
+#[tokio::test]
+async fn application_points_count_in_their_device_segments_over_http() {
+    let (ingest, store) = ingest();
+    let text = include_str!("../../examples/policies/iot-fleet.yaml").replace(
+        "            min_samples: 200\n",
+        "            min_samples: 200\n            segments: { by: [device_type] }\n",
+    );
+    let policy = weir::policy_source::parse(std::path::Path::new("p.yaml"), &text).unwrap();
+    {
+        let mut store = store.lock().unwrap();
+        store.know_clusters(policy.clusters.iter().map(|c| c.name.clone()));
+        store.plan_segments(&policy);
+    }
+    let url = http_server(&ingest).await;
+    // The semantic conventions' captured request header: an array of strings.
+    let body = r#"{"resourceMetrics":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"ingest-eu-canary"}}]},
+      "scopeMetrics":[{"metrics":[{"name":"http.server.request.duration","unit":"s",
+        "histogram":{"aggregationTemporality":1,"dataPoints":[
+          {"attributes":[{"key":"http.response.status_code","value":{"intValue":"503"}},
+                         {"key":"http.request.header.x-device-type","value":{"arrayValue":{"values":[{"stringValue":"camera"}]}}}],
+           "count":"6","explicitBounds":[0.01,0.1],"bucketCounts":["6","0","0"]},
+          {"attributes":[{"key":"http.response.status_code","value":{"intValue":"200"}}],
+           "count":"4","explicitBounds":[0.01,0.1],"bucketCounts":["4","0","0"]}]}}]}]}]}"#;
+    let (status, response) = post(&url, "application/json", body.into()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&response));
+    let windows = store
+        .lock()
+        .unwrap()
+        .segment_windows("ingest-eu-canary", NOW, 10_000);
+    let camera = windows.iter().find(|w| w.value == "camera").unwrap();
+    assert_eq!((camera.canary.requests, camera.canary.errors), (6, 6));
+    let none = windows
+        .iter()
+        .find(|w| w.value == weir_policy::segments::MISSING)
+        .unwrap();
+    assert_eq!((none.canary.requests, none.canary.errors), (4, 0));
+    // The cluster's own totals are unchanged by it.
+    assert_eq!(window(&store, "ingest-eu-canary").requests, 10);
+}

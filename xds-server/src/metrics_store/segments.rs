@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
+use weir_policy::Policy;
 use weir_policy::model::Variant;
-use weir_policy::segments::{OTHER, SegmentKey, parse_series};
+use weir_policy::segments::{self, OTHER, SegmentKey, parse_series, series_name, value_of};
 
 use super::{Counts, Series, WindowStats, slot_key};
 
@@ -29,6 +30,74 @@ pub(super) struct Segments {
     series: Vec<(SegmentKey, Series)>,
     /// Values kept per (canary, dimension).
     values: HashMap<(String, String), usize>,
+}
+
+/// Which applications' reports count in which segments, by cluster: the
+/// canary and the stable cluster of every canary that names segments.
+#[derive(Debug, Default)]
+pub(super) struct Plan(HashMap<String, Vec<PlanEntry>>);
+
+#[derive(Debug)]
+struct PlanEntry {
+    canary: String,
+    variant: Variant,
+    /// (dimension, the attribute that carries its value).
+    dimensions: Vec<(String, String)>,
+}
+
+impl Plan {
+    pub(super) fn of(policy: &Policy) -> Self {
+        let mut plan: HashMap<String, Vec<PlanEntry>> = HashMap::new();
+        for placement in policy.services.iter().flat_map(|s| &s.placements) {
+            let Some(canary) = &placement.canary else {
+                continue;
+            };
+            let Some(wanted) = &canary.analysis.segments else {
+                continue;
+            };
+            let dimensions: Vec<(String, String)> = wanted
+                .by
+                .iter()
+                .filter_map(|written| segments::dimension(written, &policy.routing.headers).ok())
+                .map(|d| {
+                    let attribute = segments::attribute(&d, &wanted.attributes);
+                    (d.name, attribute)
+                })
+                .collect();
+            for (cluster, variant) in [
+                (&placement.cluster, Variant::Stable),
+                (&canary.cluster, Variant::Canary),
+            ] {
+                plan.entry(cluster.clone()).or_default().push(PlanEntry {
+                    canary: canary.cluster.clone(),
+                    variant,
+                    dimensions: dimensions.clone(),
+                });
+            }
+        }
+        Self(plan)
+    }
+
+    /// The series an application's report of `cluster` counts in, given
+    /// how to read its attributes.
+    pub(super) fn series<'a>(
+        &self,
+        cluster: &str,
+        attribute: &impl Fn(&str) -> Option<&'a str>,
+    ) -> Vec<String> {
+        let Some(entries) = self.0.get(cluster) else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .flat_map(|e| {
+                e.dimensions.iter().map(move |(dimension, key)| {
+                    let value = value_of(attribute(key));
+                    series_name(&e.canary, dimension, value, e.variant)
+                })
+            })
+            .collect()
+    }
 }
 
 /// One segment's window: both variants.
@@ -243,5 +312,57 @@ mod tests {
         assert_eq!(total, (MAX_VALUES + 10) as u64, "nothing lost");
         let other = windows.iter().find(|w| w.value == OTHER).unwrap();
         assert_eq!(other.canary.requests, 10);
+    }
+
+    #[test]
+    fn applications_reports_count_in_the_planned_segments() {
+        let mut policy = crate::policy_source::parse(
+            std::path::Path::new("examples/policies/iot-fleet.yaml"),
+            include_str!("../../../examples/policies/iot-fleet.yaml"),
+        )
+        .unwrap();
+        let canary = policy
+            .services
+            .iter_mut()
+            .flat_map(|s| &mut s.placements)
+            .find_map(|p| p.canary.as_mut())
+            .unwrap();
+        let canary_cluster = canary.cluster.clone();
+        canary.analysis.segments = Some(weir_policy::model::Segments {
+            by: vec!["device_type".into(), "header:x-firmware".into()],
+            top: 8,
+            on_bad: weir_policy::model::OnBadSegment::Rollback,
+            attributes: [("header:x-firmware".to_owned(), "device.firmware".to_owned())].into(),
+        });
+        let mut store = MetricsStore::new(60_000);
+        store.know_clusters(policy.clusters.iter().map(|c| c.name.clone()));
+        store.plan_segments(&policy);
+        let attributes = |key: &str| match key {
+            "http.request.header.x-device-type" => Some("camera"),
+            "device.firmware" => Some("2.1.0"),
+            _ => None,
+        };
+        store.record_app_segments(&canary_cluster, attributes, (10, true), 1_000);
+        store.record_app_segments(&canary_cluster, |_| None, (5, false), 1_000);
+        // A cluster no segmented canary involves counts nowhere.
+        store.record_app_segments("elsewhere", attributes, (7, true), 1_000);
+        let windows = store.segment_windows(&canary_cluster, 1_000, 10_000);
+        let find = |dimension: &str, value: &str| {
+            windows
+                .iter()
+                .find(|w| w.dimension == dimension && w.value == value)
+                .unwrap_or_else(|| panic!("{dimension}={value}: {windows:?}"))
+        };
+        let camera = find("device_type", "camera");
+        assert_eq!((camera.canary.requests, camera.canary.errors), (10, 10));
+        assert_eq!(find("header:x-firmware", "2.1.0").canary.requests, 10);
+        assert_eq!(
+            find("device_type", weir_policy::segments::MISSING)
+                .canary
+                .requests,
+            5
+        );
+        assert_eq!(windows.len(), 4);
+        assert_eq!(store.segment_series(), (4, 0));
     }
 }

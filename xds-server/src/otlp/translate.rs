@@ -69,6 +69,9 @@ pub(crate) struct Translation<'r> {
     pub(crate) totals: Totals<'r>,
     /// The filter's admission data points, per source (resource key).
     pub(crate) admission: Vec<(String, Vec<AdmissionPoint>)>,
+    /// Applications' data points counted, with their attributes, for the
+    /// device segments the store's plan reads from them.
+    pub(crate) app_points: Vec<AppPoint<'r>>,
     /// Data points of metrics weir uses, counted (or remembered, for the
     /// first value of a cumulative stream).
     pub(crate) used: u64,
@@ -77,6 +80,24 @@ pub(crate) struct Translation<'r> {
     /// Data points refused.
     pub(crate) rejected: u64,
     pub(crate) problems: Problems,
+}
+
+/// An application's data point as counted: its cluster, its attributes,
+/// the requests it added and whether they failed.
+#[derive(Debug)]
+pub(crate) struct AppPoint<'r> {
+    pub(crate) cluster: &'r str,
+    pub(crate) attributes: &'r [KeyValue],
+    pub(crate) requests: u64,
+    pub(crate) failed: bool,
+}
+
+impl<'r> AppPoint<'r> {
+    /// An attribute's text: a string, or the first string of an array (the
+    /// form of the semantic conventions' `http.request.header.<key>`).
+    pub(crate) fn attribute(&self, key: &str) -> Option<&'r str> {
+        attributes::text_attr(self.attributes, key)
+    }
 }
 
 /// Why data points were rejected: distinct messages with how many points

@@ -313,6 +313,7 @@ mod tests {
             by: vec!["device_type".into()],
             top,
             on_bad,
+            attributes: Default::default(),
         }
     }
 

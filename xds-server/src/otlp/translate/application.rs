@@ -61,7 +61,18 @@ impl<'r> Run<'_, 'r> {
                     requests: true,
                     failed,
                 };
-                app_outcome(count(self, stream, target))
+                let counted = count(self, stream, target);
+                if let Ok(Some(requests)) = counted
+                    && requests > 0
+                {
+                    self.out.app_points.push(AppPoint {
+                        cluster,
+                        attributes,
+                        requests,
+                        failed,
+                    });
+                }
+                app_outcome(counted)
             }
         };
         self.tally(&metric.name, outcome);

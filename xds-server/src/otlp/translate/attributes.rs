@@ -19,6 +19,20 @@ pub(super) fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&
     }
 }
 
+/// A string attribute, or the first string of an array attribute.
+pub(crate) fn text_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find(attributes, key) {
+        Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s),
+        Some(any_value::Value::ArrayValue(array)) => {
+            array.values.iter().find_map(|v| match &v.value {
+                Some(any_value::Value::StringValue(s)) if !s.is_empty() => Some(s.as_str()),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// An integer attribute, also given as a string of digits or an integral
 /// double; `Err` if present but not an integer.
 pub(super) fn int_attr(attributes: &[KeyValue], key: &str) -> Option<Result<i64, ()>> {
