@@ -10,6 +10,7 @@ use crate::api::{
     ClusterView, Clusters, LimitView, NodeSummary, NodeTypeView, NodesAnswer, ReplicationView,
     RolloutSummary, Rollouts, StatusReplication,
 };
+use crate::controller::Verdict;
 use crate::replication::Role;
 use crate::snapshot::type_url;
 use crate::xds::type_name;
@@ -152,7 +153,27 @@ fn rollout_table(rollouts: &[RolloutSummary]) -> String {
             decision,
         ]);
     }
-    lines("ROLLOUTS", &table)
+    let mut out = lines("ROLLOUTS", &table);
+    for line in inconclusive_why(rollouts) {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
+
+/// Why each inconclusive rollout is: its findings other than the checks
+/// that passed (too few requests, latency its buckets cannot resolve, …).
+fn inconclusive_why(rollouts: &[RolloutSummary]) -> Vec<String> {
+    rollouts
+        .iter()
+        .filter(|r| r.verdict == Some(Verdict::Inconclusive))
+        .flat_map(|r| {
+            r.findings
+                .iter()
+                .flatten()
+                .filter(|f| !f.ends_with(": ok") && !f.starts_with("segments:"))
+                .map(move |f| format!("{} inconclusive: {f}", r.state.canary))
+        })
+        .collect()
 }
 
 fn cluster_table(clusters: &[ClusterView]) -> String {
@@ -286,6 +307,31 @@ mod tests {
         let mut unserved = limit(false, None, 200, 200);
         unserved.served = None;
         assert_eq!(limit_line(&unserved), "");
+    }
+
+    #[test]
+    fn an_inconclusive_rollout_says_why() {
+        let rollouts: Vec<RolloutSummary> = serde_json::from_value(json!([{
+            "canary": "app-canary", "stable": "app", "salt": "app-canary",
+            "steps_bp": [5000, 10000], "phase": "progressing", "step": 0, "weight_bp": 5000,
+            "started_ms": 0, "step_since_ms": 0, "healthy_ms": 0,
+            "verdict": "inconclusive",
+            "findings": [
+                "errors: canary 0.00 % vs stable 0.00 %: ok",
+                "latency: p95 not resolvable: canary's in (0, 5000] ms, stable's in (0, 5000] ms; buckets that wide cannot decide a ×1.5 limit"
+            ],
+            "last_decision": null
+        }]))
+        .unwrap();
+        let text = rollout_table(&rollouts);
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.starts_with(
+                "  app-canary inconclusive: latency: p95 not resolvable: canary's in (0, 5000] ms"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("errors: canary"), "{text}");
     }
 
     #[test]
