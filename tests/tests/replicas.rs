@@ -346,9 +346,11 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() 
     );
     // A canary that goes bad after the failover is still rolled back.
     break_the_canary(&w.fleet);
+    // Envoy retries its ADS stream with a backoff of up to 4 s (the
+    // bootstrap's), and a loaded machine adds to it: twice that, and more.
     eventually(
         "the Envoy on the new leader",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || async { (connected(w.replica(1)).await == ["fleet-envoy"]).then_some(()) },
     )
     .await
