@@ -14,7 +14,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use weir_policy::metrics::{self, Outcome};
 use weir_policy::model::Variant;
-use weir_policy::{Engine, Policy, Request};
+use weir_policy::{Engine, Policy};
 
 use crate::segments::{Pending, Segments};
 
@@ -64,7 +64,7 @@ pub(crate) struct Metrics {
     /// handful of canaries: a scan beats hashing the name every request).
     variants: Vec<(String, [Counter; 2])>,
     /// Counts per device segment of the canaries that name segments.
-    segments: Segments,
+    pub(crate) segments: Segments,
     /// Whether any counter holds increments Envoy has not been given.
     dirty: Cell<bool>,
 }
@@ -116,17 +116,6 @@ impl Metrics {
         }
         m.segments = Segments::for_policy(policy);
         m
-    }
-
-    /// Notes a split request's segment values, if its canary is segmented.
-    pub(crate) fn segment_start(
-        &self,
-        canary: &str,
-        variant: Variant,
-        request: &Request<'_>,
-        now_ms: u64,
-    ) -> Option<Pending> {
-        self.segments.start(canary, variant, request, now_ms)
     }
 
     /// Counts a segmented request's response.

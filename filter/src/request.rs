@@ -95,7 +95,9 @@ impl WeirRequest {
                 // counts what only it knows: the variant of each canary split.
                 if let Some((canary_cluster, variant)) = route.split {
                     metrics.variant(canary_cluster, variant);
-                    segment = metrics.segment_start(canary_cluster, variant, &request, now_ms());
+                    segment = metrics
+                        .segments
+                        .start(canary_cluster, variant, &request, now_ms());
                 }
             }
             None => metrics.unrouted(),
