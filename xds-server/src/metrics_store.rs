@@ -94,6 +94,19 @@ impl WindowStats {
     pub fn error_rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
     }
+
+    /// Adds `other` in: requests, errors and latencies (re-bucketed onto
+    /// these bounds if they differ).
+    pub fn add(&mut self, other: &WindowStats) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// The slot keys `(after, until]` of the window `(now_ms − span_ms, now_ms]`.
+fn window_keys(now_ms: u64, span_ms: u64) -> (u64, u64) {
+    (slot_key(now_ms.saturating_sub(span_ms)), slot_key(now_ms))
 }
 
 /// The sliding window every evaluation reads: long enough to gather
@@ -393,11 +406,11 @@ impl MetricsStore {
         now_ms: u64,
         span_ms: u64,
     ) -> Option<WindowStats> {
-        let after = slot_key(now_ms.saturating_sub(span_ms));
+        let (after, until) = window_keys(now_ms, span_ms);
         self.clusters
             .get(cluster)?
             .series(kind)
-            .window(after, slot_key(now_ms))
+            .window(after, until)
     }
 
     /// Records what the filter counted of a device segment: `series` is the
@@ -448,7 +461,7 @@ impl MetricsStore {
 
     /// Every segment of `canary` reported in `(now_ms − span_ms, now_ms]`.
     pub fn segment_windows(&self, canary: &str, now_ms: u64, span_ms: u64) -> Vec<SegmentWindow> {
-        let (after, until) = segments::window_keys(now_ms, span_ms);
+        let (after, until) = window_keys(now_ms, span_ms);
         self.segments.windows(canary, after, until)
     }
 

@@ -117,6 +117,17 @@ pub struct LatencyRatio {
     pub p99_low: f64,
 }
 
+impl LatencyRatio {
+    fn of(p95: &latency::Judged, p99: &latency::Judged) -> Self {
+        Self {
+            p95: p95.ratio,
+            p99: p99.ratio,
+            p95_low: p95.ratio_low,
+            p99_low: p99.ratio_low,
+        }
+    }
+}
+
 /// Everything a decision was based on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -284,12 +295,7 @@ pub(crate) fn analyse(
                         "latency: {why}; inconclusive until the histograms have finer buckets"
                     ));
                 }
-                evidence.latency_ratio = Some(LatencyRatio {
-                    p95: p95.ratio,
-                    p99: p99.ratio,
-                    p95_low: p95.ratio_low,
-                    p99_low: p99.ratio_low,
-                });
+                evidence.latency_ratio = Some(LatencyRatio::of(&p95, &p99));
                 evidence.latency_unresolved = unresolved;
             }
             _ => {

@@ -13,7 +13,7 @@ use weir_policy::Policy;
 use weir_policy::model::Variant;
 use weir_policy::segments::{self, OTHER, SegmentKey, parse_series, series_name, value_of};
 
-use super::{Counts, Series, WindowStats, slot_key};
+use super::{Counts, Series, WindowStats};
 
 /// Dimensions kept per canary.
 pub const MAX_DIMENSIONS: usize = 8;
@@ -199,7 +199,7 @@ impl Segments {
                 Variant::Canary => &mut window.canary,
                 Variant::Stable => &mut window.stable,
             };
-            add_window(into, &stats);
+            into.add(&stats);
         }
         out
     }
@@ -227,18 +227,6 @@ impl Segments {
     pub(super) fn len(&self) -> usize {
         self.series.len()
     }
-}
-
-/// Adds `from` into `into` (the same series layout, or `into` empty).
-fn add_window(into: &mut WindowStats, from: &WindowStats) {
-    into.requests = into.requests.saturating_add(from.requests);
-    into.errors = into.errors.saturating_add(from.errors);
-    into.latency.merge(&from.latency);
-}
-
-/// The slot keys of a window `(now_ms − span_ms, now_ms]`.
-pub(super) fn window_keys(now_ms: u64, span_ms: u64) -> (u64, u64) {
-    (slot_key(now_ms.saturating_sub(span_ms)), slot_key(now_ms))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use super::latency::{self, Outcome};
 use super::{
     ErrorTest, Evidence, LatencyRatio, SIGNIFICANCE, VariantStats, Verdict, error_test, upper_tail,
 };
-use crate::metrics_store::{SegmentWindow, WindowStats};
+use crate::metrics_store::SegmentWindow;
 
 /// Segments kept in the evidence at most (the bad ones first, then by
 /// adjusted p-value): a decision is stored with its evidence.
@@ -137,8 +137,8 @@ fn pool(mut windows: Vec<SegmentWindow>, top: usize) -> Vec<SegmentWindow> {
             .rfind(|w| w.dimension == window.dimension && w.value == OTHER);
         match other {
             Some(other) => {
-                add(&mut other.canary, &window.canary);
-                add(&mut other.stable, &window.stable);
+                other.canary.add(&window.canary);
+                other.stable.add(&window.stable);
             }
             None => out.push(SegmentWindow {
                 value: OTHER.to_owned(),
@@ -147,12 +147,6 @@ fn pool(mut windows: Vec<SegmentWindow>, top: usize) -> Vec<SegmentWindow> {
         }
     }
     out
-}
-
-fn add(into: &mut WindowStats, from: &WindowStats) {
-    into.requests = into.requests.saturating_add(from.requests);
-    into.errors = into.errors.saturating_add(from.errors);
-    into.latency.merge(&from.latency);
 }
 
 /// Every judged segment's verdict, the corrections applied.
@@ -208,13 +202,7 @@ fn latency_of(
     let p95 = latency::judge("p95", (0.95, limits.p95, z), canary, stable)?;
     let p99 = latency::judge("p99", (0.99, limits.p99, z), canary, stable)?;
     let bad = p95.outcome == Outcome::Bad || p99.outcome == Outcome::Bad;
-    let ratio = LatencyRatio {
-        p95: p95.ratio,
-        p99: p99.ratio,
-        p95_low: p95.ratio_low,
-        p99_low: p99.ratio_low,
-    };
-    Some((ratio, bad))
+    Some((LatencyRatio::of(&p95, &p99), bad))
 }
 
 /// Holm's step-down adjusted p-values, in the order given: the `i`-th
@@ -296,7 +284,7 @@ mod tests {
     use weir_policy::model::LatencyRatios;
 
     use super::*;
-    use crate::metrics_store::Histogram;
+    use crate::metrics_store::{Histogram, WindowStats};
 
     fn analysis() -> Analysis {
         Analysis {
