@@ -91,6 +91,10 @@ impl WeirRequest {
         match engine.steer(&request, spread_key, &mut state.scores) {
             Some(route) => {
                 self.set_http_request_header(headers::CLUSTER, Some(route.cluster));
+                if let Some(canary) = route.mirror {
+                    // The route's mirror policy copies the request there.
+                    self.set_http_request_header(headers::MIRROR, Some(canary));
+                }
                 // Per-cluster counts are Envoy's own cluster stats; the filter
                 // counts what only it knows: the variant of each canary split.
                 if let Some((canary_cluster, variant)) = route.split {

@@ -14,11 +14,11 @@ mod route;
 use serde::Serialize;
 
 pub use classify::Classified;
-pub use route::{Candidate, Routed, Scored, Split, Steered, geo_score};
+pub use route::{Candidate, Routed, Scored, Split, Steered, Targeted, geo_score};
 
 use crate::admission::{self, Arrival, Gate, LocalSlots};
 use crate::feed::Feed;
-use crate::model::Policy;
+use crate::model::{HeaderMatch, Policy};
 
 /// What the engine needs of a request (and what `weir explain --json` shows of it).
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -42,6 +42,21 @@ impl<'a> Request<'a> {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|&(_, v)| v)
     }
+}
+
+/// Whether `request` satisfies every one of `conditions` (all of none: yes).
+fn all_hold(conditions: &[HeaderMatch], request: &Request<'_>) -> bool {
+    conditions.iter().all(|condition| {
+        let value = request.header(&condition.name);
+        if let Some(present) = condition.present {
+            return value.is_some() == present;
+        }
+        match (value, &condition.equals, &condition.prefix) {
+            (Some(v), Some(equals), _) => v == equals,
+            (Some(v), None, Some(prefix)) => v.starts_with(prefix.as_str()),
+            _ => false,
+        }
+    })
 }
 
 /// An admission decision with its evidence, for one request arriving when

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::admission::Arrival;
+use crate::engine::Targeted;
 use crate::model::Variant;
 use crate::{Decision, Engine, Request};
 
@@ -107,8 +108,14 @@ pub fn stages(request: &Request<'_>, engine: &Engine, decision: &Decision) -> Ve
         ));
         return stages;
     };
+    let candidates = if route.targeted {
+        "the placements whose `match` the request satisfies"
+    } else {
+        "the placements without a `match`"
+    };
     let mut lines = vec![
         format!("service    {}", route.service),
+        format!("target     {candidates}"),
         format!(
             "score      {:<24} {:>8} {:>6} {:>7} {:>6} {:>7}",
             "cluster", "rtt", "geo", "device", "sla", "score"
@@ -145,17 +152,32 @@ pub fn stages(request: &Request<'_>, engine: &Engine, decision: &Decision) -> Ve
             Variant::Canary => "canary",
             Variant::Stable => "stable",
         };
-        stages.push(Stage::new(
-            "split",
-            variant,
-            vec![format!(
-                "split      canary {} at {:.2}% ({} bp): bucket {} ({keyed}) → {variant}",
+        let why = match split.targeted {
+            Some(Targeted::Always) => "the canary's `always` conditions hold".to_owned(),
+            Some(Targeted::Never) => "the canary's `never` conditions hold".to_owned(),
+            None => format!("bucket {} ({keyed})", split.bucket),
+        };
+        let mut lines = vec![format!(
+            "split      canary {} at {:.2}% ({} bp): {why} → {variant}",
+            split.canary_cluster,
+            f64::from(split.weight_bp) / 100.0,
+            split.weight_bp,
+        )];
+        if split.mirror_bp > 0 {
+            let copied = if split.mirrored {
+                "a copy goes to the canary, its response dropped"
+            } else {
+                "not mirrored"
+            };
+            lines.push(format!(
+                "mirror     {:.2}% ({} bp) of the devices mirrored to {}: bucket {} → {copied}",
+                f64::from(split.mirror_bp) / 100.0,
+                split.mirror_bp,
                 split.canary_cluster,
-                f64::from(split.weight_bp) / 100.0,
-                split.weight_bp,
                 split.bucket
-            )],
-        ));
+            ));
+        }
+        stages.push(Stage::new("split", variant, lines));
     }
     let cluster = route.cluster().to_owned();
     stages.push(Stage::new(

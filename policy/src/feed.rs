@@ -18,6 +18,10 @@ pub struct Feed {
     /// missing here is at its first step.
     #[serde(default)]
     pub canary_weights: BTreeMap<String, u32>,
+    /// Share of a canary's placement mirrored to it, in basis points, by
+    /// canary cluster: its mirror phase. None when missing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub canary_mirrors: BTreeMap<String, u32>,
     /// SLA score (0–1, 1 = meeting its target), by cluster; 1 when missing.
     #[serde(default)]
     pub sla_scores: BTreeMap<String, f64>,
@@ -27,17 +31,32 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// The feed a policy starts with: each canary at its first step, every
-    /// cluster's SLA score neutral (1), the configured limit.
+    /// The feed a policy starts with: each canary at its first step, or at
+    /// weight 0 and mirrored if it has a mirror phase; every cluster's SLA
+    /// score neutral (1); the configured limit.
     pub fn initial(policy: &Policy) -> Self {
-        let canary_weights = policy
+        let canaries = policy
             .services
             .iter()
             .flat_map(|service| &service.placements)
-            .filter_map(|placement| placement.canary.as_ref())
+            .filter_map(|placement| placement.canary.as_ref());
+        let canary_weights = canaries
+            .clone()
             .map(|canary| {
-                let first = canary.steps.first().copied().unwrap_or(0.0);
+                let first = match canary.mirror {
+                    Some(_) => 0.0,
+                    None => canary.steps.first().copied().unwrap_or(0.0),
+                };
                 (canary.cluster.clone(), percent_to_basis_points(first))
+            })
+            .collect();
+        let canary_mirrors = canaries
+            .filter_map(|canary| {
+                let mirror = canary.mirror.as_ref()?;
+                Some((
+                    canary.cluster.clone(),
+                    percent_to_basis_points(mirror.percent),
+                ))
             })
             .collect();
         let sla_scores = policy
@@ -47,6 +66,7 @@ impl Feed {
             .collect();
         Self {
             canary_weights,
+            canary_mirrors,
             sla_scores,
             concurrency_limit: Some(policy.admission.concurrency_limit),
         }
@@ -61,8 +81,17 @@ impl Feed {
             .flat_map(|s| &s.placements)
             .filter_map(|p| p.canary.as_ref().map(|c| c.cluster.as_str()))
             .collect();
-        for (cluster, &weight) in &self.canary_weights {
-            let path = format!("feed.canary_weights.{cluster}");
+        let shares = self
+            .canary_weights
+            .iter()
+            .map(|(cluster, weight)| ("canary_weights", cluster, weight))
+            .chain(
+                self.canary_mirrors
+                    .iter()
+                    .map(|(cluster, share)| ("canary_mirrors", cluster, share)),
+            );
+        for (field, cluster, &weight) in shares {
+            let path = format!("feed.{field}.{cluster}");
             if !canaries.contains(&cluster.as_str()) {
                 errors.push(Invalid {
                     path,

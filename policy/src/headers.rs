@@ -13,6 +13,10 @@ pub const FILTER_VERSION: &str = "x-weir-filter";
 /// Request header naming the upstream cluster; routes read it with `cluster_header`.
 pub const CLUSTER: &str = "x-weir-cluster";
 
+/// Request header naming the canary cluster a request is mirrored to;
+/// routes read it with a `request_mirror_policies` `cluster_header`.
+pub const MIRROR: &str = "x-weir-mirror";
+
 /// Request header carrying the priority class upstream.
 pub const PRIORITY: &str = "x-weir-priority";
 

@@ -127,6 +127,12 @@ pub struct Sla {
 pub struct Placement {
     /// The stable cluster.
     pub cluster: String,
+    /// Header conditions that target requests at this placement: a request
+    /// that satisfies some placements' `match` is routed among those alone
+    /// (firmware `2.*` to the v2 cluster), any other among the placements
+    /// without one. Every service keeps at least one placement without.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<HeaderConditions>,
     /// A canary release of this placement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
@@ -153,6 +159,44 @@ pub struct Canary {
     /// the canary. The canary cluster's name when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
+    /// Requests that go to the canary whatever its weight (internal
+    /// testers' devices), while the canary takes any traffic at all: not
+    /// once it is rolled back, nor while it is only mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always: Option<HeaderConditions>,
+    /// Requests that never go to the canary, whatever its weight (devices
+    /// that must not run a candidate); `never` wins over `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub never: Option<HeaderConditions>,
+    /// A dark launch before the first step: a share of the placement's
+    /// requests is copied to the canary, whose responses are dropped, and the
+    /// canary is judged on them; only a healthy mirror phase starts the split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+}
+
+/// A canary's mirror phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The share of the placement's devices whose requests are mirrored, in
+    /// percent: those with the lowest sticky buckets, who are also the first
+    /// to get the canary once the split starts.
+    pub percent: f64,
+    /// How long the mirror phase must stay healthy before the first step;
+    /// the canary's `hold` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Duration>,
+}
+
+/// Conditions on request headers, all of which must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HeaderConditions {
+    /// The conditions; at least one.
+    pub headers: Vec<HeaderMatch>,
 }
 
 /// Analysis thresholds: canary compared with stable.

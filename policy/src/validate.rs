@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use crate::model::{
-    Admission, Canary, Cluster, HeaderMatch, Policy, Priority, Regions, Routing, Rule, Service,
-    Variant,
+    Admission, Canary, Cluster, HeaderConditions, HeaderMatch, Policy, Priority, Regions, Routing,
+    Rule, Service, Variant,
 };
 use crate::names;
 
@@ -398,6 +398,14 @@ impl Check {
                     "place the service on at least one cluster",
                 );
             }
+            if !service.placements.is_empty()
+                && service.placements.iter().all(|p| p.matches.is_some())
+            {
+                self.fail(
+                    &placements_path,
+                    "every placement has a `match`: keep one without, for the requests none matches",
+                );
+            }
             let mut placed = BTreeMap::new();
             for (j, placement) in service.placements.iter().enumerate() {
                 let placement_path = item(&placements_path, j);
@@ -419,6 +427,9 @@ impl Check {
                             item(&placements_path, first)
                         ),
                     );
+                }
+                if let Some(conditions) = &placement.matches {
+                    self.header_conditions(&at(&placement_path, "match"), conditions);
                 }
                 if let Some(canary) = &placement.canary {
                     let canary_path = at(&placement_path, "canary");
@@ -549,6 +560,25 @@ impl Check {
         if let Some(header) = &canary.sticky_header {
             self.header_name(&at(path, "sticky_header"), header);
         }
+        if let Some(conditions) = &canary.always {
+            self.header_conditions(&at(path, "always"), conditions);
+        }
+        if let Some(conditions) = &canary.never {
+            self.header_conditions(&at(path, "never"), conditions);
+        }
+        if let Some(mirror) = &canary.mirror {
+            let mirror_path = at(path, "mirror");
+            let share = mirror.percent;
+            if !share.is_finite() || share <= 0.0 || share > 100.0 {
+                self.fail(
+                    at(&mirror_path, "percent"),
+                    format!("a share must be above 0 and at most 100 percent, not {share}"),
+                );
+            }
+            if let Some(hold) = &mirror.hold {
+                self.duration(&at(&mirror_path, "hold"), hold, false);
+            }
+        }
         if canary
             .salt
             .as_deref()
@@ -613,6 +643,19 @@ impl Check {
         }
         for (k, header) in m.headers.iter().enumerate() {
             self.header_match(&item(&at(&conditions, "headers"), k), header);
+        }
+    }
+
+    fn header_conditions(&mut self, path: &str, conditions: &HeaderConditions) {
+        let headers = at(path, "headers");
+        if conditions.headers.is_empty() {
+            self.fail(
+                &headers,
+                "give at least one header condition, e.g. `{ name: x-tester, equals: \"1\" }`",
+            );
+        }
+        for (k, header) in conditions.headers.iter().enumerate() {
+            self.header_match(&item(&headers, k), header);
         }
     }
 

@@ -181,6 +181,7 @@ fn every_class_is_admitted_up_to_the_whole_limit() {
 fn the_feed_limit_overrides_the_policy_limit() {
     let policy = example();
     let feed = Feed {
+        canary_mirrors: Default::default(),
         concurrency_limit: Some(20),
         ..Feed::initial(&policy)
     };
@@ -377,4 +378,201 @@ fn service_hosts_match_exactly_or_by_wildcard() {
     // Not a subdomain: falls through to the next service, ingest (/v1/).
     assert_eq!(service("fleet.example.com").as_deref(), Some("ingest"));
     assert_eq!(service("evilfleet.example.com").as_deref(), Some("ingest"));
+}
+
+/// The example with firmware `2.*` targeted at `ingest-us`, and testers
+/// (`x-tester: 1`) always and critical devices never on the canary.
+fn targeted_example() -> Policy {
+    let text = include_str!("../../examples/policies/iot-fleet.yaml")
+        .replace(
+            "      - cluster: ingest-us\n",
+            "      - cluster: ingest-us\n        match: { headers: [{ name: x-firmware, prefix: \"2.\" }] }\n",
+        )
+        .replace(
+            "          hold: 30s\n",
+            "          hold: 30s\n          never: { headers: [{ name: x-critical, present: true }] }\n",
+        );
+    weir_policy::source::load("targeted.yaml", &text).expect("valid")
+}
+
+#[test]
+fn a_targeted_placement_takes_the_requests_it_matches_and_only_those() {
+    let policy = targeted_example();
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    // Firmware 2.x goes to the v2 placement even from eu-west, where
+    // ingest-eu is nearer; it is the only candidate.
+    let routed = route(
+        &engine,
+        "/v1/telemetry",
+        &[("x-region", "eu-west"), ("x-firmware", "2.1.0")],
+    );
+    assert!(routed.targeted);
+    assert_eq!(routed.cluster(), "ingest-us");
+    let candidates: Vec<&str> = routed
+        .candidates
+        .iter()
+        .map(|c| c.cluster.as_str())
+        .collect();
+    assert_eq!(candidates, ["ingest-us"]);
+    // Other firmware, and none, never reaches it: from us-east, where it
+    // would be nearest, the request goes elsewhere.
+    for firmware in [Some("1.9.4"), None] {
+        let mut pairs = vec![("x-region", "us-east")];
+        pairs.extend(firmware.map(|f| ("x-firmware", f)));
+        let routed = route(&engine, "/v1/telemetry", &pairs);
+        assert!(!routed.targeted);
+        assert!(
+            routed.candidates.iter().all(|c| c.cluster != "ingest-us"),
+            "{routed:?}"
+        );
+        assert_ne!(routed.cluster(), "ingest-us");
+    }
+}
+
+#[test]
+fn testers_are_always_on_the_canary_and_critical_devices_never() {
+    let policy = targeted_example();
+    let mut feed = Feed::initial(&policy);
+    let eu = |extra: &'static [(&'static str, &'static str)]| {
+        let mut pairs = vec![("x-region", "eu-west")];
+        pairs.extend_from_slice(extra);
+        pairs
+    };
+    // At 1 %, a tester of any id is on the canary; without the header the
+    // weight decides, so about 1 % of 2,000 devices are.
+    let engine = Engine::new(&policy, &feed);
+    let mut on_canary = 0;
+    for i in 0..2_000 {
+        let id = format!("device-{i}");
+        let mut pairs = eu(&[("x-tester", "1")]);
+        pairs.push(("x-device-id", &id));
+        let routed = route(&engine, "/v1/telemetry", &pairs);
+        let split = routed.split.clone().unwrap();
+        assert_eq!(split.targeted, Some(weir_policy::engine::Targeted::Always));
+        assert_eq!(routed.cluster(), "ingest-eu-canary");
+        let mut pairs = eu(&[]);
+        pairs.push(("x-device-id", &id));
+        let routed = route(&engine, "/v1/telemetry", &pairs);
+        assert_eq!(routed.split.clone().unwrap().targeted, None);
+        on_canary += usize::from(routed.cluster() == "ingest-eu-canary");
+    }
+    // Binomial(2000, 0.01): mean 20, σ ≈ 4.4; 0..=45 is over 5σ.
+    assert!((1..=45).contains(&on_canary), "{on_canary} of 2000");
+    // Another value of the header is not a tester.
+    let routed = route(
+        &engine,
+        "/v1/telemetry",
+        &eu(&[("x-tester", "0"), ("x-device-id", "d1")]),
+    );
+    assert_eq!(routed.split.unwrap().targeted, None);
+
+    // At 100 %, a critical device stays on stable, tester or not.
+    feed.canary_weights
+        .insert("ingest-eu-canary".into(), 10_000);
+    let engine = Engine::new(&policy, &feed);
+    let routed = route(
+        &engine,
+        "/v1/telemetry",
+        &eu(&[
+            ("x-critical", "yes"),
+            ("x-tester", "1"),
+            ("x-device-id", "d1"),
+        ]),
+    );
+    assert_eq!(
+        routed.split.clone().unwrap().targeted,
+        Some(weir_policy::engine::Targeted::Never)
+    );
+    assert_eq!(routed.cluster(), "ingest-eu");
+
+    // Rolled back (weight 0), testers are back on stable.
+    feed.canary_weights.insert("ingest-eu-canary".into(), 0);
+    let engine = Engine::new(&policy, &feed);
+    let routed = route(
+        &engine,
+        "/v1/telemetry",
+        &eu(&[("x-tester", "1"), ("x-device-id", "d1")]),
+    );
+    assert_eq!(routed.split.clone().unwrap().targeted, None);
+    assert_eq!(routed.cluster(), "ingest-eu");
+}
+
+#[test]
+fn explain_says_why_a_request_was_targeted() {
+    let policy = targeted_example();
+    let engine = Engine::new(&policy, &Feed::initial(&policy));
+    let pairs = headers(&[
+        ("x-region", "eu-west"),
+        ("x-tester", "1"),
+        ("x-device-id", "d1"),
+    ]);
+    let req = request("POST", "/v1/telemetry", &pairs);
+    let decision = engine.decide(&req, 0, 0);
+    let text = weir_policy::explain::text(&weir_policy::explain::stages(&req, &engine, &decision));
+    assert!(
+        text.contains("target     the placements without a `match`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the canary's `always` conditions hold → canary"),
+        "{text}"
+    );
+    let pairs = headers(&[("x-region", "eu-west"), ("x-firmware", "2.0")]);
+    let req = request("POST", "/v1/telemetry", &pairs);
+    let decision = engine.decide(&req, 0, 0);
+    let text = weir_policy::explain::text(&weir_policy::explain::stages(&req, &engine, &decision));
+    assert!(
+        text.contains("target     the placements whose `match` the request satisfies"),
+        "{text}"
+    );
+    assert_eq!(decision.cluster.as_deref(), Some("ingest-us"));
+}
+
+#[test]
+fn a_mirror_phase_copies_the_lowest_buckets_stable_requests_to_the_canary() {
+    let text = include_str!("../../examples/policies/iot-fleet.yaml").replace(
+        "          hold: 30s\n",
+        "          hold: 30s\n          mirror: { percent: 20 }\n          never: { headers: [{ name: x-critical, present: true }] }\n",
+    );
+    let policy = weir_policy::source::load("mirror.yaml", &text).expect("valid");
+    let feed = Feed::initial(&policy);
+    assert_eq!(feed.canary_weights["ingest-eu-canary"], 0, "no split yet");
+    assert_eq!(feed.canary_mirrors["ingest-eu-canary"], 2_000);
+    let engine = Engine::new(&policy, &feed);
+    let mut scores = Vec::new();
+    let mut mirrored = 0;
+    for i in 0..1_000 {
+        let id = format!("device-{i}");
+        let pairs = [("x-region", "eu-west"), ("x-device-id", id.as_str())];
+        let req = request("POST", "/v1/telemetry", &pairs);
+        let steered = engine
+            .steer(&req, engine.spread_key(&req, 0), &mut scores)
+            .unwrap();
+        assert_eq!(steered.cluster, "ingest-eu", "no device gets the canary");
+        let bucket = weir_policy::split::bucket("ingest-eu-canary", &id);
+        let expected = (bucket < 2_000).then_some("ingest-eu-canary");
+        assert_eq!(steered.mirror, expected, "{id} in bucket {bucket}");
+        mirrored += usize::from(steered.mirror.is_some());
+        // A device kept off the canary is not copied to it either.
+        let pairs = [
+            ("x-region", "eu-west"),
+            ("x-device-id", id.as_str()),
+            ("x-critical", "1"),
+        ];
+        let req = request("POST", "/v1/telemetry", &pairs);
+        let routed = engine.route(&req, 0).unwrap();
+        assert!(!routed.split.unwrap().mirrored);
+    }
+    // Binomial(1000, 0.2): σ ≈ 12.6; ±65 is over 5σ.
+    assert!((135..=265).contains(&mirrored), "{mirrored} of 1000");
+
+    // Once the split starts, the mirror is gone from the feed and nothing is copied.
+    let mut feed = feed;
+    feed.canary_mirrors.clear();
+    feed.canary_weights.insert("ingest-eu-canary".into(), 100);
+    let engine = Engine::new(&policy, &feed);
+    let pairs = [("x-region", "eu-west"), ("x-device-id", "device-1")];
+    let req = request("POST", "/v1/telemetry", &pairs);
+    let steered = engine.steer(&req, 0, &mut scores).unwrap();
+    assert_eq!(steered.mirror, None);
 }

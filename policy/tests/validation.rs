@@ -246,8 +246,8 @@ fn yaml_syntax_error_points_at_the_offending_character() {
 
 #[test]
 fn yaml_unclosed_quote_points_at_the_quote() {
-    let text = example_with(&[("hold: 30s", "hold: \"30s")]);
-    assert_one(&text, "", "hold: »\"30s", "unclosed quote");
+    let text = example_with(&[("retry_after: 2s", "retry_after: \"2s")]);
+    assert_one(&text, "", "retry_after: »\"2s", "unclosed quote");
 }
 
 #[test]
@@ -1532,6 +1532,7 @@ fn feed_problems(feed: &Feed) -> Vec<(String, String)> {
 
 fn empty_feed() -> Feed {
     Feed {
+        canary_mirrors: Default::default(),
         canary_weights: Default::default(),
         sla_scores: Default::default(),
         concurrency_limit: None,
@@ -1815,5 +1816,100 @@ fn canary_segments_attribute_of_an_unnamed_dimension() {
         &format!("{CANARY}.analysis.segments.attributes.device_type"),
         "device_type: »device.type",
         "`device_type` is not one of `by`",
+    );
+}
+
+#[test]
+fn header_targeting_loads() {
+    let text = example_with(&[
+        (
+            "      - cluster: ingest-us\n",
+            "      - cluster: ingest-us\n        match:\n          headers: [{ name: x-firmware, prefix: \"2.\" }]\n",
+        ),
+        (
+            "          hold: 30s\n",
+            "          hold: 30s\n          never: { headers: [{ name: x-critical, present: true }] }\n",
+        ),
+    ]);
+    let policy = load(FILE, &text).expect("targeting loads");
+    let ingest = &policy.services[1];
+    assert!(ingest.placements[1].matches.is_some());
+    let canary = ingest.placements[0].canary.as_ref().unwrap();
+    assert_eq!(canary.always.as_ref().unwrap().headers[0].name, "x-tester");
+    assert_eq!(
+        canary.never.as_ref().unwrap().headers[0].present,
+        Some(true)
+    );
+}
+
+#[test]
+fn canary_never_without_conditions() {
+    let text = example_canary_with("never: { headers: [] }");
+    assert_one(
+        &text,
+        &format!("{CANARY}.never.headers"),
+        "never: { headers: »[]",
+        "give at least one header condition",
+    );
+}
+
+#[test]
+fn canary_never_on_an_internal_header() {
+    let text = example_canary_with("never: { headers: [{ name: x-weir-class, equals: alarm }] }");
+    assert_one(
+        &text,
+        &format!("{CANARY}.never.headers[0].name"),
+        "name: »x-weir-class",
+        "one of Weir's internal headers",
+    );
+}
+
+#[test]
+fn placement_match_with_two_tests_in_one_condition() {
+    let text = example_with(&[(
+        "      - cluster: ingest-us\n",
+        "      - cluster: ingest-us\n        match: { headers: [{ name: x-firmware, prefix: \"2.\", present: true }] }\n",
+    )]);
+    assert_one(
+        &text,
+        "services[1].placements[1].match.headers[0]",
+        "headers: [»{ name: x-firmware",
+        "give exactly one of `equals`, `prefix` or `present`",
+    );
+}
+
+#[test]
+fn every_placement_targeted_leaves_other_requests_nowhere() {
+    let text = example_with(&[
+        (
+            "      - cluster: commands-eu\n",
+            "      - cluster: commands-eu\n        match: { headers: [{ name: x-firmware, prefix: \"2.\" }] }\n",
+        ),
+        (
+            "      - cluster: commands-us\n",
+            "      - cluster: commands-us\n        match: { headers: [{ name: x-firmware, prefix: \"1.\" }] }\n",
+        ),
+    ]);
+    assert_one(
+        &text,
+        "services[0].placements",
+        "»placements:\n      - cluster: commands-eu",
+        "every placement has a `match`",
+    );
+}
+
+#[test]
+fn canary_mirror_share_out_of_range_and_bad_hold() {
+    let text = example_canary_with("mirror: { percent: 0, hold: 5 }");
+    assert_diagnostics(
+        &text,
+        &[
+            (
+                &format!("{CANARY}.mirror.percent"),
+                "percent: »0",
+                "a share must be above 0 and at most 100 percent, not 0",
+            ),
+            (&format!("{CANARY}.mirror.hold"), "hold: »5 }", "duration"),
+        ],
     );
 }

@@ -200,3 +200,23 @@ fn bad_requests_are_problems_not_panics() {
         assert_eq!(answer["ok"], false, "{policy:?}");
     }
 }
+
+#[test]
+fn a_testers_request_is_shown_on_the_canary_by_its_always_conditions() {
+    let answer = run(json!({
+        "method": "POST", "path": "/v1/telemetry",
+        "headers": {"x-region": "eu-west", "x-device-id": "abc", "x-tester": "1"}
+    }));
+    assert_eq!(answer["ok"], true, "{answer:#}");
+    let split = stage(&answer, "split");
+    assert_eq!(split["outcome"], "canary");
+    assert!(
+        split["lines"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("the canary's `always` conditions hold → canary"),
+        "{split:#}"
+    );
+    assert_eq!(answer["decision"]["route"]["split"]["targeted"], "always");
+    assert_eq!(answer["decision"]["cluster"], "ingest-eu-canary");
+}

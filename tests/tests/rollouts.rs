@@ -123,6 +123,70 @@ async fn a_canary_returning_errors_is_rolled_back_within_two_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_mirrored_canary_is_rolled_back_before_any_device_got_its_answer() {
+    // Half the devices' requests are copied to the canary, which fails every
+    // one; no device may ever see it, and the rollout must end.
+    let mut policy = policy("[50, 100]", "30s");
+    policy.services[0].placements[0]
+        .canary
+        .as_mut()
+        .unwrap()
+        .mirror = Some(weir_policy::model::Mirror {
+        percent: 50.0,
+        hold: None,
+    });
+    let w = world(policy).await;
+    let mirrored = rollout(&w.weir).await;
+    assert_eq!(
+        (
+            mirrored["weight_bp"].as_u64(),
+            mirrored["mirror_bp"].as_u64()
+        ),
+        (Some(0), Some(5_000))
+    );
+    w.fleet.backend(CANARY).set_behaviour(Behaviour {
+        fail_basis_points: 10_000,
+        fail_status: 503,
+        ..Behaviour::default()
+    });
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(40));
+    let rolled_back = wait_phase(&w.weir, "rolled_back", Duration::from_secs(20)).await;
+    // No device got a canary answer (each would have been a 503), and none failed.
+    let (canary_answered, failed) = (traffic.first_canary_error(), traffic.failed());
+    let answered = traffic.stop().await;
+    assert_eq!(canary_answered, None, "a device got the canary's answer");
+    assert_eq!(failed, 0, "{failed} device requests failed");
+    assert_eq!(rolled_back["weight_bp"], 0);
+    assert!(rolled_back.get("mirror_bp").is_none(), "{rolled_back}");
+    assert!(answered > 100, "{answered} requests answered");
+    assert!(
+        w.fleet.backend(CANARY).served() >= 40,
+        "the canary was judged on {} mirrored requests",
+        w.fleet.backend(CANARY).served()
+    );
+    let decisions: Value = http_client()
+        .get(format!("http://{}/v1/rollouts", w.weir.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reason = decisions["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|d| d["to"] == "rolled_back")
+        .map(|d| d["reason"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(
+        reason.starts_with("canary is bad mirrored at 50 %"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latency_regression_is_rolled_back() {
     let w = world(policy("[50, 100]", "30s")).await;
     w.fleet.backend(CANARY).set_behaviour(Behaviour {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use weir_policy::Feed;
+use weir_policy::model::{HeaderConditions, HeaderMatch};
 
 use weir_testbed::backend::Echo;
 use weir_testbed::fleet::{Fleet, example_policy};
@@ -98,12 +99,13 @@ async fn the_class_travels_upstream_and_client_weir_headers_are_ignored() {
     );
 }
 
-/// Sends `rounds` requests from each device (many at a time) and returns the
-/// set of backends each device reached.
+/// Sends `rounds` requests from each device (many at a time) from eu-west,
+/// with `extra` headers, and returns the set of backends each device reached.
 async fn backends_by_device(
     envoy: &Envoy,
     devices: &[String],
     rounds: usize,
+    extra: &[(&'static str, &'static str)],
 ) -> BTreeMap<String, BTreeSet<String>> {
     const IN_FLIGHT: usize = 48;
     let url = envoy.url("/v1/telemetry");
@@ -113,17 +115,19 @@ async fn backends_by_device(
         let mut tasks = tokio::task::JoinSet::new();
         for part in chunk.chunks(8) {
             let (client, url, part) = (http_client(), url.clone(), part.to_vec());
+            let extra = extra.to_vec();
             tasks.spawn(async move {
                 let mut got = Vec::new();
                 for device in part {
-                    let response = client
+                    let mut request = client
                         .post(&url)
                         .header("x-region", "eu-west")
                         .header("x-device-type", "sensor")
-                        .header("x-device-id", &device)
-                        .send()
-                        .await
-                        .expect("send");
+                        .header("x-device-id", &device);
+                    for (name, value) in &extra {
+                        request = request.header(*name, *value);
+                    }
+                    let response = request.send().await.expect("send");
                     assert_eq!(response.status(), 200);
                     let echo: Echo = response.json().await.expect("echo");
                     got.push((device, echo.backend));
@@ -168,7 +172,7 @@ async fn canary_split_is_sticky_agreed_between_envoys_and_only_grows() {
     let first = fleet.envoy(Some(feed.clone())).start().await.unwrap();
     let devices: Vec<String> = (0..DEVICES).map(|i| format!("sensor-{i:05}")).collect();
 
-    let seen = backends_by_device(&first, &devices, ROUNDS).await;
+    let seen = backends_by_device(&first, &devices, ROUNDS, &[]).await;
     assert_eq!(seen.len(), DEVICES);
     for (device, backends) in &seen {
         assert_eq!(backends.len(), 1, "{device} flipped between {backends:?}");
@@ -194,19 +198,73 @@ async fn canary_split_is_sticky_agreed_between_envoys_and_only_grows() {
     // A second Envoy with the same configuration agrees on every device.
     let second = fleet.envoy(Some(feed.clone())).start().await.unwrap();
     assert_eq!(
-        canary_set(&backends_by_device(&second, &devices, 1).await),
+        canary_set(&backends_by_device(&second, &devices, 1, &[]).await),
         at_10
     );
 
     // 10 % → 30 %: only stable devices move, and the share follows.
     feed.canary_weights.insert("ingest-eu-canary".into(), 3_000);
     fleet.push_feed(&first, feed).await.unwrap();
-    let at_30 = canary_set(&backends_by_device(&first, &devices, 1).await);
+    let at_30 = canary_set(&backends_by_device(&first, &devices, 1, &[]).await);
     assert!(
         at_10.is_subset(&at_30),
         "a canary device went back to stable"
     );
     assert_share(at_30.len() as f64 / DEVICES as f64, 0.30, DEVICES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testers_always_reach_the_canary_others_by_weight_and_firmware_2_its_own_cluster() {
+    const DEVICES: usize = 1_000;
+    // The example's canary sends `x-tester: 1` to the canary at any weight;
+    // here firmware 2.x is also targeted at ingest-us.
+    let mut policy = example_policy();
+    policy.services[1].placements[1].matches = Some(HeaderConditions {
+        headers: vec![HeaderMatch {
+            name: "x-firmware".into(),
+            prefix: Some("2.".into()),
+            ..HeaderMatch::default()
+        }],
+    });
+    let fleet = Fleet::start(policy.clone()).unwrap();
+    let mut feed = Feed::initial(&policy);
+    feed.canary_weights.insert("ingest-eu-canary".into(), 1_000);
+    let envoy = fleet.envoy(Some(feed)).start().await.unwrap();
+    let devices: Vec<String> = (0..DEVICES).map(|i| format!("sensor-{i:05}")).collect();
+
+    let testers = backends_by_device(&envoy, &devices, 2, &[("x-tester", "1")]).await;
+    assert_eq!(testers.len(), DEVICES);
+    for (device, backends) in &testers {
+        assert_eq!(
+            backends,
+            &BTreeSet::from(["ingest-eu-canary".to_owned()]),
+            "tester {device}"
+        );
+    }
+
+    // The same devices without the header: by weight, 10 %, the bucket's devices.
+    let others = canary_set(&backends_by_device(&envoy, &devices, 2, &[("x-tester", "0")]).await);
+    assert_share(others.len() as f64 / DEVICES as f64, 0.10, DEVICES);
+    let predicted: BTreeSet<String> = devices
+        .iter()
+        .filter(|d| weir_policy::split::bucket("ingest-eu-canary", d) < 1_000)
+        .cloned()
+        .collect();
+    assert_eq!(others, predicted);
+
+    // Firmware 2.x from eu-west goes to ingest-us, its only candidate;
+    // firmware 1.x stays in eu-west.
+    let v2 = backends_by_device(&envoy, &devices[..100], 1, &[("x-firmware", "2.3.1")]).await;
+    assert!(
+        v2.values()
+            .all(|b| b == &BTreeSet::from(["ingest-us".to_owned()])),
+        "{v2:?}"
+    );
+    let v1 = backends_by_device(&envoy, &devices[..100], 1, &[("x-firmware", "1.9.0")]).await;
+    assert!(
+        v1.values().flatten().all(|b| b.starts_with("ingest-eu")),
+        "{v1:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

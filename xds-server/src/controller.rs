@@ -278,6 +278,12 @@ impl Controller {
                 .iter()
                 .map(|(name, r)| (name.clone(), r.state.feed_weight()))
                 .collect(),
+            canary_mirrors: self
+                .rollouts
+                .iter()
+                .filter(|(_, r)| r.state.feed_mirror() > 0)
+                .map(|(name, r)| (name.clone(), r.state.feed_mirror()))
+                .collect(),
             sla_scores: self.sla.published(),
             concurrency_limit: Some(self.limit.published()),
         }

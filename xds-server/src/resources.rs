@@ -321,6 +321,7 @@ mod tests {
             endpoints: vec!["127.0.0.1:18087".into()],
         });
         edited.services[1].placements.push(model::Placement {
+            matches: None,
             cluster: "ingest-eu-2".into(),
             canary: None,
         });

@@ -61,6 +61,8 @@ pub(crate) struct Control {
     pub(crate) last_error: Option<String>,
     /// Each canary's weight in the snapshot served.
     served_weights: BTreeMap<String, u32>,
+    /// The canaries' mirrored shares last served, as `served_weights`.
+    served_mirrors: BTreeMap<String, u32>,
     /// The controller's state while it cannot be saved.
     unsaved: Option<Unsaved>,
 }
@@ -109,6 +111,7 @@ impl Control {
             telemetry,
             last_error: None,
             served_weights: feed.canary_weights,
+            served_mirrors: feed.canary_mirrors,
             unsaved: None,
         };
         Ok((control, receiver))
@@ -188,6 +191,7 @@ impl Control {
             .map_err(|err| vec![format!("not applied: {err:#}")])?;
         self.feed_override = pinned;
         self.served_weights = served.canary_weights;
+        self.served_mirrors = served.canary_mirrors;
         Ok(self.publish(snapshot))
     }
 
@@ -327,7 +331,9 @@ impl Control {
                 "rollout decision"
             );
         }
-        let behind = self.feed().canary_weights != self.served_weights;
+        let feed = self.feed();
+        let behind = feed.canary_weights != self.served_weights
+            || feed.canary_mirrors != self.served_mirrors;
         if (evaluation.changed || !decisions.is_empty() || behind)
             && let Err(err) = self.rebuild()
         {
@@ -403,6 +409,7 @@ impl Control {
         let snapshot =
             resources::build(&self.policy, &feed, &self.options).map_err(|e| e.to_string())?;
         self.served_weights = feed.canary_weights;
+        self.served_mirrors = feed.canary_mirrors;
         Ok(self.publish(snapshot))
     }
 
@@ -485,6 +492,7 @@ pub(crate) fn policy_digest(text: &str) -> String {
 fn overlay(mut feed: Feed, pinned: Option<&Feed>) -> Feed {
     if let Some(pinned) = pinned {
         feed.canary_weights.extend(pinned.canary_weights.clone());
+        feed.canary_mirrors.extend(pinned.canary_mirrors.clone());
         feed.sla_scores.extend(pinned.sla_scores.clone());
         if pinned.concurrency_limit.is_some() {
             feed.concurrency_limit = pinned.concurrency_limit;

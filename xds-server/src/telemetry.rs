@@ -534,6 +534,7 @@ mod tests {
         );
         telemetry.policy_rejected();
         let feed = Feed {
+            canary_mirrors: Default::default(),
             canary_weights: [("c".to_owned(), 2_500)].into(),
             sla_scores: [("a".to_owned(), 0.75)].into(),
             concurrency_limit: None,

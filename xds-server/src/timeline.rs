@@ -61,6 +61,9 @@ pub struct RolloutPoint {
     pub step: usize,
     /// The canary's weight (basis points).
     pub weight_bp: u32,
+    /// The share mirrored to the canary in its mirror phase (basis points).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mirror_bp: u32,
     /// The latest analysis verdict.
     pub verdict: Verdict,
     /// The canary's figures.
@@ -70,6 +73,10 @@ pub struct RolloutPoint {
     /// The latency quantiles the histograms' buckets could not decide.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_unresolved: Vec<Unresolved>,
+}
+
+fn is_zero(bp: &u32) -> bool {
+    *bp == 0
 }
 
 /// One priority class's admission outcomes: the filter's totals, and their
@@ -296,6 +303,7 @@ impl Timeline {
                     phase: state.phase,
                     step: state.step,
                     weight_bp: state.weight_bp,
+                    mirror_bp: state.feed_mirror(),
                     verdict: evidence.map_or(Verdict::Inconclusive, |e| e.verdict),
                     canary: evidence
                         .map(|e| VariantPoint::of(&e.canary))
@@ -467,6 +475,7 @@ mod tests {
 
     fn state(canary: &str, weight_bp: u32, phase: Phase) -> RolloutState {
         RolloutState {
+            mirror_bp: 0,
             canary: canary.to_owned(),
             stable: "app".to_owned(),
             salt: canary.to_owned(),

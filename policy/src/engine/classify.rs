@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::Request;
-use crate::model::{HeaderMatch, Priority};
+use crate::model::Priority;
 
 /// A request's class.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -69,24 +69,9 @@ impl Classifier {
                         .method
                         .as_deref()
                         .is_none_or(|m| request.method.eq_ignore_ascii_case(m))
-                    && conditions
-                        .headers
-                        .iter()
-                        .all(|h| header_matches(h, request))
+                    && super::all_hold(&conditions.headers, request)
             })
             .map(|(index, (rank, _))| (*rank, Some(index)));
         matched.unwrap_or((self.default_rank, None))
-    }
-}
-
-fn header_matches(condition: &HeaderMatch, request: &Request<'_>) -> bool {
-    let value = request.header(&condition.name);
-    if let Some(present) = condition.present {
-        return value.is_some() == present;
-    }
-    match (value, &condition.equals, &condition.prefix) {
-        (Some(v), Some(equals), _) => v == equals,
-        (Some(v), None, Some(prefix)) => v.starts_with(prefix.as_str()),
-        _ => false,
     }
 }

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use super::Request;
+use super::{Request, all_hold};
 use crate::feed::{Feed, percent_to_basis_points};
-use crate::model::{Policy, RoutingHeaders, ScoreWeights, Variant};
+use crate::model::{HeaderMatch, Policy, RoutingHeaders, ScoreWeights, Variant};
 use crate::split::{self, BUCKETS};
 
 /// RTT at and beyond which a cluster counts as far (geo score 0).
@@ -59,6 +59,31 @@ pub struct Split {
     pub sticky: bool,
     /// The variant chosen.
     pub variant: Variant,
+    /// Set when the canary's `always` or `never` conditions chose the
+    /// variant rather than the weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targeted: Option<Targeted>,
+    /// The share mirrored to the canary in its mirror phase, in basis points.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mirror_bp: u32,
+    /// Whether a copy of the request goes to the canary (its response is
+    /// dropped): a stable request whose bucket is below the mirrored share.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mirrored: bool,
+}
+
+fn is_zero(bp: &u32) -> bool {
+    *bp == 0
+}
+
+/// Which of a canary's header conditions decided a request's variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Targeted {
+    /// `always`: to the canary whatever the weight.
+    Always,
+    /// `never`: kept on stable whatever the weight.
+    Never,
 }
 
 /// The route chosen for a request, with its evidence.
@@ -66,7 +91,10 @@ pub struct Split {
 pub struct Routed {
     /// The service that matched.
     pub service: String,
-    /// Every placement, scored, in policy order.
+    /// Whether the request satisfied some placements' `match`, so that
+    /// only those were candidates (else only the placements without one).
+    pub targeted: bool,
+    /// The candidate placements, scored, in policy order.
     pub candidates: Vec<Candidate>,
     /// The candidates within `spread` of the best, which share the traffic.
     pub near_best: Vec<String>,
@@ -99,6 +127,8 @@ struct ClusterFacts {
 #[derive(Clone, Debug)]
 struct PlacementPlan {
     cluster: String,
+    /// The placement's `match`: requests it is targeted at.
+    matches: Option<Vec<HeaderMatch>>,
     facts: Option<ClusterFacts>,
     canary: Option<CanaryPlan>,
 }
@@ -120,6 +150,26 @@ struct CanaryPlan {
     salt: String,
     sticky_header: String,
     weight_bp: u32,
+    mirror_bp: u32,
+    always: Option<Vec<HeaderMatch>>,
+    never: Option<Vec<HeaderMatch>>,
+}
+
+impl CanaryPlan {
+    /// The variant the canary's header conditions force on `request`, if
+    /// any: `never` first, and `always` only while the canary takes traffic.
+    fn targeted(&self, request: &Request<'_>) -> Option<(Targeted, Variant)> {
+        let holds = |conditions: &Option<Vec<HeaderMatch>>| {
+            conditions.as_deref().is_some_and(|c| all_hold(c, request))
+        };
+        if holds(&self.never) {
+            Some((Targeted::Never, Variant::Stable))
+        } else if self.weight_bp > 0 && holds(&self.always) {
+            Some((Targeted::Always, Variant::Canary))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -215,6 +265,7 @@ impl Router {
                     .iter()
                     .map(|p| PlacementPlan {
                         cluster: p.cluster.clone(),
+                        matches: p.matches.as_ref().map(|m| m.headers.clone()),
                         facts: clusters.get(p.cluster.as_str()).cloned(),
                         canary: p.canary.as_ref().map(|c| CanaryPlan {
                             cluster: c.cluster.clone(),
@@ -226,6 +277,9 @@ impl Router {
                             weight_bp: feed.canary_weights.get(&c.cluster).copied().unwrap_or_else(
                                 || percent_to_basis_points(c.steps.first().copied().unwrap_or(0.0)),
                             ),
+                            mirror_bp: feed.canary_mirrors.get(&c.cluster).copied().unwrap_or(0),
+                            always: c.always.as_ref().map(|m| m.headers.clone()),
+                            never: c.never.as_ref().map(|m| m.headers.clone()),
                         }),
                     })
                     .collect(),
@@ -295,6 +349,7 @@ impl Router {
         let sla = facts.map_or(1.0, |f| f.sla);
         let w = &self.weights;
         Scored {
+            in_play: true,
             rtt_ms,
             geo,
             device,
@@ -321,21 +376,39 @@ impl Router {
         let device_type = request
             .header(&self.headers.device_type)
             .filter(|t| !t.is_empty());
+        let targeted_at = |p: &PlacementPlan| {
+            p.matches
+                .as_deref()
+                .map(|conditions| all_hold(conditions, request))
+        };
+        let targeted = service
+            .placements
+            .iter()
+            .any(|p| targeted_at(p) == Some(true));
         scores.clear();
-        scores.extend(
-            service
-                .placements
-                .iter()
-                .map(|p| self.score(p.facts.as_ref(), region, device_type)),
-        );
+        scores.extend(service.placements.iter().map(|p| {
+            // Targeted placements take what they match; the others the rest.
+            let in_play = targeted_at(p).unwrap_or(!targeted);
+            Scored {
+                in_play,
+                ..self.score(p.facts.as_ref(), region, device_type)
+            }
+        }));
         let best = scores
             .iter()
+            .filter(|c| c.in_play)
             .map(|c| c.score)
             .fold(f64::NEG_INFINITY, f64::max);
-        let served_near = scores.iter().any(|c| self.near(c, best) && c.device >= 1.0);
+        let served_near = scores
+            .iter()
+            .any(|c| c.in_play && self.near(c, best) && c.device >= 1.0);
         let eligible = |c: &Scored| self.eligible(c, best, served_near);
         let count = scores.iter().filter(|c| eligible(c)).count();
-        let pick = usize::try_from(spread_key % count.max(1) as u64).unwrap_or(0);
+        if count == 0 {
+            // Validation keeps a placement without `match` in every service.
+            return None;
+        }
+        let pick = usize::try_from(spread_key % count as u64).unwrap_or(0);
         let chosen = scores
             .iter()
             .enumerate()
@@ -349,17 +422,30 @@ impl Router {
                 Some(id) if !id.is_empty() => (split::bucket(&canary.salt, id), true),
                 _ => ((spread_key % u64::from(BUCKETS)) as u32, false),
             };
-            let variant = if split::in_canary(bucket, canary.weight_bp) {
-                Variant::Canary
-            } else {
-                Variant::Stable
+            let (targeted, variant) = match canary.targeted(request) {
+                Some((why, variant)) => (Some(why), variant),
+                None if split::in_canary(bucket, canary.weight_bp) => (None, Variant::Canary),
+                None => (None, Variant::Stable),
             };
-            (canary, bucket, sticky, variant)
+            // Devices kept off the canary are not mirrored to it either: a
+            // copy of a command still runs there.
+            let mirrored = variant == Variant::Stable
+                && targeted != Some(Targeted::Never)
+                && split::in_canary(bucket, canary.mirror_bp);
+            ChosenSplit {
+                canary,
+                bucket,
+                sticky,
+                variant,
+                targeted,
+                mirrored,
+            }
         });
         Some(Choice {
             service,
             placement,
             split,
+            targeted,
             best,
             served_near,
         })
@@ -375,7 +461,7 @@ impl Router {
     /// does not serve its type when a near-equal one does — serving the
     /// device type if any near one does.
     fn eligible(&self, c: &Scored, best: f64, served_near: bool) -> bool {
-        self.near(c, best) && (!served_near || c.device >= 1.0)
+        c.in_play && self.near(c, best) && (!served_near || c.device >= 1.0)
     }
 
     /// The cluster for the request and its canary split, with nothing
@@ -389,12 +475,21 @@ impl Router {
         let choice = self.choose(request, spread_key, scores)?;
         let split = choice
             .split
-            .map(|(canary, _, _, variant)| (canary.cluster.as_str(), variant));
+            .as_ref()
+            .map(|split| (split.canary.cluster.as_str(), split.variant));
         let cluster = match split {
             Some((canary, Variant::Canary)) => canary,
             _ => choice.placement.as_str(),
         };
-        Some(Steered { cluster, split })
+        let mirror = choice
+            .split
+            .filter(|split| split.mirrored)
+            .map(|split| split.canary.cluster.as_str());
+        Some(Steered {
+            cluster,
+            split,
+            mirror,
+        })
     }
 
     /// The route with its evidence: every candidate scored, the near-best,
@@ -407,6 +502,7 @@ impl Router {
             .placements
             .iter()
             .zip(&scores)
+            .filter(|(_, s)| s.in_play)
             .map(|(p, s)| Candidate {
                 cluster: p.cluster.clone(),
                 rtt_ms: s.rtt_ms,
@@ -416,21 +512,27 @@ impl Router {
                 score: s.score,
             })
             .collect();
-        let near_best = candidates
+        let near_best = choice
+            .service
+            .placements
             .iter()
             .zip(&scores)
             .filter(|(_, s)| self.eligible(s, choice.best, choice.served_near))
-            .map(|(c, _)| c.cluster.clone())
+            .map(|(p, _)| p.cluster.clone())
             .collect();
-        let split = choice.split.map(|(canary, bucket, sticky, variant)| Split {
-            canary_cluster: canary.cluster.clone(),
-            weight_bp: canary.weight_bp,
-            bucket,
-            sticky,
-            variant,
+        let split = choice.split.map(|split| Split {
+            canary_cluster: split.canary.cluster.clone(),
+            weight_bp: split.canary.weight_bp,
+            bucket: split.bucket,
+            sticky: split.sticky,
+            variant: split.variant,
+            targeted: split.targeted,
+            mirror_bp: split.canary.mirror_bp,
+            mirrored: split.mirrored,
         });
         Some(Routed {
             service: choice.service.name.clone(),
+            targeted: choice.targeted,
             near_best,
             candidates,
             placement: choice.placement.clone(),
@@ -442,6 +544,9 @@ impl Router {
 /// A candidate's score and its parts, before names are attached.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Scored {
+    /// Whether the placement is a candidate for the request at all (its
+    /// `match` decides).
+    in_play: bool,
     rtt_ms: Option<f64>,
     geo: f64,
     device: f64,
@@ -453,11 +558,22 @@ pub struct Scored {
 struct Choice<'p> {
     service: &'p ServicePlan,
     placement: &'p String,
-    /// The canary plan, the request's bucket, whether it is sticky, the variant.
-    split: Option<(&'p CanaryPlan, u32, bool, Variant)>,
+    split: Option<ChosenSplit<'p>>,
+    /// Whether the candidates were the placements targeted at the request.
+    targeted: bool,
     /// The best score, and whether a near-best candidate serves the device type.
     best: f64,
     served_near: bool,
+}
+
+/// The canary split of the chosen placement, before names are copied.
+struct ChosenSplit<'p> {
+    canary: &'p CanaryPlan,
+    bucket: u32,
+    sticky: bool,
+    variant: Variant,
+    targeted: Option<Targeted>,
+    mirrored: bool,
 }
 
 /// The cluster a request goes to, borrowed from the engine.
@@ -467,6 +583,8 @@ pub struct Steered<'p> {
     pub cluster: &'p str,
     /// The canary cluster of the chosen placement and the variant, if it has a canary.
     pub split: Option<(&'p str, Variant)>,
+    /// The canary cluster a copy of the request goes to, in its mirror phase.
+    pub mirror: Option<&'p str>,
 }
 
 fn host_without_port(host: &str) -> &str {

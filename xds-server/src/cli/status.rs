@@ -148,7 +148,11 @@ fn rollout_table(rollouts: &[RolloutSummary]) -> String {
             s.stable.clone(),
             phase_name(s.phase),
             step(s.step, Some(s.steps_bp.len())),
-            percent(s.weight_bp),
+            if s.mirroring() {
+                format!("mirrored {}", percent(s.mirror_bp))
+            } else {
+                percent(s.weight_bp)
+            },
             verdict,
             decision,
         ]);

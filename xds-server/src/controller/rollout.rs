@@ -1,6 +1,9 @@
 //! One canary rollout's walk along its steps: the state that is persisted,
 //! the transitions, and the decisions they produce.
 //!
+//! A canary with a mirror phase starts Progressing at weight 0 with a share
+//! of its placement mirrored to it; held healthy, it enters the first step.
+//!
 //! ```text
 //!              ┌── held healthy at the last step, or `promote` ──▶ Promoted
 //!  Progressing ┤
@@ -155,6 +158,14 @@ pub struct RolloutState {
     /// The stable cluster's last window with enough samples.
     #[serde(default)]
     pub baseline: Option<Baseline>,
+    /// The share of the placement mirrored to the canary, in basis points,
+    /// during its mirror phase (at weight 0, before the first step); 0 after.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mirror_bp: u32,
+}
+
+fn is_zero(bp: &u32) -> bool {
+    *bp == 0
 }
 
 /// A state or weight change, with what it was based on.
@@ -194,6 +205,10 @@ pub(crate) struct CanaryConfig {
     /// validated policy): the hold then never elapses.
     pub(crate) hold_ms: Option<u64>,
     pub(crate) analysis: Analysis,
+    /// The mirror phase's share in basis points; 0 without one.
+    pub(crate) mirror_bp: u32,
+    /// How long the mirror phase must stay healthy (as `hold_ms`).
+    pub(crate) mirror_hold_ms: Option<u64>,
 }
 
 impl CanaryConfig {
@@ -211,6 +226,15 @@ impl CanaryConfig {
                 .collect(),
             hold_ms: canary.hold.millis(),
             analysis: canary.analysis.clone(),
+            mirror_bp: canary
+                .mirror
+                .as_ref()
+                .map_or(0, |m| percent_to_basis_points(m.percent).min(BUCKETS)),
+            mirror_hold_ms: canary
+                .mirror
+                .as_ref()
+                .and_then(|m| m.hold.as_ref())
+                .map_or(canary.hold.millis(), |hold| hold.millis()),
         }
     }
 
@@ -230,8 +254,9 @@ fn seconds(ms: u64) -> String {
 }
 
 impl RolloutState {
-    /// A new rollout at the first step.
+    /// A new rollout: in its mirror phase if it has one, else at the first step.
     pub(crate) fn start(canary: &str, config: &CanaryConfig, now_ms: u64) -> Self {
+        let mirroring = config.mirror_bp > 0;
         Self {
             canary: canary.to_owned(),
             stable: config.stable.clone(),
@@ -239,13 +264,37 @@ impl RolloutState {
             steps_bp: config.steps_bp.clone(),
             phase: Phase::Progressing,
             step: 0,
-            weight_bp: config.step_weight(0),
+            weight_bp: if mirroring { 0 } else { config.step_weight(0) },
             started_ms: now_ms,
             step_since_ms: now_ms,
             healthy_ms: 0,
             healthy_since_ms: None,
             evaluated_ms: None,
             baseline: None,
+            mirror_bp: config.mirror_bp,
+        }
+    }
+
+    /// Whether the rollout is in its mirror phase.
+    pub fn mirroring(&self) -> bool {
+        self.mirror_bp > 0 && !self.phase.is_terminal()
+    }
+
+    /// The mirrored share the feed carries for this rollout.
+    pub fn feed_mirror(&self) -> u32 {
+        if self.mirroring() {
+            self.mirror_bp.min(BUCKETS)
+        } else {
+            0
+        }
+    }
+
+    /// Where the rollout stands, in words: `mirrored at 10 %` or `at 5 %`.
+    fn position(&self) -> String {
+        if self.mirroring() {
+            format!("mirrored at {}", percent(self.mirror_bp))
+        } else {
+            format!("at {}", percent(self.weight_bp))
         }
     }
 
@@ -283,6 +332,9 @@ impl RolloutState {
         self.phase = to;
         self.step = step;
         self.weight_bp = weight_bp;
+        if to.is_terminal() {
+            self.mirror_bp = 0;
+        }
         self.step_since_ms = now_ms;
         self.healthy_ms = 0;
         self.healthy_since_ms = None;
@@ -304,8 +356,8 @@ impl RolloutState {
         match evidence.verdict {
             Verdict::Bad => {
                 let reason = format!(
-                    "canary is bad at {}: {}",
-                    percent(self.weight_bp),
+                    "canary is bad {}: {}",
+                    self.position(),
                     bad_findings(evidence)
                 );
                 Some(self.transition(Phase::RolledBack, self.step, 0, now_ms, reason, evidence))
@@ -325,9 +377,28 @@ impl RolloutState {
                     // watching all along: it counts from now.
                     _ => self.healthy_since_ms = Some(now_ms),
                 }
-                let hold_ms = config.hold_ms?;
+                let hold_ms = if self.mirroring() {
+                    config.mirror_hold_ms?
+                } else {
+                    config.hold_ms?
+                };
                 if self.healthy_ms < hold_ms {
                     return None;
+                }
+                if self.mirroring() {
+                    let weight = config.step_weight(0);
+                    let reason = format!(
+                        "healthy for {} {}: the split starts, step 1 of {}, {}",
+                        seconds(self.healthy_ms),
+                        self.position(),
+                        config.steps_bp.len(),
+                        percent(weight)
+                    );
+                    let decision =
+                        self.transition(Phase::Progressing, 0, weight, now_ms, reason, evidence);
+                    self.mirror_bp = 0;
+                    self.healthy_since_ms = Some(now_ms);
+                    return Some(decision);
                 }
                 let next = self.step + 1;
                 if next < config.steps_bp.len() {
@@ -384,7 +455,7 @@ impl RolloutState {
                 self.step,
                 self.weight_bp,
                 now_ms,
-                format!("paused by an operator at {}", percent(self.weight_bp)),
+                format!("paused by an operator {}", self.position()),
                 evidence,
             )),
             (Command::Pause, _) => refuse("pause"),
@@ -394,8 +465,8 @@ impl RolloutState {
                 self.weight_bp,
                 now_ms,
                 format!(
-                    "resumed by an operator at {}, with a fresh hold",
-                    percent(self.weight_bp)
+                    "resumed by an operator {}, with a fresh hold",
+                    self.position()
                 ),
                 evidence,
             )),
@@ -407,7 +478,7 @@ impl RolloutState {
                     last,
                     BUCKETS,
                     now_ms,
-                    format!("promoted by an operator from {}", percent(self.weight_bp)),
+                    format!("promoted by an operator from {}", self.position()),
                     evidence,
                 ))
             }
@@ -417,7 +488,7 @@ impl RolloutState {
                 self.step,
                 0,
                 now_ms,
-                format!("aborted by an operator at {}", percent(self.weight_bp)),
+                format!("aborted by an operator {}", self.position()),
                 evidence,
             )),
             (Command::Abort, _) => refuse("abort"),
@@ -474,11 +545,19 @@ pub(crate) fn reconcile(
         };
         (state, Some(decision))
     };
-    let first = format!(
-        "step 1 of {}, {}",
-        config.steps_bp.len(),
-        percent(config.step_weight(0))
-    );
+    let first = if config.mirror_bp > 0 {
+        format!(
+            "mirrored at {} before step 1 of {}",
+            percent(config.mirror_bp),
+            config.steps_bp.len()
+        )
+    } else {
+        format!(
+            "step 1 of {}, {}",
+            config.steps_bp.len(),
+            percent(config.step_weight(0))
+        )
+    };
     let Some(previous) = previous else {
         return start(format!("rollout started: {first}"), None);
     };
@@ -494,7 +573,38 @@ pub(crate) fn reconcile(
         );
     }
     if previous.steps_bp == config.steps_bp {
-        return (previous, None);
+        let mut state = previous;
+        if !state.mirroring() {
+            return (state, None);
+        }
+        if config.mirror_bp > 0 {
+            // A new share applies to the running mirror phase.
+            state.mirror_bp = config.mirror_bp;
+            return (state, None);
+        }
+        let weight = config.step_weight(0);
+        let decision = Decision {
+            at_ms: now_ms,
+            canary: canary.to_owned(),
+            from: state.phase,
+            to: state.phase,
+            step: 0,
+            from_weight_bp: state.weight_bp,
+            weight_bp: weight,
+            reason: format!(
+                "the policy removed the mirror phase: step 1 of {}, {}",
+                config.steps_bp.len(),
+                percent(weight)
+            ),
+            evidence: evidence.clone(),
+            policy: String::new(),
+        };
+        state.mirror_bp = 0;
+        state.weight_bp = weight;
+        state.step_since_ms = now_ms;
+        state.healthy_ms = 0;
+        state.healthy_since_ms = None;
+        return (state, Some(decision));
     }
     if previous.phase.is_terminal() {
         return start(

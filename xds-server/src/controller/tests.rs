@@ -140,6 +140,15 @@ impl Sim {
         self.controller.feed().canary_weights[CANARY]
     }
 
+    fn mirror(&self) -> u32 {
+        self.controller
+            .feed()
+            .canary_mirrors
+            .get(CANARY)
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn state(&self) -> RolloutState {
         self.controller
             .rollouts()
@@ -155,7 +164,10 @@ impl Sim {
             let (canary_rps, stable_rps) = match self.rates {
                 Rates::Split(total) => {
                     let share = f64::from(self.weight()) / 10_000.0;
-                    (total * share, total * (1.0 - share))
+                    // The stable requests below the mirrored share are also
+                    // copied to the canary.
+                    let mirrored = (f64::from(self.mirror()) / 10_000.0 - share).max(0.0);
+                    (total * (share + mirrored), total * (1.0 - share))
                 }
                 Rates::Fixed(canary, stable) => (canary, stable),
             };
@@ -899,6 +911,7 @@ mod sla_scores {
             .find(|s| s.name == "commands")
             .unwrap();
         commands.placements.push(weir_policy::model::Placement {
+            matches: None,
             cluster: US.into(),
             canary: None,
         });
@@ -953,4 +966,95 @@ fn sla_scores_survive_a_restart() {
     restarted.restore_scores(&saved.scores);
     assert_eq!(restarted.feed().sla_scores[STABLE], degraded);
     assert_eq!(restarted.scores(), sim.controller.scores());
+}
+
+/// The example policy with a 10 % mirror phase held `mirror_hold`.
+fn policy_with_mirror(mirror_hold: &str) -> Policy {
+    let mut policy = policy_with_hold("30s");
+    canary_mut(&mut policy).mirror = Some(weir_policy::model::Mirror {
+        percent: 10.0,
+        hold: Some(Duration(mirror_hold.into())),
+    });
+    policy
+}
+
+#[test]
+fn a_healthy_mirror_phase_starts_the_split_after_its_hold() {
+    let mut sim = Sim::new(policy_with_mirror("10s"), 3);
+    let first = sim.tick();
+    assert!(
+        first.decisions[0]
+            .reason
+            .contains("rollout started: mirrored at 10 % before step 1 of 6"),
+        "{:?}",
+        first.decisions
+    );
+    assert_eq!((sim.weight(), sim.mirror()), (0, 1_000));
+    assert!(sim.state().mirroring());
+
+    let split = sim.run_until(60, |s| s.weight() > 0);
+    assert!(split, "the split never started: {:?}", sim.state());
+    let decision = sim.decisions.last().unwrap();
+    assert!(
+        decision
+            .reason
+            .contains("mirrored at 10 %: the split starts, step 1 of 6, 1 %"),
+        "{}",
+        decision.reason
+    );
+    assert!(decision.at_ms - START_MS >= 10_000, "{decision:?}");
+    assert_eq!((decision.from_weight_bp, decision.weight_bp), (0, 100));
+    assert_eq!((sim.weight(), sim.mirror()), (100, 0));
+    assert!(!sim.state().mirroring());
+    // Then the steps' own hold (30 s) applies.
+    let at = sim.now_ms;
+    assert!(sim.run_until(60, |s| s.weight() > 100));
+    assert!(sim.now_ms - at >= 30_000);
+}
+
+#[test]
+fn a_bad_mirrored_canary_is_rolled_back_before_any_device_gets_it() {
+    let mut sim = Sim::new(policy_with_mirror("10s"), 4);
+    sim.canary.errors = 0.2;
+    let rolled_back = sim.run_until(30, |s| s.state().phase == Phase::RolledBack);
+    assert!(rolled_back, "{:?}", sim.state());
+    assert!(
+        sim.trace.iter().all(|&(_, _, weight)| weight == 0),
+        "a device got the canary: {:?}",
+        sim.trace
+    );
+    let decision = sim.decisions.last().unwrap();
+    assert!(
+        decision
+            .reason
+            .starts_with("canary is bad mirrored at 10 %"),
+        "{}",
+        decision.reason
+    );
+    assert_eq!((sim.weight(), sim.mirror()), (0, 0));
+    assert!(!sim.state().mirroring());
+}
+
+#[test]
+fn the_policy_dropping_the_mirror_phase_starts_the_split() {
+    let mut sim = Sim::new(policy_with_mirror("1m"), 5);
+    sim.run(5);
+    assert_eq!((sim.weight(), sim.mirror()), (0, 1_000));
+    // A new share applies to the running phase.
+    let mut policy = policy_with_mirror("1m");
+    canary_mut(&mut policy).mirror.as_mut().unwrap().percent = 20.0;
+    sim.controller.set_policy(&policy, sim.now_ms);
+    assert_eq!((sim.weight(), sim.mirror()), (0, 2_000));
+    // Without a mirror phase, the split starts at the first step.
+    let policy = policy_with_hold("30s");
+    sim.controller.set_policy(&policy, sim.now_ms);
+    assert_eq!((sim.weight(), sim.mirror()), (100, 0));
+    let evaluation = sim.tick();
+    assert!(
+        evaluation.decisions[0]
+            .reason
+            .contains("the policy removed the mirror phase: step 1 of 6, 1 %"),
+        "{:?}",
+        evaluation.decisions
+    );
 }

@@ -220,7 +220,8 @@ function renderRollouts(x0, x1) {
     card.phase.dataset.phase = now.phase;
     card.verdict.textContent = now.verdict;
     card.verdict.dataset.verdict = now.verdict;
-    card.weight.textContent = percent(now.weight_bp);
+    // In a mirror phase no device gets the canary: it is judged on copies.
+    card.weight.textContent = now.mirror_bp ? `mirrored ${percent(now.mirror_bp)}` : percent(now.weight_bp);
     const figures = (name, v) => {
       if (!v.requests) return `${name}: no requests in the window`;
       const p99 = v.p99_ms !== null && v.p99_ms !== undefined ? `, p99 ${ms(v.p99_ms)}` : "";

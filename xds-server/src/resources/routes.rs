@@ -1,19 +1,22 @@
 //! The routes (RDS): a request goes to the cluster the filter named in
-//! `x-weir-cluster`; a request the filter assigned no cluster (no service of
-//! the policy matches it) is answered 404.
+//! `x-weir-cluster`, and a copy of it to the canary named in `x-weir-mirror`
+//! if the filter set one (a mirror phase); a request the filter assigned no
+//! cluster (no service of the policy matches it) is answered 404.
 //!
 //! The filter removes any `x-weir-*` header a client sends before it decides,
 //! so only the filter can set the header the first route reads.
 
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
-use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_action::{
+    ClusterSpecifier, RequestMirrorPolicy,
+};
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
     VirtualHost, route,
 };
-use weir_policy::headers::CLUSTER as CLUSTER_HEADER;
+use weir_policy::headers::{CLUSTER as CLUSTER_HEADER, MIRROR as MIRROR_HEADER};
 
 use super::{ROUTE_NAME, millis};
 
@@ -54,6 +57,11 @@ fn to_named_cluster() -> Route {
         action: Some(route::Action::Route(RouteAction {
             cluster_specifier: Some(ClusterSpecifier::ClusterHeader(CLUSTER_HEADER.to_owned())),
             timeout: Some(millis(UPSTREAM_TIMEOUT_MS)),
+            // Without the header Envoy mirrors nothing.
+            request_mirror_policies: vec![RequestMirrorPolicy {
+                cluster_header: MIRROR_HEADER.to_owned(),
+                ..Default::default()
+            }],
             ..Default::default()
         })),
         ..Default::default()
@@ -134,6 +142,11 @@ mod tests {
                 nanos: 0
             })
         );
+        let [mirror] = action.request_mirror_policies.as_slice() else {
+            panic!("one mirror policy: {action:?}");
+        };
+        assert_eq!(mirror.cluster_header, "x-weir-mirror");
+        assert!(mirror.cluster.is_empty());
 
         let matched = unrouted.r#match.as_ref().unwrap();
         assert_eq!(

@@ -131,6 +131,7 @@ static FEED_LATER: LazyLock<Feed> = LazyLock::new(|| feed(10_000, Some(90)));
 
 fn feed(weight_bp: u32, concurrency_limit: Option<u32>) -> Feed {
     Feed {
+        canary_mirrors: Default::default(),
         canary_weights: BTreeMap::from([("a".to_owned(), weight_bp)]),
         sla_scores: BTreeMap::from([("stable".to_owned(), 0.75)]),
         concurrency_limit,
@@ -153,6 +154,7 @@ pub(crate) fn checkpoint<'a>(
 
 pub(crate) fn pins() -> Feed {
     Feed {
+        canary_mirrors: Default::default(),
         canary_weights: BTreeMap::from([("a".to_owned(), 0)]),
         sla_scores: BTreeMap::new(),
         concurrency_limit: Some(50),
@@ -161,6 +163,7 @@ pub(crate) fn pins() -> Feed {
 
 pub(crate) fn state(canary: &str, step: usize, weight_bp: u32) -> RolloutState {
     RolloutState {
+        mirror_bp: 0,
         canary: canary.into(),
         stable: "stable".into(),
         salt: canary.into(),
