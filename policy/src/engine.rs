@@ -10,11 +10,13 @@
 
 mod classify;
 mod route;
+mod rtt;
 
 use serde::Serialize;
 
 pub use classify::Classified;
 pub use route::{Candidate, Routed, Scored, Split, Steered, Targeted, geo_score};
+pub use rtt::RttTable;
 
 use crate::admission::{self, Arrival, Gate, LocalSlots};
 use crate::feed::Feed;

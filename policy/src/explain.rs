@@ -130,8 +130,13 @@ pub fn stages(request: &Request<'_>, engine: &Engine, decision: &Decision) -> Ve
         } else {
             ""
         };
+        let measured = if c.rtt_measured {
+            "  (rtt measured)"
+        } else {
+            ""
+        };
         lines.push(format!(
-            "           {:<24} {:>8} {:>6.3} {:>7.3} {:>6.3} {:>7.3}{near}",
+            "           {:<24} {:>8} {:>6.3} {:>7.3} {:>6.3} {:>7.3}{near}{measured}",
             c.cluster, rtt, c.geo, c.device, c.sla, c.score
         ));
     }

@@ -25,6 +25,11 @@ pub struct Feed {
     /// SLA score (0–1, 1 = meeting its target), by cluster; 1 when missing.
     #[serde(default)]
     pub sla_scores: BTreeMap<String, f64>,
+    /// Round-trip times measured from a client region to a cluster, in
+    /// milliseconds, by region and cluster: the geo score uses them instead
+    /// of the policy's table, which stays the fallback.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rtt_ms: BTreeMap<String, BTreeMap<String, f64>>,
     /// The concurrency limit in force; the policy's when missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<u32>,
@@ -67,6 +72,7 @@ impl Feed {
         Self {
             canary_weights,
             canary_mirrors,
+            rtt_ms: BTreeMap::new(),
             sla_scores,
             concurrency_limit: Some(policy.admission.concurrency_limit),
         }
@@ -118,6 +124,30 @@ impl Feed {
                 });
             }
         }
+        let regions = policy.region_names();
+        for (region, row) in &self.rtt_ms {
+            if !regions.contains(region.as_str()) {
+                errors.push(Invalid {
+                    path: format!("feed.rtt_ms.{region}"),
+                    message: format!("unknown region `{region}`"),
+                });
+                continue;
+            }
+            for (cluster, &ms) in row {
+                let path = format!("feed.rtt_ms.{region}.{cluster}");
+                if !policy.clusters.iter().any(|c| &c.name == cluster) {
+                    errors.push(Invalid {
+                        path,
+                        message: format!("unknown cluster `{cluster}`"),
+                    });
+                } else if !(0.0..=MAX_RTT_MS).contains(&ms) {
+                    errors.push(Invalid {
+                        path,
+                        message: format!("an RTT is between 0 and {MAX_RTT_MS} ms, not {ms}"),
+                    });
+                }
+            }
+        }
         if self.concurrency_limit == Some(0) {
             errors.push(Invalid {
                 path: "feed.concurrency_limit".into(),
@@ -127,6 +157,9 @@ impl Feed {
         errors
     }
 }
+
+/// The largest round-trip time a feed may carry, in milliseconds.
+pub const MAX_RTT_MS: f64 = 600_000.0;
 
 /// A percentage (0–100) in basis points (0–10,000), rounded to the nearest.
 pub fn percent_to_basis_points(percent: f64) -> u32 {

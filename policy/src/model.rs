@@ -4,7 +4,7 @@
 //! what the shape cannot (references, ranges, ordering) and reports every
 //! problem with the path of the field at fault. Unknown fields are refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,8 @@ use crate::duration::Duration;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Round-trip times between regions, which the geo score is computed from.
+    /// Round-trip times between regions, which the geo score is computed from
+    /// where the fleet has not measured them (the feed's `rtt_ms`).
     pub regions: Regions,
     /// The device types of the fleet, e.g. `sensor`, `gateway`, `vehicle`.
     pub device_types: Vec<String>,
@@ -30,6 +31,20 @@ pub struct Policy {
     /// Header names and score weights for routing.
     #[serde(default)]
     pub routing: Routing,
+}
+
+impl Policy {
+    /// Every region the policy names: in the RTT table (on either side) or
+    /// as a cluster's region.
+    pub fn region_names(&self) -> BTreeSet<&str> {
+        self.regions
+            .rtt_ms
+            .iter()
+            .flat_map(|(from, row)| std::iter::once(from).chain(row.keys()))
+            .chain(self.clusters.iter().map(|c| &c.region))
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// The region round-trip-time table.

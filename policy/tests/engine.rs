@@ -182,6 +182,7 @@ fn the_feed_limit_overrides_the_policy_limit() {
     let policy = example();
     let feed = Feed {
         canary_mirrors: Default::default(),
+        rtt_ms: Default::default(),
         concurrency_limit: Some(20),
         ..Feed::initial(&policy)
     };
@@ -575,4 +576,79 @@ fn a_mirror_phase_copies_the_lowest_buckets_stable_requests_to_the_canary() {
     let req = request("POST", "/v1/telemetry", &pairs);
     let steered = engine.steer(&req, 0, &mut scores).unwrap();
     assert_eq!(steered.mirror, None);
+}
+
+#[test]
+fn a_measured_rtt_replaces_the_tables_and_moves_traffic() {
+    let policy = example();
+    let mut feed = Feed::initial(&policy);
+    let engine = Engine::new(&policy, &feed);
+    let pairs = [("x-region", "eu-west"), ("x-device-type", "sensor")];
+    assert_eq!(
+        route(&engine, "/v1/telemetry", &pairs).placement,
+        "ingest-eu"
+    );
+
+    // eu-west's devices now measure 180 ms to ingest-eu: ingest-us (the
+    // table's 80 ms) wins, and the evidence says which RTT was measured.
+    feed.rtt_ms
+        .entry("eu-west".into())
+        .or_default()
+        .insert("ingest-eu".into(), 180.0);
+    assert!(feed.validate(&policy).is_empty());
+    let engine = Engine::new(&policy, &feed);
+    let routed = route(&engine, "/v1/telemetry", &pairs);
+    assert_eq!(routed.placement, "ingest-us");
+    let eu = routed
+        .candidates
+        .iter()
+        .find(|c| c.cluster == "ingest-eu")
+        .unwrap();
+    assert_eq!((eu.rtt_ms, eu.rtt_measured), (Some(180.0), true));
+    let us = routed
+        .candidates
+        .iter()
+        .find(|c| c.cluster == "ingest-us")
+        .unwrap();
+    assert_eq!((us.rtt_ms, us.rtt_measured), (Some(80.0), false));
+    let h = headers(&pairs);
+    let req = request("POST", "/v1/telemetry", &h);
+    let decision = engine.decide(&req, 0, 0);
+    let text = weir_policy::explain::text(&weir_policy::explain::stages(&req, &engine, &decision));
+    let eu_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ingest-eu "))
+        .unwrap();
+    assert!(eu_line.ends_with("(rtt measured)"), "{text}");
+    // Other regions keep the table.
+    let routed = route(&engine, "/v1/telemetry", &[("x-region", "us-east")]);
+    assert_eq!(routed.placement, "ingest-us");
+    assert!(routed.candidates.iter().all(|c| !c.rtt_measured));
+
+    // A feed naming an unknown region or cluster, or an RTT out of range, is refused.
+    feed.rtt_ms
+        .entry("mars".into())
+        .or_default()
+        .insert("ingest-eu".into(), 1.0);
+    feed.rtt_ms
+        .entry("us-east".into())
+        .or_default()
+        .insert("nowhere".into(), 1.0);
+    feed.rtt_ms
+        .entry("ap-south".into())
+        .or_default()
+        .insert("ingest-ap".into(), -1.0);
+    let problems: Vec<String> = feed
+        .validate(&policy)
+        .iter()
+        .map(|i| i.path.clone())
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "feed.rtt_ms.ap-south.ingest-ap",
+            "feed.rtt_ms.mars",
+            "feed.rtt_ms.us-east.nowhere"
+        ]
+    );
 }

@@ -646,12 +646,18 @@ fn feed() -> impl Strategy<Value = Feed> {
         prop::collection::btree_map(text(), prop_oneof![0u32..=10_001, any::<u32>()], 0..4),
         prop::collection::btree_map(text(), prop_oneof![0u32..=10_001, any::<u32>()], 0..2),
         prop::collection::btree_map(text(), number(), 0..4),
+        prop::collection::btree_map(
+            text(),
+            prop::collection::btree_map(text(), number(), 0..2),
+            0..2,
+        ),
         prop::option::of(prop_oneof![Just(0u32), 1u32..1_000]),
     )
         .prop_map(
-            |(canary_weights, canary_mirrors, sla_scores, concurrency_limit)| Feed {
+            |(canary_weights, canary_mirrors, sla_scores, rtt_ms, concurrency_limit)| Feed {
                 canary_weights,
                 canary_mirrors,
+                rtt_ms,
                 sla_scores,
                 concurrency_limit,
             },

@@ -1533,6 +1533,7 @@ fn feed_problems(feed: &Feed) -> Vec<(String, String)> {
 fn empty_feed() -> Feed {
     Feed {
         canary_mirrors: Default::default(),
+        rtt_ms: Default::default(),
         canary_weights: Default::default(),
         sla_scores: Default::default(),
         concurrency_limit: None,

@@ -48,6 +48,7 @@ pub mod process;
 pub mod procfs;
 pub mod results;
 pub mod served;
+pub mod slow_tls;
 pub mod static_mode;
 pub mod stats;
 pub mod steady;

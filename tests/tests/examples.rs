@@ -8,7 +8,8 @@
 //!   exactly what `weir compile` prints for the policy they name, which
 //!   `weir check-filter-config` accepts, and route every cluster of it.
 //! - `examples/existing-envoy/ecds-only.yaml` works: an Envoy with its own
-//!   listeners and clusters takes only the filter from a real `weir serve`.
+//!   listeners and clusters takes only the filter from a real `weir serve`;
+//!   and, naming its region, it measures the RTT geo routing uses.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use weir_testbed::fleet::{Fleet, PolicyFile, load_policy};
+use weir_testbed::slow_tls::SlowTls;
 use weir_testbed::wait::eventually;
 use weir_testbed::weir::{WasmDelivery, Weir};
 use weir_testbed::{Envoy, http_client, paths};
@@ -590,4 +592,193 @@ fn the_kubernetes_replicas_example_sets_only_what_weir_serve_reads() {
             "{relative} lacks {needed}"
         );
     }
+}
+
+/// Two clusters a region apart; the table says 80 ms between the regions.
+const RTT_POLICY: &str = r#"
+device_types: [sensor]
+regions: { rtt_ms: { eu-west: { us-east: 80 } } }
+clusters:
+  - { name: near, region: eu-west, endpoints: ["127.0.0.1:9"] }
+  - { name: far, region: us-east, endpoints: ["127.0.0.1:9"] }
+services:
+  - name: ingest
+    match: { path_prefix: / }
+    placements: [{ cluster: near }, { cluster: far }]
+priority: { classes: [telemetry], default: telemetry }
+admission:
+  concurrency_limit: 1000
+  retry_after: 1s
+  classes: { telemetry: { max_wait: 1s } }
+"#;
+
+/// `ecds-only.yaml` as an eu-west Envoy (its stats sink names the region)
+/// whose policy clusters are TLS upstreams, a new connection per request,
+/// on `fronts` (cluster, address), trusting `ca`.
+fn regional_bootstrap(
+    weir: &Weir,
+    fronts: &[(&str, std::net::SocketAddr)],
+    ca: &std::path::Path,
+) -> Value {
+    let mut bootstrap = read_yaml("examples/existing-envoy/ecds-only.yaml");
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = json!(0);
+    for listener in bootstrap["static_resources"]["listeners"]
+        .as_array_mut()
+        .unwrap()
+    {
+        listener["address"]["socket_address"]["port_value"] = json!(0);
+    }
+    let detector = &mut bootstrap["stats_sinks"][0]["typed_config"]["resource_detectors"][0];
+    detector["typed_config"]["attributes"]["cloud.region"] = json!("eu-west");
+    let endpoint = |addr: std::net::SocketAddr| {
+        json!([{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+            "address": addr.ip().to_string(), "port_value": addr.port()
+        }}}}]}])
+    };
+    let clusters = bootstrap["static_resources"]["clusters"]
+        .as_array_mut()
+        .unwrap();
+    clusters.retain(|c| c["name"] == "weir_xds");
+    clusters[0]["load_assignment"]["endpoints"] = endpoint(weir.xds_addr());
+    for (name, addr) in fronts {
+        clusters.push(json!({
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "5s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "common_http_protocol_options": {"max_requests_per_connection": 1},
+                    "explicit_http_config": {"http_protocol_options": {}}
+                }
+            },
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": weir_testbed::certs::SERVER_NAME,
+                    "common_tls_context": {"validation_context": {"trusted_ca": {"filename": ca}}}
+                }
+            },
+            "load_assignment": {"cluster_name": name, "endpoints": endpoint(*addr)}
+        }));
+    }
+    bootstrap
+}
+
+/// The RTT `GET /v1/clusters` shows from eu-west to `cluster`: (measured, used).
+async fn rtt_from_eu_west(weir: &Weir, cluster: &str) -> (Option<f64>, Option<f64>) {
+    let clusters: Value = http_client()
+        .get(format!("http://{}/v1/clusters", weir.admin_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = clusters["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["cluster"] == cluster)
+        .and_then(|c| c["rtt"].as_array())
+        .and_then(|rows| rows.iter().find(|r| r["region"] == "eu-west").cloned())
+        .unwrap_or_default();
+    (row["measured_ms"].as_f64(), row["used_ms"].as_f64())
+}
+
+/// Where eight eu-west devices' requests go, sent at once.
+async fn eu_west_backends(envoy: &Envoy, round: usize) -> BTreeSet<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let url = envoy.url("/v1/telemetry");
+        tasks.spawn(async move {
+            let response = http_client()
+                .post(url)
+                .header("x-region", "eu-west")
+                .header("x-device-id", format!("sensor-{round}-{n}"))
+                .send()
+                .await
+                .ok()?;
+            let echo: weir_testbed::backend::Echo = response.json().await.ok()?;
+            Some(echo.backend)
+        });
+    }
+    let mut seen = BTreeSet::new();
+    while let Some(done) = tasks.join_next().await {
+        seen.insert(done.unwrap().unwrap_or_else(|| "(failed)".to_owned()));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_whose_connect_time_rises_loses_its_traffic_to_the_next_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = weir_testbed::certs::Ca::new(dir.path(), "upstreams").unwrap();
+    let identity = ca.server("upstream").unwrap();
+    let policy = weir_testbed::fleet::policy_from_yaml("rtt.yaml", RTT_POLICY).unwrap();
+    let fleet = Fleet::start(policy).unwrap();
+    let policy_file = PolicyFile::new("rtt.yaml", fleet.policy()).unwrap();
+    let weir = Weir::start(policy_file.path(), WasmDelivery::Local)
+        .await
+        .unwrap();
+    let near = SlowTls::start(fleet.backend("near").addr(), &identity)
+        .await
+        .unwrap();
+    let far = SlowTls::start(fleet.backend("far").addr(), &identity)
+        .await
+        .unwrap();
+    near.set_handshake_delay(Duration::from_millis(5));
+    far.set_handshake_delay(Duration::from_millis(80));
+    let fronts = [("near", near.addr()), ("far", far.addr())];
+    let envoy = Envoy::start(&regional_bootstrap(&weir, &fronts, &ca.cert_path()), 2)
+        .await
+        .unwrap();
+
+    // eu-west's devices go to eu-west, whose connect time is measured.
+    let mut round = 0;
+    let measured = eventually(
+        "eu-west's RTT to near measured",
+        Duration::from_secs(30),
+        || {
+            round += 1;
+            let (envoy, weir) = (&envoy, &weir);
+            let round = round;
+            async move {
+                let seen = eu_west_backends(envoy, round).await;
+                assert_eq!(seen, BTreeSet::from(["near".to_owned()]));
+                rtt_from_eu_west(weir, "near").await.0
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", weir.log()));
+    assert!((4.0..80.0).contains(&measured), "measured {measured} ms");
+
+    // eu-west's connections to near now take 300 ms: its measured RTT
+    // follows, and the devices move to us-east (80 ms by the table).
+    near.set_handshake_delay(Duration::from_millis(300));
+    eventually("eu-west's devices on far", Duration::from_secs(40), || {
+        round += 1;
+        let envoy = &envoy;
+        let round = round;
+        async move {
+            let seen = eu_west_backends(envoy, round).await;
+            (seen == BTreeSet::from(["far".to_owned()])).then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", weir.log()));
+    let (measured, used) = rtt_from_eu_west(&weir, "near").await;
+    // Every device leaves once near scores `spread` (0.05) below far's
+    // 0.4 × (1 − 80/200) + 0.6: at a measured RTT over 105 ms. Then near
+    // gets no connections to measure, and its RTT stays where it was.
+    let measured = measured.unwrap();
+    assert!(measured > 105.0, "measured {measured} ms");
+    assert_eq!(used, Some(measured));
+    let (_, used_far) = rtt_from_eu_west(&weir, "far").await;
+    assert!(
+        used_far.is_some_and(|ms| (60.0..200.0).contains(&ms)),
+        "{used_far:?}"
+    );
 }

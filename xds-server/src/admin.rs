@@ -27,7 +27,7 @@ use weir_policy::Feed;
 
 use crate::api::{
     ClusterView, Clusters, CommandAnswer, DecisionView, History, LimitView, NodeSummary,
-    NodeTypeView, NodesAnswer, RolloutDetail, RolloutSummary, Rollouts, Served,
+    NodeTypeView, NodesAnswer, RolloutDetail, RolloutSummary, Rollouts, RttView, Served,
 };
 use crate::controller::{Command, Decision};
 use crate::metrics_store::MetricsStore;
@@ -528,6 +528,7 @@ async fn clusters(State(state): State<AdminState>) -> Response {
                 raw: sla.raw,
                 p99_ms: sla.p99_ms,
                 target_p99_ms: sla.target_p99_ms,
+                rtt: Vec::new(),
                 cluster: sla.cluster.clone(),
             };
             (sla.cluster, view)
@@ -543,7 +544,14 @@ async fn clusters(State(state): State<AdminState>) -> Response {
             raw: None,
             p99_ms: None,
             target_p99_ms: None,
+            rtt: Vec::new(),
         });
+    }
+    let rtt = rtt_views(control.policy(), &served, &control.controller().rtt());
+    for (name, views) in rtt {
+        if let Some(view) = clusters.get_mut(&name) {
+            view.rtt = views;
+        }
     }
     // The limit admission runs under, beside the controller's view of it.
     Json(Clusters {
@@ -554,6 +562,46 @@ async fn clusters(State(state): State<AdminState>) -> Response {
         },
     })
     .into_response()
+}
+
+/// Each cluster's RTT from every client region that has one, table or measured.
+fn rtt_views(
+    policy: &weir_policy::Policy,
+    served: &weir_policy::Feed,
+    measured: &[crate::controller::RttStatus],
+) -> BTreeMap<String, Vec<RttView>> {
+    let table = weir_policy::engine::RttTable::of(policy);
+    policy
+        .clusters
+        .iter()
+        .map(|cluster| {
+            let views = table
+                .regions()
+                .iter()
+                .filter_map(|region| {
+                    let table_ms = table.between(region, &cluster.region);
+                    let measured_ms = served
+                        .rtt_ms
+                        .get(region)
+                        .and_then(|row| row.get(&cluster.name))
+                        .copied();
+                    let connects = measured
+                        .iter()
+                        .find(|m| &m.region == region && m.cluster == cluster.name)
+                        .map_or(0, |m| m.connects);
+                    let used_ms = measured_ms.or(table_ms);
+                    used_ms.is_some().then(|| RttView {
+                        region: region.clone(),
+                        table_ms,
+                        measured_ms,
+                        connects,
+                        used_ms,
+                    })
+                })
+                .collect();
+            (cluster.name.clone(), views)
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]

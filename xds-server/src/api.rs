@@ -86,6 +86,25 @@ pub struct ClusterView {
     pub p99_ms: Option<f64>,
     #[serde(default)]
     pub target_p99_ms: Option<f64>,
+    /// The RTT to the cluster from each client region that has one: the
+    /// policy's table, the measured one, and the one routing uses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rtt: Vec<RttView>,
+}
+
+/// The RTT from one client region to a cluster, in `GET /v1/clusters`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RttView {
+    pub region: String,
+    /// The policy's `regions` table (or its default).
+    pub table_ms: Option<f64>,
+    /// Measured by the region's Envoys, as served in the feed.
+    pub measured_ms: Option<f64>,
+    /// Connections in the last measuring window.
+    #[serde(default)]
+    pub connects: u64,
+    /// What the geo score uses: the measured RTT, else the table's.
+    pub used_ms: Option<f64>,
 }
 
 /// The concurrency limit in `GET /v1/clusters`: the controller's view, and

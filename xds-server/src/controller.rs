@@ -42,6 +42,7 @@
 mod analysis;
 mod limit;
 mod rollout;
+mod rtt;
 mod sla;
 #[cfg(test)]
 mod tests;
@@ -55,11 +56,13 @@ pub use analysis::{
 };
 pub use limit::LimitStatus;
 pub use rollout::{Baseline, Command, Decision, Phase, RolloutState};
+pub use rtt::RttStatus;
 pub use sla::SlaStatus;
 
 use crate::metrics_store::MetricsStore;
 use limit::ConcurrencyLimit;
 use rollout::CanaryConfig;
+use rtt::MeasuredRtt;
 use sla::SlaScores;
 
 pub use crate::metrics_store::WINDOW_MS;
@@ -107,6 +110,7 @@ pub struct Controller {
     limit: ConcurrencyLimit,
     rollouts: BTreeMap<String, Rollout>,
     sla: SlaScores,
+    rtt: MeasuredRtt,
     history: Vec<Decision>,
     /// Decisions taken outside an evaluation (a policy change), handed out by
     /// the next one so that they are persisted with it.
@@ -135,6 +139,7 @@ impl Controller {
             limit: ConcurrencyLimit::new(policy),
             rollouts: BTreeMap::new(),
             sla: SlaScores::default(),
+            rtt: MeasuredRtt::default(),
             history: Vec::new(),
             pending: Vec::new(),
             last_feed: Feed::initial(policy),
@@ -183,6 +188,7 @@ impl Controller {
             );
         }
         self.sla.set_policy(policy);
+        self.rtt.set_policy(policy);
     }
 
     fn record(&mut self, decision: Decision) {
@@ -258,6 +264,7 @@ impl Controller {
         }
         decisions.extend(fresh);
         self.sla.update(store, now_ms, WINDOW_MS);
+        self.rtt.update(store, now_ms);
         self.limit.update(store, now_ms);
         let feed = self.feed();
         let changed = feed != self.last_feed;
@@ -285,6 +292,7 @@ impl Controller {
                 .map(|(name, r)| (name.clone(), r.state.feed_mirror()))
                 .collect(),
             sla_scores: self.sla.published(),
+            rtt_ms: self.rtt.published(),
             concurrency_limit: Some(self.limit.published()),
         }
     }
@@ -334,6 +342,11 @@ impl Controller {
     /// Every cluster's SLA score and what it came from.
     pub fn sla(&self) -> Vec<SlaStatus> {
         self.sla.status()
+    }
+
+    /// Every measured RTT from a region to a cluster, and what it came from.
+    pub fn rtt(&self) -> Vec<RttStatus> {
+        self.rtt.status()
     }
 
     /// Recent decisions, oldest first (at most [`HISTORY`]).

@@ -27,10 +27,14 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 mod admission;
+mod connect;
 mod histogram;
 mod segments;
 
 pub use admission::{Admission, AdmissionPoint, ClassCounts};
+pub use connect::{
+    ConnectWindow, MAX_PAIRS as MAX_CONNECT_PAIRS, MAX_REGION_LEN as MAX_CONNECT_REGION_LEN,
+};
 pub(crate) use histogram::add_counts;
 pub use histogram::{Histogram, LATENCY_BOUNDS_MS, Located};
 pub use segments::{
@@ -52,6 +56,9 @@ pub enum SourceKind {
     /// The filter's counts of one device segment of a canary: the name
     /// recorded is the segment series' ([`MetricsStore::record_segment`]).
     Segment,
+    /// Envoy's connect times to a cluster, by the reporting Envoy's region
+    /// ([`MetricsStore::record_connect`]).
+    Connect,
 }
 
 /// What happened on one cluster during one reporting interval.
@@ -140,6 +147,9 @@ pub struct MetricsStore {
     /// Segment reports refused (a canary the policy does not name, or past
     /// the bounds of [`segments`]).
     segments_refused: u64,
+    connect: connect::ConnectTimes,
+    /// Connect-time reports refused (see [`connect`]).
+    connect_refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -153,14 +163,18 @@ impl Cluster {
         match kind {
             SourceKind::Envoy => &mut self.envoy,
             // Segments never reach a cluster: `record` keeps them apart.
-            SourceKind::Application | SourceKind::Segment => &mut self.application,
+            SourceKind::Application | SourceKind::Segment | SourceKind::Connect => {
+                &mut self.application
+            }
         }
     }
 
     fn series(&self, kind: SourceKind) -> &Series {
         match kind {
             SourceKind::Envoy => &self.envoy,
-            SourceKind::Application | SourceKind::Segment => &self.application,
+            SourceKind::Application | SourceKind::Segment | SourceKind::Connect => {
+                &self.application
+            }
         }
     }
 }
@@ -310,6 +324,8 @@ impl MetricsStore {
             segments: segments::Segments::default(),
             segment_plan: segments::Plan::default(),
             segments_refused: 0,
+            connect: connect::ConnectTimes::default(),
+            connect_refused: 0,
         }
     }
 
@@ -366,8 +382,11 @@ impl MetricsStore {
         at_ms: u64,
         counts: Counts<'_>,
     ) -> bool {
-        if kind == SourceKind::Segment {
-            return self.record_segment(cluster, at_ms, counts);
+        match kind {
+            SourceKind::Segment => return self.record_segment(cluster, at_ms, counts),
+            // A connect time needs its region: `record_connect`.
+            SourceKind::Connect => return false,
+            SourceKind::Envoy | SourceKind::Application => {}
         }
         let entry = match self.clusters.get_mut(cluster) {
             Some(entry) => entry,
@@ -470,6 +489,41 @@ impl MetricsStore {
         (self.segments.len(), self.segments_refused)
     }
 
+    /// Records connect times Envoys of `region` measured to `cluster`
+    /// (`counts.requests` connections, their times as latency); `false` if
+    /// refused (a cluster the policy does not name, or past the bounds).
+    pub fn record_connect(
+        &mut self,
+        region: &str,
+        cluster: &str,
+        at_ms: u64,
+        counts: Counts<'_>,
+    ) -> bool {
+        let known = &self.known;
+        let recorded = self.connect.record(
+            (region, cluster),
+            |cluster| known.contains(cluster),
+            (slot_key(at_ms), self.max_slots),
+            counts,
+        );
+        if !recorded {
+            self.connect_refused += 1;
+        }
+        recorded
+    }
+
+    /// Every (region, cluster) pair's connect times in
+    /// `(now_ms − span_ms, now_ms]`.
+    pub fn connect_windows(&self, now_ms: u64, span_ms: u64) -> Vec<ConnectWindow> {
+        let (after, until) = window_keys(now_ms, span_ms);
+        self.connect.windows(after, until)
+    }
+
+    /// Connect-time pairs kept, and connect-time reports refused since the start.
+    pub fn connect_pairs(&self) -> (usize, u64) {
+        (self.connect.len(), self.connect_refused)
+    }
+
     /// Forgets reports older than the retention.
     pub fn prune(&mut self, now_ms: u64) {
         let keep_after = now_ms.saturating_sub(self.retention_ms);
@@ -478,6 +532,7 @@ impl MetricsStore {
             cluster.application.prune(keep_after);
         }
         self.segments.prune(keep_after);
+        self.connect.prune(keep_after);
         self.clusters
             .retain(|_, c| !c.envoy.slots.is_empty() || !c.application.slots.is_empty());
         self.count_unknown();

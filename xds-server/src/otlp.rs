@@ -25,6 +25,14 @@
 //!   `envoy.cluster_name`: the cluster's latency. Its bounds are taken as
 //!   milliseconds whatever its unit; its count is not used (requests come
 //!   from `cluster.upstream_rq_xx`).
+//! - `cluster.upstream_cx_connect_ms`, a histogram with explicit buckets,
+//!   with `envoy.cluster_name`, from an Envoy whose resource has the
+//!   attribute `cloud.region`: the connect times from that region to the
+//!   cluster, which the measured RTT is made of (`controller::rtt`). Kept
+//!   only for the policy's clusters, and for at most
+//!   [`MAX_CONNECT_PAIRS`](crate::metrics_store::MAX_CONNECT_PAIRS)
+//!   (region, cluster) pairs; from an Envoy without `cloud.region` they are
+//!   accepted and ignored.
 //! - The filter's admission metrics, which Envoy names after the filter's
 //!   own (`weir_policy::metrics`) with the prefix `wasmcustom.` (taken with
 //!   or without it): the counters `wasmcustom.weir.class.<class>.<outcome>`
@@ -191,8 +199,9 @@ pub use grpc::GrpcService;
 pub use http::METRICS_PATH;
 pub use json::JsonError;
 pub use translate::{
-    APP_DURATION, ENVOY_CLUSTER, ENVOY_LATENCY, ENVOY_REQUESTS, ENVOY_RESPONSE_CLASS, ERROR_TYPE,
-    MAX_COUNT, MAX_EXPLICIT_BOUNDS, RECENT_START_MS, SERVICE_NAME, STATUS_CODE, WEIR_CLUSTER,
+    APP_DURATION, ENVOY_CLUSTER, ENVOY_CONNECT, ENVOY_LATENCY, ENVOY_REQUESTS,
+    ENVOY_RESPONSE_CLASS, ERROR_TYPE, MAX_COUNT, MAX_EXPLICIT_BOUNDS, RECENT_START_MS,
+    RESOURCE_REGION, SERVICE_NAME, STATUS_CODE, WEIR_CLUSTER,
 };
 
 /// The largest export request accepted, in bytes (after decompression).
@@ -388,7 +397,7 @@ impl Ingest {
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         let last_request = n(&c.last_request_ms);
-        let (unknown_clusters, refused_reports, (segment_series, segment_refused)) = {
+        let (unknown_clusters, refused_reports, segments, connects) = {
             let store = self
                 .inner
                 .store
@@ -398,8 +407,11 @@ impl Ingest {
                 store.unknown_clusters(),
                 store.refused_reports(),
                 store.segment_series(),
+                store.connect_pairs(),
             )
         };
+        let ((segment_series, segment_refused), (connect_pairs, connect_refused)) =
+            (segments, connects);
         json!({
             "requests": {
                 "grpc": n(&c.grpc),
@@ -425,6 +437,8 @@ impl Ingest {
             "cluster_reports_refused": refused_reports,
             "segment_series": segment_series,
             "segment_reports_refused": segment_refused,
+            "connect_pairs": connect_pairs,
+            "connect_reports_refused": connect_refused,
             "last_request_at_ms": (last_request > 0).then_some(last_request),
             "last_error": last_error,
         })

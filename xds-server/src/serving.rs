@@ -164,6 +164,10 @@ impl Control {
         &self.policy_path
     }
 
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     pub(crate) fn controller(&self) -> &Controller {
         &self.controller
     }

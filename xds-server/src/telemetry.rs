@@ -283,6 +283,13 @@ pub fn render(telemetry: &Telemetry, scrape: &Scrape) -> String {
     )
     .get_or_create(&Labels::default())
     .inc_by(count(&scrape.otlp["segment_reports_refused"]));
+    counter_family(
+        r,
+        "weir_otlp_connect_reports_refused",
+        "Connect times refused: to a cluster the policy does not name, from a region name over 64 bytes, or past 1024 (region, cluster) pairs",
+    )
+    .get_or_create(&Labels::default())
+    .inc_by(count(&scrape.otlp["connect_reports_refused"]));
 
     // Rollouts.
     let decisions = telemetry.events.decisions.clone();
@@ -535,6 +542,7 @@ mod tests {
         telemetry.policy_rejected();
         let feed = Feed {
             canary_mirrors: Default::default(),
+            rtt_ms: Default::default(),
             canary_weights: [("c".to_owned(), 2_500)].into(),
             sla_scores: [("a".to_owned(), 0.75)].into(),
             concurrency_limit: None,

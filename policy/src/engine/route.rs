@@ -5,10 +5,11 @@
 //! `geo = 1 − min(1, rtt_ms / 200)`, `device` is 1 if the cluster serves the
 //! device type and 0.3 otherwise, and `sla` is the feed's score (1 = healthy).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::rtt::RttTable;
 use super::{Request, all_hold};
 use crate::feed::{Feed, percent_to_basis_points};
 use crate::model::{HeaderMatch, Policy, RoutingHeaders, ScoreWeights, Variant};
@@ -36,6 +37,10 @@ pub struct Candidate {
     pub cluster: String,
     /// RTT from the client's region, when known.
     pub rtt_ms: Option<f64>,
+    /// Whether that RTT was measured (the feed's `rtt_ms`) rather than
+    /// taken from the policy's table.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rtt_measured: bool,
     /// Geo part, 0–1.
     pub geo: f64,
     /// Device part, 0.3 or 1.
@@ -116,7 +121,7 @@ impl Routed {
 
 #[derive(Clone, Debug)]
 struct ClusterFacts {
-    /// Index into [`Router::regions`].
+    /// Index into [`RttTable::regions`].
     region: usize,
     device_types: Option<BTreeSet<String>>,
     sla: f64,
@@ -129,6 +134,9 @@ struct PlacementPlan {
     cluster: String,
     /// The placement's `match`: requests it is targeted at.
     matches: Option<Vec<HeaderMatch>>,
+    /// RTT measured from each client region (by index into
+    /// [`RttTable::regions`]) to the cluster, where the feed has one.
+    measured_rtt: Vec<Option<f64>>,
     facts: Option<ClusterFacts>,
     canary: Option<CanaryPlan>,
 }
@@ -138,7 +146,7 @@ struct PlacementPlan {
 enum ClientRegion {
     /// No region header.
     Absent,
-    /// A region of the policy: an index into [`Router::regions`].
+    /// A region of the policy: an index into [`RttTable::regions`].
     Known(usize),
     /// A region the policy does not know: only the default RTT applies.
     Unknown,
@@ -185,58 +193,22 @@ pub(super) struct Router {
     headers: RoutingHeaders,
     weights: ScoreWeights,
     spread: f64,
-    /// Every region the policy names (RTT table and clusters); a request's
-    /// region is found here once, then RTTs are read by index.
-    regions: Vec<String>,
-    /// RTT from region to region by index: the table's entry (either
-    /// direction), 0 within a region, else the default.
-    rtt: Vec<Vec<Option<f64>>>,
-    default_rtt_ms: Option<f64>,
+    /// The policy's RTT table; a request's region is found in it once,
+    /// then RTTs are read by index.
+    table: RttTable,
     services: Vec<ServicePlan>,
 }
 
 impl Router {
     pub(super) fn new(policy: &Policy, feed: &Feed) -> Self {
-        let mut table: HashMap<&str, HashMap<&str, f64>> = HashMap::new();
-        for (from, row) in &policy.regions.rtt_ms {
-            for (to, &ms) in row {
-                table.entry(from).or_default().insert(to, ms);
-                table.entry(to).or_default().entry(from).or_insert(ms);
-            }
-        }
-        let regions: Vec<String> = table
-            .keys()
-            .copied()
-            .chain(policy.clusters.iter().map(|c| c.region.as_str()))
-            .collect::<BTreeSet<&str>>()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        let default_rtt_ms = policy.regions.default_rtt_ms;
-        let rtt = regions
-            .iter()
-            .map(|from| {
-                regions
-                    .iter()
-                    .map(|to| {
-                        let listed = table
-                            .get(from.as_str())
-                            .and_then(|row| row.get(to.as_str()));
-                        listed
-                            .copied()
-                            .or(if from == to { Some(0.0) } else { None })
-                            .or(default_rtt_ms)
-                    })
-                    .collect()
-            })
-            .collect();
-        let region_index = |name: &str| regions.iter().position(|r| r == name);
+        let table = RttTable::of(policy);
+        let regions = table.regions();
         let clusters: BTreeMap<&str, ClusterFacts> = policy
             .clusters
             .iter()
             .filter_map(|c| {
                 let facts = ClusterFacts {
-                    region: region_index(&c.region)?,
+                    region: table.index(&c.region)?,
                     device_types: c.device_types.as_ref().map(|t| t.iter().cloned().collect()),
                     sla: feed
                         .sla_scores
@@ -266,6 +238,16 @@ impl Router {
                     .map(|p| PlacementPlan {
                         cluster: p.cluster.clone(),
                         matches: p.matches.as_ref().map(|m| m.headers.clone()),
+                        measured_rtt: regions
+                            .iter()
+                            .map(|region| {
+                                feed.rtt_ms
+                                    .get(region)
+                                    .and_then(|row| row.get(&p.cluster))
+                                    .copied()
+                                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                            })
+                            .collect(),
                         facts: clusters.get(p.cluster.as_str()).cloned(),
                         canary: p.canary.as_ref().map(|c| CanaryPlan {
                             cluster: c.cluster.clone(),
@@ -289,9 +271,7 @@ impl Router {
             headers: policy.routing.headers.clone(),
             weights: policy.routing.weights.clone(),
             spread: policy.routing.spread,
-            rtt,
-            regions,
-            default_rtt_ms,
+            table,
             services,
         }
     }
@@ -308,9 +288,8 @@ impl Router {
         match name {
             None => ClientRegion::Absent,
             Some(name) => self
-                .regions
-                .iter()
-                .position(|r| r == name)
+                .table
+                .index(name)
                 .map_or(ClientRegion::Unknown, ClientRegion::Known),
         }
     }
@@ -323,21 +302,24 @@ impl Router {
         })
     }
 
-    /// The score of a cluster with `facts` for a client in `region` with `device_type`.
+    /// The score of a placement's cluster for a client in `region` with
+    /// `device_type`: with the RTT measured from the region if there is one,
+    /// else the table's.
     fn score(
         &self,
-        facts: Option<&ClusterFacts>,
+        placement: &PlacementPlan,
         region: ClientRegion,
         device_type: Option<&str>,
     ) -> Scored {
+        let facts = placement.facts.as_ref();
+        let measured = match region {
+            ClientRegion::Known(from) => placement.measured_rtt.get(from).copied().flatten(),
+            _ => None,
+        };
         let rtt_ms = match (region, facts) {
-            (ClientRegion::Known(from), Some(facts)) => self
-                .rtt
-                .get(from)
-                .and_then(|row| row.get(facts.region))
-                .copied()
-                .flatten(),
-            (ClientRegion::Unknown, Some(_)) => self.default_rtt_ms,
+            _ if measured.is_some() => measured,
+            (ClientRegion::Known(from), Some(facts)) => self.table.by_index(from, facts.region),
+            (ClientRegion::Unknown, Some(_)) => self.table.default_rtt_ms(),
             _ => None,
         };
         let geo = rtt_ms.map_or(UNKNOWN_GEO_SCORE, geo_score);
@@ -351,6 +333,7 @@ impl Router {
         Scored {
             in_play: true,
             rtt_ms,
+            rtt_measured: measured.is_some(),
             geo,
             device,
             sla,
@@ -391,7 +374,7 @@ impl Router {
             let in_play = targeted_at(p).unwrap_or(!targeted);
             Scored {
                 in_play,
-                ..self.score(p.facts.as_ref(), region, device_type)
+                ..self.score(p, region, device_type)
             }
         }));
         let best = scores
@@ -506,6 +489,7 @@ impl Router {
             .map(|(p, s)| Candidate {
                 cluster: p.cluster.clone(),
                 rtt_ms: s.rtt_ms,
+                rtt_measured: s.rtt_measured,
                 geo: s.geo,
                 device: s.device,
                 sla: s.sla,
@@ -548,6 +532,7 @@ pub struct Scored {
     /// `match` decides).
     in_play: bool,
     rtt_ms: Option<f64>,
+    rtt_measured: bool,
     geo: f64,
     device: f64,
     sla: f64,

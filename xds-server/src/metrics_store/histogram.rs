@@ -155,7 +155,7 @@ mod tests {
     }
 
     /// The bounds in a bootstrap's `histogram_bucket_settings` for the
-    /// request time.
+    /// request time, which connect times and segment latencies share.
     fn bootstrap_bounds(yaml: &str) -> Vec<f64> {
         let bootstrap: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
         let settings = bootstrap["stats_config"]["histogram_bucket_settings"]
@@ -169,6 +169,12 @@ mod tests {
                     .is_some_and(|r| r.contains("upstream_rq_time"))
             })
             .expect("a setting for upstream_rq_time");
+        let regex = request_time["match"]["safe_regex"]["regex"]
+            .as_str()
+            .unwrap();
+        for name in ["upstream_cx_connect_ms", "segment"] {
+            assert!(regex.contains(name), "{regex} covers {name}");
+        }
         request_time["buckets"]
             .as_array()
             .unwrap()

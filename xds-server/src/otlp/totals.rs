@@ -36,6 +36,9 @@ pub(crate) fn tidy(value: f64) -> f64 {
 #[derive(Debug)]
 struct Entry<'r> {
     cluster: &'r str,
+    /// Where it was measured from: the reporting Envoy's region for
+    /// connect times, else empty.
+    origin: &'r str,
     kind: SourceKind,
     requests: u64,
     errors: u64,
@@ -47,7 +50,7 @@ struct Entry<'r> {
 /// Every cluster's totals in one request.
 #[derive(Debug, Default)]
 pub(crate) struct Totals<'r> {
-    index: HashMap<(&'r str, SourceKind), usize>,
+    index: HashMap<(&'r str, &'r str, SourceKind), usize>,
     entries: Vec<Entry<'r>>,
     counts: Vec<u64>,
     /// The entry found last: a cluster's data points usually come together.
@@ -60,19 +63,25 @@ impl<'r> Totals<'r> {
     }
 
     /// Adds `requests` (all failed if `failed`) and `observations` to the
-    /// cluster, making its entry: its index, or `None` (and nothing added)
-    /// if that would take either past `max`.
+    /// cluster as measured from `origin`, making its entry: its index, or
+    /// `None` (and nothing added) if that would take either past `max`.
     pub(crate) fn add(
         &mut self,
-        cluster: &'r str,
+        (cluster, origin): (&'r str, &'r str),
         kind: SourceKind,
         (requests, observations): (u64, u64),
         failed: bool,
         max: u64,
     ) -> Option<usize> {
         let i = match self.last {
-            Some(i) if self.entries[i].kind == kind && self.entries[i].cluster == cluster => i,
-            _ => match self.index.entry((cluster, kind)) {
+            Some(i)
+                if self.entries[i].kind == kind
+                    && self.entries[i].cluster == cluster
+                    && self.entries[i].origin == origin =>
+            {
+                i
+            }
+            _ => match self.index.entry((cluster, origin, kind)) {
                 hash_map::Entry::Occupied(found) => *found.get(),
                 hash_map::Entry::Vacant(vacant) => {
                     if requests > max || observations > max {
@@ -82,6 +91,7 @@ impl<'r> Totals<'r> {
                     vacant.insert(i);
                     self.entries.push(Entry {
                         cluster,
+                        origin,
                         kind,
                         requests: 0,
                         errors: 0,
@@ -134,7 +144,7 @@ impl<'r> Totals<'r> {
         let mut names: Vec<&str> = self
             .entries
             .iter()
-            .filter(|e| e.kind != SourceKind::Segment)
+            .filter(|e| matches!(e.kind, SourceKind::Envoy | SourceKind::Application))
             .map(|e| e.cluster)
             .collect();
         names.sort_unstable();
@@ -154,7 +164,12 @@ impl<'r> Totals<'r> {
                 errors: entry.errors,
                 latency,
             };
-            store.record(entry.cluster, entry.kind, at_ms, counts);
+            match entry.kind {
+                SourceKind::Connect => {
+                    store.record_connect(entry.origin, entry.cluster, at_ms, counts)
+                }
+                kind => store.record(entry.cluster, kind, at_ms, counts),
+            };
         }
     }
 

@@ -32,6 +32,12 @@ use weir_policy::segments::{self, Measure};
 pub const ENVOY_REQUESTS: &str = "cluster.upstream_rq_xx";
 /// Envoy's upstream request time (a histogram, in milliseconds).
 pub const ENVOY_LATENCY: &str = "cluster.upstream_rq_time";
+/// Envoy's upstream connect time (a histogram, in milliseconds): the
+/// measured RTT from the reporting Envoy's region to the cluster.
+pub const ENVOY_CONNECT: &str = "cluster.upstream_cx_connect_ms";
+/// The resource attribute naming the reporting Envoy's region (the
+/// OpenTelemetry semantic conventions' cloud region).
+pub const RESOURCE_REGION: &str = "cloud.region";
 /// The OpenTelemetry HTTP server duration (a histogram).
 pub const APP_DURATION: &str = "http.server.request.duration";
 
@@ -297,6 +303,8 @@ impl<'a> Stream<'a> {
 #[derive(Clone, Copy)]
 struct Target<'r> {
     cluster: &'r str,
+    /// The reporting Envoy's region, for connect times; else empty.
+    origin: &'r str,
     kind: SourceKind,
     requests: bool,
     failed: bool,
@@ -331,6 +339,7 @@ impl<'r> Run<'_, 'r> {
         match metric.name.as_str() {
             ENVOY_REQUESTS => self.envoy_requests(resource, metric),
             ENVOY_LATENCY => self.envoy_latency(resource, metric),
+            ENVOY_CONNECT => self.envoy_connect(resource, metric),
             APP_DURATION => self.app_duration(resource, metric),
             name => {
                 let bare = name.strip_prefix(WASM_CUSTOM_PREFIX).unwrap_or(name);
@@ -663,6 +672,56 @@ mod tests {
         let sample = &t.samples[series];
         assert_eq!((sample.requests, sample.errors), (100, 10));
         assert_eq!(sample.latency.as_ref().unwrap().count(), 100);
+    }
+
+    #[test]
+    fn envoy_connect_times_are_kept_by_the_reporting_envoys_region() {
+        let bounds = [1.0, 5.0, 10.0, 50.0];
+        let connect = || {
+            histogram(
+                ENVOY_CONNECT,
+                "",
+                DELTA,
+                vec![hist_point(
+                    vec![s(ENVOY_CLUSTER, "ingest-us")],
+                    &bounds,
+                    &[0, 0, 2, 6, 0],
+                )],
+            )
+        };
+        let mut store = crate::metrics_store::MetricsStore::new(60_000);
+        store.know_clusters(["ingest-us"]);
+        let streams = std::sync::Mutex::new(Streams::default());
+        let with_region = request(
+            vec![s(SERVICE_NAME, "envoy"), s(RESOURCE_REGION, "eu-west")],
+            vec![connect()],
+        );
+        let t = translate(&with_region, &streams, 1_000);
+        assert_eq!((t.used, t.ignored, t.rejected), (1, 0, 0));
+        assert!(t.totals.clusters().is_empty(), "no request counts");
+        t.totals.apply(&mut store, 1_000);
+        // From an Envoy that does not say where it is, connect times mean nothing.
+        let without = request(vec![s(SERVICE_NAME, "envoy")], vec![connect()]);
+        let t = translate(&without, &streams, 1_000);
+        assert_eq!((t.used, t.ignored, t.rejected), (0, 1, 0));
+        t.totals.apply(&mut store, 1_000);
+
+        let windows = store.connect_windows(1_000, 10_000);
+        let [window] = windows.as_slice() else {
+            panic!("one pair: {windows:?}");
+        };
+        assert_eq!(
+            (
+                window.region.as_str(),
+                window.cluster.as_str(),
+                window.connects
+            ),
+            ("eu-west", "ingest-us", 8)
+        );
+        // The 4th of 8: 2 below 10 ms, then a third of the way through (10, 50].
+        assert_eq!(window.times.quantile(0.5).map(f64::round), Some(23.0));
+        assert_eq!(store.window("ingest-us", 1_000, 10_000).requests, 0);
+        assert_eq!(store.connect_pairs(), (1, 0));
     }
 
     #[test]

@@ -132,6 +132,7 @@ static FEED_LATER: LazyLock<Feed> = LazyLock::new(|| feed(10_000, Some(90)));
 fn feed(weight_bp: u32, concurrency_limit: Option<u32>) -> Feed {
     Feed {
         canary_mirrors: Default::default(),
+        rtt_ms: Default::default(),
         canary_weights: BTreeMap::from([("a".to_owned(), weight_bp)]),
         sla_scores: BTreeMap::from([("stable".to_owned(), 0.75)]),
         concurrency_limit,
@@ -155,6 +156,7 @@ pub(crate) fn checkpoint<'a>(
 pub(crate) fn pins() -> Feed {
     Feed {
         canary_mirrors: Default::default(),
+        rtt_ms: Default::default(),
         canary_weights: BTreeMap::from([("a".to_owned(), 0)]),
         sla_scores: BTreeMap::new(),
         concurrency_limit: Some(50),

@@ -57,6 +57,7 @@ impl<'r> Run<'_, 'r> {
             Ok((cluster, failed)) => {
                 let target = Target {
                     cluster,
+                    origin: "",
                     kind: SourceKind::Application,
                     requests: true,
                     failed,

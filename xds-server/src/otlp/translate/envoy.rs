@@ -1,6 +1,7 @@
 //! Envoy's stats sink: `cluster.upstream_rq_xx` (requests and 5xx by
-//! cluster) and `cluster.upstream_rq_time` (their latency), delta or
-//! cumulative.
+//! cluster), `cluster.upstream_rq_time` (their latency) and
+//! `cluster.upstream_cx_connect_ms` (connect times, by the Envoy's region),
+//! delta or cumulative.
 
 use super::*;
 
@@ -37,7 +38,7 @@ impl<'r> Run<'_, 'r> {
             Err(Some(why)) => return Point::Rejected(why),
         };
         let added = self.out.totals.add(
-            cluster,
+            (cluster, ""),
             SourceKind::Envoy,
             (value, 0),
             class == 5,
@@ -83,6 +84,27 @@ impl<'r> Run<'_, 'r> {
     }
 
     pub(super) fn envoy_latency(&mut self, resource: &Resource<'r>, metric: &'r Metric) {
+        self.envoy_histogram(resource, metric, "", SourceKind::Envoy);
+    }
+
+    /// Connect times count only from an Envoy that names its region: they
+    /// are that region's RTT to the cluster.
+    pub(super) fn envoy_connect(&mut self, resource: &Resource<'r>, metric: &'r Metric) {
+        match string_attr(resource.attributes, RESOURCE_REGION) {
+            Some(region) => self.envoy_histogram(resource, metric, region, SourceKind::Connect),
+            None => self.out.ignored += points(metric.data.as_ref()),
+        }
+    }
+
+    /// A histogram of Envoy's by cluster: its observations go to the
+    /// cluster's `kind` of source, measured from `origin`.
+    fn envoy_histogram(
+        &mut self,
+        resource: &Resource<'r>,
+        metric: &'r Metric,
+        origin: &'r str,
+        kind: SourceKind,
+    ) {
         let Some(Data::Histogram(histogram)) = &metric.data else {
             return self.reject_all(metric, "expected a histogram with explicit buckets");
         };
@@ -94,8 +116,11 @@ impl<'r> Run<'_, 'r> {
                     let stream = Stream::new(resource, &metric.name, &point.attributes);
                     let target = Target {
                         cluster,
-                        kind: SourceKind::Envoy,
-                        requests: false,
+                        origin,
+                        kind,
+                        // Connections counted as such; Envoy's requests
+                        // come from its counters.
+                        requests: kind == SourceKind::Connect,
                         failed: false,
                     };
                     match self.explicit(stream, temporality, point, 1.0, target) {

@@ -71,7 +71,7 @@ impl<'r> Run<'_, 'r> {
                             Ok(Some(value)) => {
                                 let failed = measure == Measure::Errors;
                                 let added = self.out.totals.add(
-                                    series,
+                                    (series, ""),
                                     SourceKind::Segment,
                                     (value, 0),
                                     failed,
@@ -95,6 +95,7 @@ impl<'r> Run<'_, 'r> {
                     let stream = Stream::new(resource, &metric.name, &point.attributes);
                     let target = Target {
                         cluster: series,
+                        origin: "",
                         kind: SourceKind::Segment,
                         requests: false,
                         failed: false,

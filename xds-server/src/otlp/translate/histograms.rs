@@ -17,7 +17,7 @@ impl<'r> Run<'_, 'r> {
         let totals = &mut self.out.totals;
         let i = totals
             .add(
-                target.cluster,
+                (target.cluster, target.origin),
                 target.kind,
                 (requests, count),
                 target.failed,
