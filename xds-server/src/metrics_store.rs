@@ -457,22 +457,16 @@ impl MetricsStore {
         self.segment_plan = segments::Plan::of(policy);
     }
 
-    /// Adds an application's report of `cluster` (`requests`, all failed if
-    /// `failed`) to the segments it counts in, each dimension's value read
-    /// with `attribute` from the report's attributes. Latency is not kept
-    /// per segment from applications.
+    /// Adds an application's report of `cluster` (its requests, errors and
+    /// latency) to the segments it counts in, each dimension's value read
+    /// with `attribute` from the report's attributes.
     pub fn record_app_segments<'a>(
         &mut self,
         cluster: &str,
         attribute: impl Fn(&str) -> Option<&'a str>,
-        (requests, failed): (u64, bool),
+        counts: Counts<'_>,
         at_ms: u64,
     ) {
-        let counts = Counts {
-            requests,
-            errors: if failed { requests } else { 0 },
-            latency: None,
-        };
         for series in self.segment_plan.series(cluster, &attribute) {
             self.record_segment(&series, at_ms, counts);
         }

@@ -510,8 +510,12 @@ impl Ingest {
                 .unwrap_or_else(PoisonError::into_inner);
             translation.totals.apply(&mut store, now_ms);
             for point in &translation.app_points {
-                let requests = (point.requests, point.failed);
-                store.record_app_segments(point.cluster, |k| point.attribute(k), requests, now_ms);
+                let counts = crate::metrics_store::Counts {
+                    requests: point.requests,
+                    errors: if point.failed { point.requests } else { 0 },
+                    latency: point.latency(&translation.app_counts),
+                };
+                store.record_app_segments(point.cluster, |k| point.attribute(k), counts, now_ms);
             }
             for (source, points) in &translation.admission {
                 store.add_admission(source, now_ms, points);

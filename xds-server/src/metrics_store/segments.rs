@@ -330,10 +330,21 @@ mod tests {
             "device.firmware" => Some("2.1.0"),
             _ => None,
         };
-        store.record_app_segments(&canary_cluster, attributes, (10, true), 1_000);
-        store.record_app_segments(&canary_cluster, |_| None, (5, false), 1_000);
+        let (bounds, times) = ([100.0, 200.0], [0, 10, 0]);
+        let failed = Counts {
+            requests: 10,
+            errors: 10,
+            latency: Some((&bounds[..], &times[..])),
+        };
+        let ok = Counts {
+            requests: 5,
+            errors: 0,
+            latency: None,
+        };
+        store.record_app_segments(&canary_cluster, attributes, failed, 1_000);
+        store.record_app_segments(&canary_cluster, |_| None, ok, 1_000);
         // A cluster no segmented canary involves counts nowhere.
-        store.record_app_segments("elsewhere", attributes, (7, true), 1_000);
+        store.record_app_segments("elsewhere", attributes, failed, 1_000);
         let windows = store.segment_windows(&canary_cluster, 1_000, 10_000);
         let find = |dimension: &str, value: &str| {
             windows
@@ -343,6 +354,9 @@ mod tests {
         };
         let camera = find("device_type", "camera");
         assert_eq!((camera.canary.requests, camera.canary.errors), (10, 10));
+        // Their latency is the segment's too.
+        assert_eq!(camera.canary.latency.count(), 10);
+        assert_eq!(camera.canary.latency.bounds, [100.0, 200.0]);
         assert_eq!(find("header:x-firmware", "2.1.0").canary.requests, 10);
         assert_eq!(
             find("device_type", weir_policy::segments::MISSING)

@@ -78,6 +78,8 @@ pub(crate) struct Translation<'r> {
     /// Applications' data points counted, with their attributes, for the
     /// device segments the store's plan reads from them.
     pub(crate) app_points: Vec<AppPoint<'r>>,
+    /// The bucket counts of `app_points`' latencies, one after another.
+    pub(crate) app_counts: Vec<u64>,
     /// Data points of metrics weir uses, counted (or remembered, for the
     /// first value of a cumulative stream).
     pub(crate) used: u64,
@@ -96,6 +98,9 @@ pub(crate) struct AppPoint<'r> {
     pub(crate) attributes: &'r [KeyValue],
     pub(crate) requests: u64,
     pub(crate) failed: bool,
+    /// Its latency: bounds (ms), and where its counts are in
+    /// [`Translation::app_counts`].
+    pub(crate) latency: Option<(Bounds<'r>, std::ops::Range<usize>)>,
 }
 
 impl<'r> AppPoint<'r> {
@@ -103,6 +108,12 @@ impl<'r> AppPoint<'r> {
     /// form of the semantic conventions' `http.request.header.<key>`).
     pub(crate) fn attribute(&self, key: &str) -> Option<&'r str> {
         attributes::text_attr(self.attributes, key)
+    }
+
+    /// Its latency histogram, counts read from `app_counts`.
+    pub(crate) fn latency<'a>(&'a self, app_counts: &'a [u64]) -> Option<(&'a [f64], &'a [u64])> {
+        let (bounds, range) = self.latency.as_ref()?;
+        Some((&bounds[..], app_counts.get(range.clone())?))
     }
 }
 
@@ -180,6 +191,7 @@ pub(crate) fn translate<'r>(
         key: String::new(),
         added: Vec::new(),
         converted: None,
+        app_latency: None,
     };
     for (resource, resource_metrics) in resources.iter().zip(&request.resource_metrics) {
         for scope in &resource_metrics.scope_metrics {
@@ -329,6 +341,8 @@ struct Run<'m, 'r> {
     /// The last bounds converted to milliseconds: (bounds, ms per unit,
     /// converted); applications send the same bounds in every data point.
     converted: Option<Converted<'r>>,
+    /// The latency an application's data point just added, for its segments.
+    app_latency: Option<(Bounds<'r>, std::ops::Range<usize>)>,
 }
 
 /// Bounds converted to milliseconds: (bounds, ms per unit, converted).
@@ -900,6 +914,47 @@ mod tests {
         // Nothing new: a sample with no latency.
         let t = run(&mut streams, &point(&[1, 0, 0]));
         assert_eq!(t.samples["a"].latency, None);
+    }
+
+    #[test]
+    fn each_application_point_keeps_its_own_latency_for_its_segments() {
+        let bounds = [0.01, 0.1];
+        let header = |value: &str| s("http.request.header.x-device-type", value);
+        let request = request(
+            vec![s(WEIR_CLUSTER, "ingest-eu")],
+            vec![histogram(
+                APP_DURATION,
+                "s",
+                DELTA,
+                vec![
+                    hist_point(
+                        vec![header("camera"), i(STATUS_CODE, 200)],
+                        &bounds,
+                        &[0, 1, 4],
+                    ),
+                    hist_point(
+                        vec![header("sensor"), i(STATUS_CODE, 200)],
+                        &bounds,
+                        &[7, 0, 0],
+                    ),
+                ],
+            )],
+        );
+        let streams = std::sync::Mutex::new(Streams::default());
+        let t = translate(&request, &streams, 42);
+        let [camera, sensor] = t.app_points.as_slice() else {
+            panic!("two points: {:?}", t.app_points);
+        };
+        assert_eq!(
+            camera.attribute("http.request.header.x-device-type"),
+            Some("camera")
+        );
+        let (camera_bounds, camera_counts) = camera.latency(&t.app_counts).unwrap();
+        assert_eq!(
+            (camera_bounds, camera_counts),
+            (&[10.0, 100.0][..], &[0, 1, 4][..])
+        );
+        assert_eq!(sensor.latency(&t.app_counts).unwrap().1, &[7, 0, 0]);
     }
 
     #[test]

@@ -62,7 +62,9 @@ impl<'r> Run<'_, 'r> {
                     requests: true,
                     failed,
                 };
+                self.app_latency = None;
                 let counted = count(self, stream, target);
+                let latency = self.app_latency.take();
                 if let Ok(Some(requests)) = counted
                     && requests > 0
                 {
@@ -71,6 +73,7 @@ impl<'r> Run<'_, 'r> {
                         attributes,
                         requests,
                         failed,
+                        latency,
                     });
                 }
                 app_outcome(counted)

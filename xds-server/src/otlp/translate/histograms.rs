@@ -28,6 +28,12 @@ impl<'r> Run<'_, 'r> {
             && count > 0
         {
             totals.add_latency(i, bounds, counts);
+            if target.kind == SourceKind::Application {
+                // Kept for the point's device segments too.
+                let start = self.out.app_counts.len();
+                self.out.app_counts.extend_from_slice(counts);
+                self.app_latency = Some((bounds.clone(), start..self.out.app_counts.len()));
+            }
         }
         Ok(())
     }
