@@ -187,6 +187,40 @@ async fn a_failing_mirrored_canary_is_rolled_back_before_any_device_got_its_answ
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_mirror_phase_starts_the_split_at_the_first_step() {
+    let mut policy = policy("[50, 100]", "30s");
+    policy.services[0].placements[0]
+        .canary
+        .as_mut()
+        .unwrap()
+        .mirror = Some(weir_policy::model::Mirror {
+        percent: 50.0,
+        hold: Some(weir_policy::Duration("2s".into())),
+    });
+    let w = world(policy).await;
+    let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
+    let split = eventually("the split to start", Duration::from_secs(20), || async {
+        let rollout = rollout(&w.weir).await;
+        (rollout["weight_bp"] == 5_000).then_some(rollout)
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}; weir's log:\n{}", w.weir.log()));
+    assert_eq!(split["phase"], "progressing");
+    assert!(split.get("mirror_bp").is_none(), "{split}");
+    // The devices now reach the canary itself.
+    eventually(
+        "Envoy to run the first step",
+        Duration::from_secs(10),
+        || async { (envoy_weight(&w.envoy).await == Some(5_000)).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let failed = traffic.failed();
+    traffic.stop().await;
+    assert_eq!(failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latency_regression_is_rolled_back() {
     let w = world(policy("[50, 100]", "30s")).await;
     w.fleet.backend(CANARY).set_behaviour(Behaviour {
