@@ -438,9 +438,8 @@ fn the_mesh_routes_cover_every_cluster_of_the_policy() {
     );
 }
 
-/// `examples/existing-envoy/ecds-only.yaml` with run-time ports, its
-/// policy clusters on `fleet`'s backends and ADS on `weir`.
-fn ecds_only_bootstrap(fleet: &Fleet, weir: &Weir) -> Value {
+/// `examples/existing-envoy/ecds-only.yaml` listening on ports the kernel picks.
+fn ecds_only_on_free_ports() -> Value {
     let mut bootstrap = read_yaml("examples/existing-envoy/ecds-only.yaml");
     bootstrap["admin"]["address"]["socket_address"]["port_value"] = json!(0);
     for listener in bootstrap["static_resources"]["listeners"]
@@ -449,11 +448,20 @@ fn ecds_only_bootstrap(fleet: &Fleet, weir: &Weir) -> Value {
     {
         listener["address"]["socket_address"]["port_value"] = json!(0);
     }
-    let endpoint = |addr: std::net::SocketAddr| {
-        json!([{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-            "address": addr.ip().to_string(), "port_value": addr.port()
-        }}}}]}])
-    };
+    bootstrap
+}
+
+/// A static cluster's endpoints: the one address.
+fn endpoint(addr: std::net::SocketAddr) -> Value {
+    json!([{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+        "address": addr.ip().to_string(), "port_value": addr.port()
+    }}}}]}])
+}
+
+/// `examples/existing-envoy/ecds-only.yaml` with run-time ports, its
+/// policy clusters on `fleet`'s backends and ADS on `weir`.
+fn ecds_only_bootstrap(fleet: &Fleet, weir: &Weir) -> Value {
+    let mut bootstrap = ecds_only_on_free_ports();
     let mut named = BTreeSet::new();
     for cluster in bootstrap["static_resources"]["clusters"]
         .as_array_mut()
@@ -620,21 +628,9 @@ fn regional_bootstrap(
     fronts: &[(&str, std::net::SocketAddr)],
     ca: &std::path::Path,
 ) -> Value {
-    let mut bootstrap = read_yaml("examples/existing-envoy/ecds-only.yaml");
-    bootstrap["admin"]["address"]["socket_address"]["port_value"] = json!(0);
-    for listener in bootstrap["static_resources"]["listeners"]
-        .as_array_mut()
-        .unwrap()
-    {
-        listener["address"]["socket_address"]["port_value"] = json!(0);
-    }
+    let mut bootstrap = ecds_only_on_free_ports();
     let detector = &mut bootstrap["stats_sinks"][0]["typed_config"]["resource_detectors"][0];
     detector["typed_config"]["attributes"]["cloud.region"] = json!("eu-west");
-    let endpoint = |addr: std::net::SocketAddr| {
-        json!([{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-            "address": addr.ip().to_string(), "port_value": addr.port()
-        }}}}]}])
-    };
     let clusters = bootstrap["static_resources"]["clusters"]
         .as_array_mut()
         .unwrap();
@@ -668,14 +664,7 @@ fn regional_bootstrap(
 
 /// The RTT `GET /v1/clusters` shows from eu-west to `cluster`: (measured, used).
 async fn rtt_from_eu_west(weir: &Weir, cluster: &str) -> (Option<f64>, Option<f64>) {
-    let clusters: Value = http_client()
-        .get(format!("http://{}/v1/clusters", weir.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let clusters = weir.get_json("/v1/clusters").await.unwrap();
     let row = clusters["clusters"]
         .as_array()
         .unwrap()

@@ -18,6 +18,19 @@ fn policy(steps: &str, hold: &str) -> weir_policy::Policy {
     policy_from_yaml("rollout.yaml", &canary::policy_yaml(steps, hold, 40, 2.0)).unwrap()
 }
 
+/// [`policy`] `[50, 100]` held 30 s, with a mirror phase of half the devices
+/// held `hold` (the canary's hold when `None`).
+fn mirrored_policy(hold: Option<&str>) -> weir_policy::Policy {
+    let mut policy = policy("[50, 100]", "30s");
+    if let Some(canary) = policy.services[0].placements[0].canary.as_mut() {
+        canary.mirror = Some(weir_policy::model::Mirror {
+            percent: 50.0,
+            hold: hold.map(|h| weir_policy::Duration(h.into())),
+        });
+    }
+    policy
+}
+
 async fn world(policy: weir_policy::Policy) -> Served {
     Served::start(policy, "rollout-envoy", 2).await.unwrap()
 }
@@ -126,16 +139,7 @@ async fn a_canary_returning_errors_is_rolled_back_within_two_seconds() {
 async fn a_failing_mirrored_canary_is_rolled_back_before_any_device_got_its_answer() {
     // Half the devices' requests are copied to the canary, which fails every
     // one; no device may ever see it, and the rollout must end.
-    let mut policy = policy("[50, 100]", "30s");
-    policy.services[0].placements[0]
-        .canary
-        .as_mut()
-        .unwrap()
-        .mirror = Some(weir_policy::model::Mirror {
-        percent: 50.0,
-        hold: None,
-    });
-    let w = world(policy).await;
+    let w = world(mirrored_policy(None)).await;
     let mirrored = rollout(&w.weir).await;
     assert_eq!(
         (
@@ -164,22 +168,12 @@ async fn a_failing_mirrored_canary_is_rolled_back_before_any_device_got_its_answ
         "the canary was judged on {} mirrored requests",
         w.fleet.backend(CANARY).served()
     );
-    let decisions: Value = http_client()
-        .get(format!("http://{}/v1/rollouts", w.weir.admin_addr()))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let detail = w
+        .weir
+        .get_json(&format!("/v1/rollouts/{CANARY}"))
         .await
         .unwrap();
-    let reason = decisions["decisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|d| d["to"] == "rolled_back")
-        .map(|d| d["reason"].as_str().unwrap().to_owned())
-        .unwrap();
+    let reason = detail["last_decision"]["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("canary is bad mirrored at 50 %"),
         "{reason}"
@@ -188,16 +182,7 @@ async fn a_failing_mirrored_canary_is_rolled_back_before_any_device_got_its_answ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_mirror_phase_starts_the_split_at_the_first_step() {
-    let mut policy = policy("[50, 100]", "30s");
-    policy.services[0].placements[0]
-        .canary
-        .as_mut()
-        .unwrap()
-        .mirror = Some(weir_policy::model::Mirror {
-        percent: 50.0,
-        hold: Some(weir_policy::Duration("2s".into())),
-    });
-    let w = world(policy).await;
+    let w = world(mirrored_policy(Some("2s"))).await;
     let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
     let split = eventually("the split to start", Duration::from_secs(20), || async {
         let rollout = rollout(&w.weir).await;
