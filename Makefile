@@ -45,6 +45,7 @@ server:
 ## every unit, integration and end-to-end test (real Envoy, real backends),
 ## then every fuzz target for a few seconds from its seeds and past crashes.
 test: build lint
+	@scripts/setup.sh packaging
 	@scripts/run-tests.sh
 	@FUZZ_PROFILE=dev FUZZ_SECONDS=3 FUZZ_FRESH=1 scripts/fuzz.sh
 

@@ -9,6 +9,8 @@
 #   - Debian's Chromium and ChromeDriver, for the dashboard's browser test;
 #   - Debian's protoc (building weir needs it) and etcd, for the replication tests;
 #   - with `valgrind`, Debian's valgrind, for `make bench-cost`;
+#   - with `packaging`, Debian's prometheus, buildah, umoci, skopeo and
+#     docker-registry, for the packaging tests (`make test`, `make package`);
 #   - with `fuzz`, cargo-fuzz into .tools/bin, for `make fuzz` (which needs the
 #     nightly toolchain the machines' image has).
 # Idempotent: when everything is present it only checks, in about a second.
@@ -204,6 +206,30 @@ ensure_etcd() {
         || { say "protoc or etcd is still missing after installing ${missing[*]}" >&2; exit 1; }
 }
 
+# What the packaging tests use (make test; not make demo): Debian's
+# Prometheus and promtool (the alert rules and the dashboard's queries),
+# buildah, umoci and skopeo (images without a daemon), docker-registry (a
+# registry on loopback).
+PACKAGING_TOOLS=(prometheus:prometheus promtool:prometheus buildah:buildah umoci:umoci
+    skopeo:skopeo docker-registry:docker-registry)
+ensure_packaging() {
+    local missing=() entry
+    for entry in "${PACKAGING_TOOLS[@]}"; do
+        [ -x "/usr/bin/${entry%%:*}" ] || missing+=("${entry#*:}")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "prometheus, promtool, buildah, umoci, skopeo and docker-registry are present"
+        return
+    fi
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    say "installing Debian's ${missing[*]}"
+    apt_install "${missing[@]}"
+    for entry in "${PACKAGING_TOOLS[@]}"; do
+        [ -x "/usr/bin/${entry%%:*}" ] \
+            || { say "/usr/bin/${entry%%:*} is still missing after installing ${missing[*]}" >&2; exit 1; }
+    done
+}
+
 # valgrind, for the benchmark that counts instructions (make bench-cost).
 ensure_valgrind() {
     if command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1; then
@@ -239,7 +265,8 @@ case "${1:-all}" in
     browser) ensure_browser ;;
     etcd) ensure_etcd ;;
     valgrind) ensure_valgrind ;;
+    packaging) ensure_packaging ;;
     fuzz) ensure_cargo_fuzz ;;
     all) ensure_etcd; ensure_wasm_toolchain; ensure_envoy; ensure_otel; ensure_wasm_bindgen; ensure_browser ;;
-    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser|etcd|valgrind|fuzz]" >&2; exit 2 ;;
+    *) echo "usage: $0 [all|wasm|envoy|otel|wasm-bindgen|browser|etcd|valgrind|packaging|fuzz]" >&2; exit 2 ;;
 esac

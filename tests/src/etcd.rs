@@ -3,11 +3,12 @@
 //! A member can be stopped (SIGKILL) and started again on the same data, for
 //! the failure tests.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::free_port;
 use crate::paths::etcd_binary;
 use crate::process::Supervised;
 use crate::wait::eventually;
@@ -160,9 +161,4 @@ impl Etcd {
         }
         result
     }
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }

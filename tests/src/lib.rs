@@ -28,7 +28,10 @@
 //! - [`otel_apps`]: applications reporting request durations through the
 //!   OpenTelemetry SDK;
 //! - [`process`]: a supervised child process whose log is printed if the
-//!   test fails and which is killed however the test ends.
+//!   test fails and which is killed however the test ends;
+//! - [`prometheus`]: a real Prometheus scraping `weir`, with the shipped
+//!   alert rules loaded, queried through its HTTP API;
+//! - [`slow_tls`]: a TLS front whose handshakes take as long as a test says.
 //!
 //! End-to-end tests live in `tests/tests/`; the demo (`examples/demo`) and the
 //! benchmarks use the same pieces.
@@ -46,6 +49,7 @@ pub mod otel_apps;
 pub mod paths;
 pub mod process;
 pub mod procfs;
+pub mod prometheus;
 pub mod results;
 pub mod served;
 pub mod slow_tls;
@@ -58,6 +62,12 @@ pub mod weir;
 
 pub use backend::{Backend, Behaviour};
 pub use envoy::{CircuitBreaker, Envoy, EnvoyBuilder};
+
+/// A loopback port nobody listens on right now, for a process that cannot
+/// be told to pick its own and say which (etcd, Prometheus).
+pub fn free_port() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
 
 /// An HTTP client for loopback traffic that ignores any proxy settings of the environment.
 pub fn http_client() -> reqwest::Client {

@@ -44,3 +44,16 @@ fn existing(var: &str, default: PathBuf) -> PathBuf {
 pub fn etcd_binary() -> PathBuf {
     existing("WEIR_ETCD", PathBuf::from("/usr/bin/etcd"))
 }
+
+/// A packaging tool (`prometheus`, `promtool`, `buildah`, `skopeo`, `umoci`,
+/// `docker-registry`): Debian's, in `/usr/bin`, which `scripts/setup.sh
+/// packaging` installs.
+pub fn packaging_tool(name: &str) -> PathBuf {
+    let path = PathBuf::from("/usr/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: run `scripts/setup.sh packaging` (make test does)",
+        path.display()
+    );
+    path
+}

@@ -753,6 +753,7 @@ async fn prometheus(State(state): State<AdminState>) -> Response {
     let mut scrape = Scrape {
         xds: state.nodes.counts(),
         otlp: state.ingest.status(),
+        ack_latency: Some(state.nodes.ack_latency()),
         ..Scrape::default()
     };
     let text = {

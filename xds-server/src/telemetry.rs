@@ -22,7 +22,7 @@ use weir_policy::Feed;
 
 use crate::controller::{Decision, Phase, RolloutState, SlaStatus, Verdict};
 use crate::metrics_store::Admission;
-use crate::xds::{XdsCounts, type_name};
+use crate::xds::{AckLatency, XdsCounts, type_name};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -122,6 +122,18 @@ pub fn decision_kind(decision: &Decision) -> &'static str {
     }
 }
 
+/// The decisions a rollout can take: kind, phase entered, and by whom.
+const DECISION_SERIES: [(&str, &str, Origin); 8] = [
+    ("start", "progressing", Origin::Controller),
+    ("advance", "progressing", Origin::Controller),
+    ("promote", "promoted", Origin::Controller),
+    ("rollback", "rolled_back", Origin::Controller),
+    ("pause", "paused", Origin::Operator),
+    ("resume", "progressing", Origin::Operator),
+    ("promote", "promoted", Origin::Operator),
+    ("rollback", "rolled_back", Origin::Operator),
+];
+
 /// A phase as the API spells it.
 pub fn phase_name(phase: Phase) -> &'static str {
     match phase {
@@ -159,6 +171,8 @@ pub struct Scrape {
     pub policy_error: bool,
     /// The fleet's admission counts, as its filters report them.
     pub admission: Option<Admission>,
+    /// The xDS ACK latency histograms.
+    pub ack_latency: Option<AckLatency>,
 }
 
 fn counter_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
@@ -235,6 +249,19 @@ pub fn render(telemetry: &Telemetry, scrape: &Scrape) -> String {
         "Envoy nodes with an ADS stream open now",
         scrape.xds.nodes_connected as f64,
     );
+    gauge(
+        r,
+        "weir_xds_nodes_stale",
+        "Connected Envoy nodes that have left a response unanswered for over 30 s",
+        scrape.xds.nodes_stale as f64,
+    );
+    if let Some(latency) = &scrape.ack_latency {
+        r.register(
+            "weir_xds_ack_latency_seconds",
+            "From an xDS response sent to an Envoy (the oldest it had not answered) to its ACK, by type",
+            latency.clone(),
+        );
+    }
 
     // OTLP ingestion.
     let count = |v: &Value| v.as_u64().unwrap_or(0);
@@ -291,7 +318,20 @@ pub fn render(telemetry: &Telemetry, scrape: &Scrape) -> String {
     .get_or_create(&Labels::default())
     .inc_by(count(&scrape.otlp["connect_reports_refused"]));
 
-    // Rollouts.
+    // Rollouts. Each rollout's decision series exist from the start, at 0:
+    // `increase()` over a series that appears at 1 would miss that first
+    // decision (a rollback alert would not fire for a canary's first).
+    for rollout in &scrape.rollouts {
+        for (kind, phase, origin) in DECISION_SERIES {
+            let labels = vec![
+                ("canary", rollout.canary.clone()),
+                ("kind", kind.to_owned()),
+                ("phase", phase.to_owned()),
+                ("origin", origin.name().to_owned()),
+            ];
+            drop(telemetry.events.decisions.get_or_create(&labels));
+        }
+    }
     let decisions = telemetry.events.decisions.clone();
     r.register(
         "weir_rollout_decisions",
@@ -547,15 +587,34 @@ mod tests {
             sla_scores: [("a".to_owned(), 0.75)].into(),
             concurrency_limit: None,
         };
+        let rollout = RolloutState {
+            canary: "c".to_owned(),
+            stable: "s".to_owned(),
+            salt: "c".to_owned(),
+            steps_bp: vec![2_500, 10_000],
+            phase: Phase::Paused,
+            step: 0,
+            weight_bp: 2_500,
+            started_ms: 0,
+            step_since_ms: 0,
+            healthy_ms: 0,
+            healthy_since_ms: None,
+            evaluated_ms: None,
+            baseline: None,
+            mirror_bp: 0,
+        };
         let scrape = Scrape {
             otlp: serde_json::json!({"requests": {"http": 3}, "data_points": {"rejected": 2}}),
             feed: Some(feed),
+            rollouts: vec![rollout],
             ..Scrape::default()
         };
         let text = render(&telemetry, &scrape);
         for line in [
             "# TYPE weir_rollout_decisions_total counter",
             r#"weir_rollout_decisions_total{canary="c",kind="pause",phase="paused",origin="operator"} 1"#,
+            // A rollback not taken yet is there at 0, for increase() to see the first.
+            r#"weir_rollout_decisions_total{canary="c",kind="rollback",phase="rolled_back",origin="controller"} 0"#,
             "weir_policy_rejections_total 1",
             "weir_policy_reloads_total 0",
             r#"weir_canary_weight_basis_points{canary="c"} 2500.0"#,

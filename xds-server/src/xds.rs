@@ -29,7 +29,8 @@ use wire::Encoded;
 pub use auth::{XdsAuth, XdsAuthArgs};
 pub(crate) use nodes::rfc3339;
 pub use nodes::{
-    AckView, NackView, NodeView, Nodes, STATUS_NODES, TypeCounts, TypeView, XdsCounts,
+    AckLatency, AckView, NackView, NodeView, Nodes, STALE_AFTER, STATUS_NODES, TypeCounts,
+    TypeView, XdsCounts,
 };
 pub use service::AdsService;
 
@@ -95,7 +96,6 @@ impl AdsServer {
             requests,
             snapshots,
             peer: nodes::Peer::new(self.nodes.clone()),
-            nodes: self.nodes.clone(),
             pending: VecDeque::new(),
             watching: true,
         };
@@ -127,7 +127,6 @@ struct StreamState<P: Protocol> {
     requests: Streaming<P::Request>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
     peer: nodes::Peer,
-    nodes: Nodes,
     pending: VecDeque<Response>,
     /// Once the publisher is gone the last snapshot keeps being served.
     watching: bool,
@@ -140,7 +139,7 @@ impl<P: Protocol> StreamState<P> {
         loop {
             if let Some(response) = self.pending.pop_front() {
                 if let Ok(encoded) = &response {
-                    self.nodes.pushed(encoded.type_url());
+                    self.peer.sent(encoded.type_url());
                 }
                 return Some((response, self));
             }

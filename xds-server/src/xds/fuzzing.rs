@@ -93,7 +93,7 @@ impl Stream {
             .into_iter()
             .map(|response| {
                 let encoded = response?;
-                self.nodes.pushed(encoded.type_url());
+                self.peer.sent(encoded.type_url());
                 encoded.message_bytes().map_err(tonic::Status::internal)
             })
             .collect()

@@ -6,9 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,6 +26,21 @@ const MAX_DISCONNECTED: usize = 1024;
 /// The nodes `status` lists, the first by id: the admin API's status stays
 /// small however many Envoys are connected (`/v1/nodes` pages through all).
 pub const STATUS_NODES: usize = 100;
+
+/// How long a response may go unanswered before its node counts as stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// Bucket bounds of the ACK latency histogram, in seconds.
+const ACK_LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// ACK latency per type: a histogram labelled `type` (the short name).
+pub type AckLatency = Family<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>;
+
+fn ack_latency_histogram() -> Histogram {
+    Histogram::new(ACK_LATENCY_BUCKETS)
+}
 
 /// Node status registry, shared with the admin API.
 ///
@@ -63,6 +80,9 @@ struct NodeState {
     /// ACKs a later one.
     nacked: [Option<Nack>; type_url::ALL.len()],
     last_nack: Option<Nack>,
+    /// Per type: when the oldest response the node has not answered yet
+    /// (ACK or NACK) was sent.
+    unanswered: [Option<Instant>; type_url::ALL.len()],
 }
 
 impl NodeState {
@@ -72,7 +92,16 @@ impl NodeState {
             acked: Default::default(),
             nacked: Default::default(),
             last_nack: None,
+            unanswered: Default::default(),
         }
+    }
+
+    /// Whether a response has waited for an answer longer than [`STALE_AFTER`].
+    fn stale(&self, now: Instant) -> bool {
+        self.unanswered
+            .iter()
+            .flatten()
+            .any(|&sent| now.saturating_duration_since(sent) > STALE_AFTER)
     }
 }
 
@@ -81,12 +110,26 @@ fn type_index(type_url: &str) -> Option<usize> {
 }
 
 /// Counts since the process started, per type in [`type_url::ALL`] order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
     pushes: [AtomicU64; type_url::ALL.len()],
     acks: [AtomicU64; type_url::ALL.len()],
     nacks: [AtomicU64; type_url::ALL.len()],
     streams_opened: AtomicU64,
+    /// From a response sent (the oldest unanswered) to the node's ACK.
+    ack_latency: AckLatency,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            pushes: Default::default(),
+            acks: Default::default(),
+            nacks: Default::default(),
+            streams_opened: AtomicU64::default(),
+            ack_latency: Family::new_with_constructor(ack_latency_histogram),
+        }
+    }
 }
 
 impl Counters {
@@ -121,6 +164,8 @@ pub struct XdsCounts {
     pub nodes_connected: u64,
     /// Nodes remembered with no stream open.
     pub nodes_disconnected: u64,
+    /// Connected nodes with a response unanswered for over [`STALE_AFTER`].
+    pub nodes_stale: u64,
 }
 
 /// One node as the admin API's `/v1/nodes` shows it.
@@ -289,16 +334,28 @@ impl Nodes {
             .collect();
         let registry = self.lock();
         let disconnected = registry.idle.len();
+        let now = Instant::now();
+        let stale = registry
+            .nodes
+            .values()
+            .filter(|m| m.streams > 0 && lock(&m.state).stale(now))
+            .count();
         XdsCounts {
             types,
             streams_opened: n(&c.streams_opened),
             streams: registry.streams as u64,
             nodes_connected: (registry.nodes.len() - disconnected) as u64,
             nodes_disconnected: disconnected as u64,
+            nodes_stale: stale as u64,
         }
     }
 
-    /// A response of `type_url` was sent on some stream.
+    /// The ACK latency histograms, by type (for weir's own metrics).
+    pub fn ack_latency(&self) -> AckLatency {
+        self.counters.ack_latency.clone()
+    }
+
+    /// A response of `type_url` was sent on some stream (of no node known here).
     pub(super) fn pushed(&self, type_url: &str) {
         Counters::add(&self.counters.pushes, type_url);
     }
@@ -419,6 +476,18 @@ impl Peer {
         }
     }
 
+    /// A response of `type_url` was sent to the node.
+    pub(super) fn sent(&self, type_url: &str) {
+        self.nodes.pushed(type_url);
+        if let Some(i) = type_index(type_url) {
+            self.update(|n| {
+                if let Some(slot) = n.unanswered.get_mut(i) {
+                    slot.get_or_insert_with(Instant::now);
+                }
+            });
+        }
+    }
+
     pub(super) fn ack(&self, type_url: &str, version: &str, nonce: &str) {
         Counters::add(&self.nodes.counters.acks, type_url);
         let Some(i) = type_index(type_url) else {
@@ -429,12 +498,24 @@ impl Peer {
             nonce: nonce.to_owned(),
             at: SystemTime::now(),
         };
+        let mut waited = None;
         self.update(|n| {
             if let (Some(nacked), Some(slot)) = (n.nacked.get_mut(i), n.acked.get_mut(i)) {
                 *nacked = None;
                 *slot = Some(acked);
             }
+            waited = n.unanswered.get_mut(i).and_then(Option::take);
         });
+        // An ACK weir infers (nothing new was sent) has no latency.
+        if let Some(sent) = waited {
+            let name = super::type_name(type_url).unwrap_or("other");
+            let labels = vec![("type", name.to_owned())];
+            self.nodes
+                .counters
+                .ack_latency
+                .get_or_create(&labels)
+                .observe(sent.elapsed().as_secs_f64());
+        }
     }
 
     pub(super) fn nack(&self, type_url: &str, version: &str, nonce: &str, message: &str) {
@@ -454,6 +535,9 @@ impl Peer {
         self.update(|n| {
             if let Some(slot) = i.and_then(|i| n.nacked.get_mut(i)) {
                 *slot = Some(nack.clone());
+            }
+            if let Some(slot) = i.and_then(|i| n.unanswered.get_mut(i)) {
+                *slot = None;
             }
             n.last_nack = Some(nack);
         });
@@ -535,6 +619,42 @@ mod tests {
         assert_eq!(
             rfc3339(UNIX_EPOCH - Duration::from_secs(5)),
             "1970-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn an_unanswered_response_makes_its_node_stale_and_its_ack_is_timed() {
+        const T: &str = type_url::LISTENER;
+        let nodes = Nodes::default();
+        let mut peer = Peer::new(nodes.clone());
+        peer.saw_request(Some(&node("envoy-1")));
+        let stale_later = |nodes: &Nodes| {
+            let registry = nodes.lock();
+            let state = lock(&registry.nodes["envoy-1"].state);
+            state.stale(Instant::now() + STALE_AFTER + Duration::from_secs(1))
+        };
+        assert!(!stale_later(&nodes), "nothing sent yet");
+        peer.sent(T);
+        peer.sent(T);
+        assert!(stale_later(&nodes), "two responses unanswered");
+        assert_eq!(nodes.counts().nodes_stale, 0, "not for 30 s yet");
+        // The ACK answers them, and its wait is timed from the first.
+        peer.ack(T, "v2", "2");
+        assert!(!stale_later(&nodes));
+        // An ACK weir infers, with nothing sent, is not timed.
+        peer.ack(T, "v3", "2");
+        // A NACK is an answer too.
+        peer.sent(T);
+        peer.nack(T, "v4", "3", "bad");
+        assert!(!stale_later(&nodes));
+
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("ack_latency", "", nodes.ack_latency());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("ack_latency_count{type=\"lds\"} 1\n"),
+            "{text}"
         );
     }
 
