@@ -7,7 +7,7 @@ WASM_PACKAGES := weir-policy weir-filter
 export WEIR_ENVOY := $(CURDIR)/.tools/bin/envoy
 export WEIR_FILTER_WASM := $(CURDIR)/dist/weir_filter.wasm
 
-.PHONY: all setup build wasm server simulator test lint unit e2e demo bench fuzz clean bench-xds bench-otlp bench-overload bench-ha bench-cost bench-segments
+.PHONY: all setup build wasm server simulator package test lint unit e2e demo bench fuzz clean bench-xds bench-otlp bench-overload bench-ha bench-cost bench-segments
 
 all: build
 
@@ -44,10 +44,17 @@ server:
 ## test: formatting, lints, the wasm32 build of policy/ and filter/, then
 ## every unit, integration and end-to-end test (real Envoy, real backends),
 ## then every fuzz target for a few seconds from its seeds and past crashes.
-test: build lint
-	@scripts/setup.sh packaging
+## The packages (make package) are built first: their tests use them.
+test: build lint package
 	@scripts/run-tests.sh
 	@FUZZ_PROFILE=dev FUZZ_SECONDS=3 FUZZ_FRESH=1 scripts/fuzz.sh
+
+## package: what operators install from (docs/install.md), into the OCI
+## layout dist/oci, built without a daemon (buildah): weir-filter:VERSION,
+## the filter as Istio and Envoy Gateway pull it, and weir:VERSION.
+package: build
+	@scripts/setup.sh packaging
+	@scripts/package.sh
 
 lint:
 	$(CARGO) fmt --all --check

@@ -31,6 +31,7 @@
 //!   test fails and which is killed however the test ends;
 //! - [`prometheus`]: a real Prometheus scraping `weir`, with the shipped
 //!   alert rules loaded, queried through its HTTP API;
+//! - [`registry`]: an image registry on loopback;
 //! - [`slow_tls`]: a TLS front whose handshakes take as long as a test says.
 //!
 //! End-to-end tests live in `tests/tests/`; the demo (`examples/demo`) and the
@@ -50,6 +51,7 @@ pub mod paths;
 pub mod process;
 pub mod procfs;
 pub mod prometheus;
+pub mod registry;
 pub mod results;
 pub mod served;
 pub mod slow_tls;

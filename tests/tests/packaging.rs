@@ -1,5 +1,9 @@
 //! What operators install from, checked with the real tools:
 //!
+//! - the filter's OCI image (`make package`, `dist/oci`) pushed to a real
+//!   registry and pulled back holds the very module built, as one layer;
+//! - weir's image, unpacked and started as its own configuration says (its
+//!   user, entrypoint and environment), answers `/healthz`;
 //! - the alert rules (`deploy/prometheus/weir-rules.yaml`) pass
 //!   `promtool check rules` and their unit tests (`promtool test rules`);
 //! - every query of the Grafana dashboard (`deploy/grafana/weir.json`), its
@@ -17,6 +21,7 @@ use weir_testbed::canary::{self, CANARY};
 use weir_testbed::fleet::policy_from_yaml;
 use weir_testbed::paths::{packaging_tool, repo_root};
 use weir_testbed::prometheus::Prometheus;
+use weir_testbed::registry::Registry;
 use weir_testbed::served::Served;
 use weir_testbed::steady::Traffic;
 use weir_testbed::wait::eventually;
@@ -150,4 +155,263 @@ async fn every_dashboard_query_returns_data_and_the_rules_fire_on_a_real_rollbac
     .unwrap_or_else(|err| panic!("{err}; Prometheus's log:\n{}", prometheus.log()));
     assert_eq!(fired["metric"]["canary"], CANARY);
     traffic.stop().await;
+}
+
+/// The images' tag: the workspace's version.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `dist/oci`, which `make package` writes.
+fn oci_layout() -> std::path::PathBuf {
+    let layout = repo_root().join("dist/oci");
+    assert!(
+        layout.join("index.json").exists(),
+        "{} is missing: run `make package`",
+        layout.display()
+    );
+    layout
+}
+
+/// Runs a packaging tool; its stdout, or a panic with what it printed.
+fn run(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(packaging_tool(tool))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} {}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_filter_image_pushed_to_a_registry_and_pulled_back_holds_the_module() {
+    let layout = oci_layout();
+    let registry = Registry::start().await.unwrap();
+    let source = format!("oci:{}:weir-filter:{VERSION}", layout.display());
+    let remote = format!("docker://{}/weir/filter:{VERSION}", registry.addr());
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &source,
+            &remote,
+        ],
+    );
+
+    // What Istio and Envoy Gateway would pull: one layer, holding plugin.wasm.
+    let pulled = tempfile::tempdir().unwrap();
+    let into = format!("dir:{}", pulled.path().display());
+    run(
+        "skopeo",
+        &["copy", "--quiet", "--src-tls-verify=false", &remote, &into],
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(pulled.path().join("manifest.json")).unwrap())
+            .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{manifest}");
+    let digest = layers[0]["digest"].as_str().unwrap();
+    let blob = pulled.path().join(digest.trim_start_matches("sha256:"));
+    let listing = Command::new("tar").arg("tzf").arg(&blob).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout).trim(),
+        "plugin.wasm"
+    );
+    let unpacked = tempfile::tempdir().unwrap();
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(&blob)
+        .arg("-C")
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let module = std::fs::read(unpacked.path().join("plugin.wasm")).unwrap();
+    let built = std::fs::read(weir_testbed::paths::filter_wasm()).unwrap();
+    assert_eq!(
+        sha256_hex(&module),
+        sha256_hex(&built),
+        "the module pulled is the one built"
+    );
+
+    // Labelled as the OCI annotations say.
+    let config = run(
+        "skopeo",
+        &["inspect", "--config", "--tls-verify=false", &remote],
+    );
+    let config: Value = serde_json::from_str(&config).unwrap();
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.version"], VERSION);
+    assert_eq!(labels["org.opencontainers.image.title"], "weir-filter");
+}
+
+/// The image's runtime configuration, as `umoci unpack` writes it: user,
+/// arguments, environment.
+struct Process {
+    uid: u64,
+    gid: u64,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+fn process_of(bundle: &std::path::Path) -> Process {
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let process = &config["process"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    Process {
+        uid: process["user"]["uid"].as_u64().unwrap(),
+        gid: process["user"]["gid"].as_u64().unwrap(),
+        args: strings(&process["args"]),
+        env: strings(&process["env"])
+            .into_iter()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weir_image_runs_as_its_own_user_and_answers_healthz() {
+    use std::os::unix::fs::MetadataExt;
+    let layout = oci_layout();
+    let image = format!("oci:{}:weir:{VERSION}", layout.display());
+    // Small: the binary and four libraries.
+    let manifest: Value =
+        serde_json::from_str(&run("skopeo", &["inspect", "--raw", &image])).unwrap();
+    let compressed: u64 = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    println!(
+        "weir:{VERSION}: {:.1} MB compressed",
+        compressed as f64 / 1e6
+    );
+    assert!(compressed < 40_000_000, "{compressed} bytes");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let root = running_as_root();
+    let mut unpack = vec!["unpack"];
+    if !root {
+        unpack.push("--rootless");
+    }
+    let image_ref = format!("{}:weir:{VERSION}", layout.display());
+    unpack.extend(["--image", &image_ref, bundle.to_str().unwrap()]);
+    run("umoci", &unpack);
+    let process = process_of(&bundle);
+    assert_eq!((process.uid, process.gid), (65532, 65532), "not root");
+    let rootfs = bundle.join("rootfs");
+    // The policy, where a ConfigMap would be mounted.
+    let policy = process
+        .env
+        .iter()
+        .find(|(k, _)| k == "WEIR_POLICY")
+        .unwrap()
+        .1
+        .clone();
+    std::fs::copy(
+        repo_root().join("examples/policies/iot-fleet.yaml"),
+        rootfs.join(policy.trim_start_matches('/')),
+    )
+    .unwrap();
+
+    // Started as a runtime would: inside the image's filesystem, as its
+    // user, with its arguments and environment and nothing else.
+    let mut command = if root {
+        let mut c = Command::new("chroot");
+        c.arg(format!("--userspec={}:{}", process.uid, process.gid))
+            .arg(&rootfs);
+        c
+    } else {
+        let mut c = Command::new("unshare");
+        c.arg("--map-root-user")
+            .arg(format!("--root={}", rootfs.display()));
+        c
+    };
+    command
+        .args(&process.args)
+        .args([
+            "--xds-address=127.0.0.1:0",
+            "--admin-address=127.0.0.1:0",
+            "--listener-address=127.0.0.1:0",
+            "--ready-file=/tmp/ready.json",
+        ])
+        .env_clear()
+        .envs(process.env.iter().map(|(k, v)| (k, v)));
+    let weir = weir_testbed::process::Supervised::spawn(
+        "weir (image)",
+        command,
+        &dir.path().join("weir.log"),
+    )
+    .unwrap();
+    let ready_file = rootfs.join("tmp/ready.json");
+    let ready: Value = eventually(
+        "weir in its image to be ready",
+        Duration::from_secs(30),
+        || async {
+            let text = std::fs::read_to_string(&ready_file).ok()?;
+            serde_json::from_str(&text).ok()
+        },
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}; its log:\n{}", weir.log()));
+    let admin = ready["admin"].as_str().unwrap();
+    let health = weir_testbed::http_client()
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "{}", weir.log());
+    // It keeps its state where the image says, as its own user.
+    let state = process
+        .env
+        .iter()
+        .find(|(k, _)| k == "WEIR_STATE")
+        .unwrap()
+        .1
+        .clone();
+    let state = rootfs.join(state.trim_start_matches('/'));
+    let meta = std::fs::metadata(&state).unwrap_or_else(|err| panic!("{}: {err}", state.display()));
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (65532, 65532));
+    }
+}
+
+/// Whether this process runs as root (then the image runs with chroot as
+/// its user; otherwise in a user namespace).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
 }
