@@ -10,7 +10,8 @@
 #   - Debian's protoc (building weir needs it) and etcd, for the replication tests;
 #   - with `valgrind`, Debian's valgrind, for `make bench-cost`;
 #   - with `packaging`, Debian's prometheus, buildah, umoci, skopeo and
-#     docker-registry, for the packaging tests (`make test`, `make package`);
+#     docker-registry, and kubernetes-validate into .tools/k8s-venv, for the
+#     packaging tests (`make test`, `make package`; kubectl must be present);
 #   - with `fuzz`, cargo-fuzz into .tools/bin, for `make fuzz` (which needs the
 #     nightly toolchain the machines' image has).
 # Idempotent: when everything is present it only checks, in about a second.
@@ -212,7 +213,30 @@ ensure_etcd() {
 # registry on loopback).
 PACKAGING_TOOLS=(prometheus:prometheus promtool:prometheus buildah:buildah umoci:umoci
     skopeo:skopeo docker-registry:docker-registry)
+KUBERNETES_VALIDATE_VERSION="1.31.0"
 ensure_packaging() {
+    ensure_packaging_debs
+    # The Kubernetes schemas, offline: kubernetes-validate from PyPI.
+    if [ -x "$TOOLS/k8s-venv/bin/kubernetes-validate" ] \
+        && [ "$("$TOOLS/k8s-venv/bin/kubernetes-validate" --version 2>/dev/null)" = "$KUBERNETES_VALIDATE_VERSION" ]; then
+        say "kubernetes-validate $KUBERNETES_VALIDATE_VERSION is present"
+    else
+        say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into .tools/k8s-venv"
+        rm -rf "$TOOLS/k8s-venv"
+        python3 -m venv "$TOOLS/k8s-venv"
+        "$TOOLS/k8s-venv/bin/pip" install --quiet --disable-pip-version-check \
+            "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    fi
+    # kubectl's kustomize renders deploy/kubernetes as `kubectl apply -k`
+    # would; Debian's kubectl (1.20, kustomize 2) is too old for it.
+    if ! kubectl kustomize --help >/dev/null 2>&1; then
+        say "kubectl with kustomize 4 or later (kubectl 1.21+) is needed to check deploy/kubernetes; install it from your distribution or kubernetes.io" >&2
+        exit 1
+    fi
+    say "kubectl $(kubectl version --client 2>/dev/null | awk '/Kustomize/ { print "(kustomize " $3 ")" }') is present"
+}
+
+ensure_packaging_debs() {
     local missing=() entry
     for entry in "${PACKAGING_TOOLS[@]}"; do
         [ -x "/usr/bin/${entry%%:*}" ] || missing+=("${entry#*:}")

@@ -567,41 +567,6 @@ async fn an_existing_envoy_takes_only_the_filter_from_weir() {
     .unwrap();
 }
 
-#[test]
-fn the_kubernetes_replicas_example_sets_only_what_weir_serve_reads() {
-    let relative = "examples/kubernetes-ha/weir.yaml";
-    let text = std::fs::read_to_string(paths::repo_root().join(relative)).unwrap();
-    let (ok, help, stderr) = weir(&["serve", "--help"]);
-    assert!(ok, "{stderr}");
-    let mut checked = Vec::new();
-    for document in text.split("\n---\n") {
-        let document: Value =
-            serde_saphyr::from_str(document).unwrap_or_else(|err| panic!("{relative}: {err}"));
-        if document["kind"] != "Deployment" {
-            continue;
-        }
-        let containers = document["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .unwrap();
-        for env in containers.iter().flat_map(|c| c["env"].as_array().unwrap()) {
-            let name = env["name"].as_str().unwrap();
-            if name.starts_with("WEIR_") {
-                assert!(
-                    help.contains(&format!("env: {name}")),
-                    "{relative} sets {name}, which `weir serve` does not read"
-                );
-                checked.push(name.to_owned());
-            }
-        }
-    }
-    for needed in ["WEIR_STORE", "WEIR_REPLICA_ID", "WEIR_ADVERTISE_ADMIN"] {
-        assert!(
-            checked.iter().any(|n| n == needed),
-            "{relative} lacks {needed}"
-        );
-    }
-}
-
 /// Two clusters a region apart; the table says 80 ms between the regions.
 const RTT_POLICY: &str = r#"
 device_types: [sensor]

@@ -415,3 +415,229 @@ fn running_as_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The resources `kubectl apply -k deploy/kubernetes/<variant>` applies:
+/// rendered by kubectl's kustomize, one JSON value per document.
+fn kustomized(variant: &str) -> Vec<Value> {
+    let dir = repo_root().join("deploy/kubernetes").join(variant);
+    let rendered = run("kubectl", &["kustomize", dir.to_str().unwrap()]);
+    rendered
+        .split("\n---\n")
+        .map(|doc| serde_saphyr::from_str(doc).unwrap_or_else(|err| panic!("{variant}: {err}")))
+        .collect()
+}
+
+fn of_kind<'a>(resources: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    resources
+        .iter()
+        .find(|r| r["kind"] == kind && r["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// `kubernetes-validate --strict` on each of `resources` but the Prometheus
+/// Operator's (no Kubernetes schema has them): whether every one passed,
+/// and what it printed.
+fn validate_against_schemas(resources: &[Value]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (i, resource) in resources.iter().enumerate() {
+        if resource["apiVersion"] == "monitoring.coreos.com/v1" {
+            continue;
+        }
+        let file = dir.path().join(format!("{i}.json"));
+        std::fs::write(&file, resource.to_string()).unwrap();
+        files.push(file);
+    }
+    let validator = repo_root().join(".tools/k8s-venv/bin/kubernetes-validate");
+    assert!(
+        validator.exists(),
+        "{} is missing: run `scripts/setup.sh packaging`",
+        validator.display()
+    );
+    let out = Command::new(validator)
+        .args(["--strict", "--kubernetes-version", "1.31.0"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = printed.matches(" passed for resource ").count();
+    (out.status.success() && passed == files.len(), printed)
+}
+
+/// What the manifests say of weir, checked against the image and the binary.
+fn check_weir_deployment(resources: &[Value], variant: &str) {
+    let deployment = of_kind(resources, "Deployment", "weir");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("registry.example.com/weir/weir:{VERSION}"),
+        "{variant}"
+    );
+    // The user the image runs as.
+    let config = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci:{}:weir:{VERSION}", oci_layout().display()),
+        ],
+    );
+    let config: Value = serde_json::from_str(&config).unwrap();
+    let user = format!(
+        "{}:{}",
+        pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+    );
+    assert_eq!(config["config"]["User"], user, "{variant}");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    // Every WEIR_ variable is one `weir serve` reads.
+    let help = Command::new(weir_testbed::paths::weir_binary())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let names: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for name in names.iter().filter(|n| n.starts_with("WEIR_")) {
+        assert!(
+            help.contains(&format!("env: {name}")),
+            "{variant} sets {name}, which `weir serve` does not read"
+        );
+    }
+    // Probes on the admin port, where weir answers them without a token.
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            container[probe]["httpGet"]["path"], "/healthz",
+            "{variant} {probe}"
+        );
+        assert_eq!(
+            container[probe]["httpGet"]["port"], "admin",
+            "{variant} {probe}"
+        );
+    }
+    // The Services reach the container's ports by name, the pods by label.
+    let ports: Vec<&Value> = container["ports"].as_array().unwrap().iter().collect();
+    for service in resources.iter().filter(|r| r["kind"] == "Service") {
+        for port in service["spec"]["ports"].as_array().unwrap() {
+            assert!(
+                ports.iter().any(|p| p["name"] == port["targetPort"]),
+                "{variant}: {service}"
+            );
+        }
+        for (key, value) in service["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(&pod_labels(deployment)[key], value, "{variant}");
+        }
+    }
+    // The policy in the ConfigMap is one weir accepts.
+    let policy = of_kind(resources, "ConfigMap", "weir-policy")["data"]["policy.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, policy).unwrap();
+    let validated = Command::new(weir_testbed::paths::weir_binary())
+        .args(["validate", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    // Prometheus scrapes the admin port with a token the pod also has.
+    let monitor = of_kind(resources, "ServiceMonitor", "weir");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    let service = of_kind(resources, "Service", "weir");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == endpoint["port"])
+    );
+    assert_eq!(endpoint["path"], "/metrics");
+    let secret = &endpoint["authorization"]["credentials"];
+    assert!(container["env"].as_array().unwrap().iter().any(|e| {
+        e["valueFrom"]["secretKeyRef"]
+            == serde_json::json!({"name": secret["name"], "key": secret["key"]})
+    }));
+}
+
+fn pod_labels(deployment: &Value) -> &serde_json::Map<String, Value> {
+    deployment["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .unwrap()
+}
+
+#[test]
+fn the_kubernetes_manifests_render_with_kustomize_and_match_the_schemas() {
+    for variant in ["single", "replicas"] {
+        let resources = kustomized(variant);
+        let (passed, printed) = validate_against_schemas(&resources);
+        assert!(passed, "{variant}:\n{printed}");
+        for resource in &resources {
+            assert_eq!(
+                resource["metadata"]["namespace"], "weir-system",
+                "{resource}"
+            );
+        }
+        check_weir_deployment(&resources, variant);
+    }
+
+    // One replica keeps its state on a volume, and stops before the next starts.
+    let single = kustomized("single");
+    let deployment = of_kind(&single, "Deployment", "weir");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    of_kind(&single, "PersistentVolumeClaim", "weir-state");
+
+    // Three keep it in etcd, each with its own identity, two always up.
+    let replicas = kustomized("replicas");
+    let deployment = of_kind(&replicas, "Deployment", "weir");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let env: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for needed in ["WEIR_STORE", "WEIR_REPLICA_ID", "WEIR_ADVERTISE_ADMIN"] {
+        assert!(env.contains(&needed), "replicas lack {needed}");
+    }
+    assert!(
+        replicas
+            .iter()
+            .all(|r| r["kind"] != "PersistentVolumeClaim")
+    );
+    assert_eq!(
+        of_kind(&replicas, "PodDisruptionBudget", "weir")["spec"]["minAvailable"],
+        2
+    );
+    assert_eq!(
+        of_kind(&replicas, "Service", "weir-xds")["spec"]["clusterIP"],
+        "None"
+    );
+
+    // The schemas do catch a mistake: the check is not a formality.
+    let mut broken = single.clone();
+    for resource in &mut broken {
+        if resource["kind"] == "Deployment" {
+            resource["spec"]["replicas"] = Value::from("one");
+        }
+    }
+    let (passed, printed) = validate_against_schemas(&broken);
+    assert!(
+        !passed,
+        "a Deployment with replicas: \"one\" passed:\n{printed}"
+    );
+}
