@@ -344,6 +344,13 @@ impl Controller {
         self.sla.status()
     }
 
+    /// Takes over `other`'s measured RTTs, which no saved state holds (this
+    /// controller being `other` rebuilt from its saved state).
+    pub(crate) fn take_measurements(&mut self, other: &mut Controller) {
+        std::mem::swap(&mut self.rtt, &mut other.rtt);
+        self.last_feed.rtt_ms = self.rtt.published();
+    }
+
     /// Every measured RTT from a region to a cluster, and what it came from.
     pub fn rtt(&self) -> Vec<RttStatus> {
         self.rtt.status()

@@ -380,7 +380,10 @@ impl Control {
             .cloned()
             .collect();
         let scores = self.controller.scores();
-        self.controller = restored_controller(&self.policy, rollouts, decisions, &scores);
+        let mut restored = restored_controller(&self.policy, rollouts, decisions, &scores);
+        // Measured RTTs are not saved: the rebuilt controller keeps them.
+        restored.take_measurements(&mut self.controller);
+        self.controller = restored;
         held
     }
 
@@ -497,6 +500,12 @@ fn overlay(mut feed: Feed, pinned: Option<&Feed>) -> Feed {
     if let Some(pinned) = pinned {
         feed.canary_weights.extend(pinned.canary_weights.clone());
         feed.canary_mirrors.extend(pinned.canary_mirrors.clone());
+        for (region, row) in &pinned.rtt_ms {
+            feed.rtt_ms
+                .entry(region.clone())
+                .or_default()
+                .extend(row.clone());
+        }
         feed.sla_scores.extend(pinned.sla_scores.clone());
         if pinned.concurrency_limit.is_some() {
             feed.concurrency_limit = pinned.concurrency_limit;

@@ -1058,3 +1058,35 @@ fn the_policy_dropping_the_mirror_phase_starts_the_split() {
         evaluation.decisions
     );
 }
+
+#[test]
+fn a_controller_rebuilt_from_saved_state_keeps_the_measured_rtts() {
+    let policy = example_policy();
+    let mut sim = Sim::new(policy.clone(), 9);
+    let bounds = BOUNDS;
+    let mut counts = vec![0; bounds.len() + 1];
+    counts[bounds.iter().position(|&b| 30.0 <= b).unwrap()] = 10;
+    let connects = crate::metrics_store::Counts {
+        requests: 10,
+        errors: 0,
+        latency: Some((&bounds[..], &counts[..])),
+    };
+    sim.store
+        .know_clusters(policy.clusters.iter().map(|c| c.name.clone()));
+    assert!(
+        sim.store
+            .record_connect("eu-west", "ingest-us", sim.now_ms, connects)
+    );
+    sim.tick();
+    let measured = sim.controller.feed().rtt_ms;
+    assert!(
+        measured["eu-west"].contains_key("ingest-us"),
+        "{measured:?}"
+    );
+    // Rebuilt as when a save fails: measurements are in no saved state.
+    let mut rebuilt = Controller::new(&policy, sim.controller.rollouts(), sim.now_ms);
+    assert!(rebuilt.feed().rtt_ms.is_empty());
+    rebuilt.take_measurements(&mut sim.controller);
+    assert_eq!(rebuilt.feed().rtt_ms, measured);
+    assert_eq!(rebuilt.rtt().len(), 1);
+}
