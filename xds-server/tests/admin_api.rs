@@ -253,7 +253,15 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
             .unwrap_or_else(|_| panic!("bad value in: {line}"));
         let name = key.split('{').next().unwrap();
         assert!(is_name(name), "bad metric name in: {line}");
-        assert!(typed.contains_key(name), "{name} has no # TYPE");
+        // A histogram's samples are its family's name with a suffix.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| typed.get(*base).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(typed.contains_key(family), "{name} has no # TYPE");
         if let Some(labels) = key.strip_prefix(name).filter(|l| !l.is_empty()) {
             let inner = labels
                 .strip_prefix('{')
@@ -267,7 +275,7 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
                 assert!(!quoted.ends_with('\\'), "bad escaping in: {line}");
             }
         }
-        if typed[name] == "counter" {
+        if typed[family] == "counter" {
             assert!(name.ends_with("_total"), "counter {name} without _total");
             assert!(value >= 0.0, "negative counter: {line}");
         }
