@@ -118,16 +118,28 @@ struct Counters {
     streams_opened: AtomicU64,
     /// From a response sent (the oldest unanswered) to the node's ACK.
     ack_latency: AckLatency,
+    /// `ack_latency`'s histogram of each type, in [`type_url::ALL`] order:
+    /// an ACK observes it without building labels or taking the family's lock.
+    ack_latency_by_type: Vec<Histogram>,
 }
 
 impl Default for Counters {
     fn default() -> Self {
+        let ack_latency: AckLatency = Family::new_with_constructor(ack_latency_histogram);
+        let ack_latency_by_type = type_url::ALL
+            .iter()
+            .map(|type_url| {
+                let name = super::type_name(type_url).unwrap_or("other");
+                ack_latency.get_or_create_owned(&vec![("type", name.to_owned())])
+            })
+            .collect();
         Self {
             pushes: Default::default(),
             acks: Default::default(),
             nacks: Default::default(),
             streams_opened: AtomicU64::default(),
-            ack_latency: Family::new_with_constructor(ack_latency_histogram),
+            ack_latency,
+            ack_latency_by_type,
         }
     }
 }
@@ -507,14 +519,10 @@ impl Peer {
             waited = n.unanswered.get_mut(i).and_then(Option::take);
         });
         // An ACK weir infers (nothing new was sent) has no latency.
-        if let Some(sent) = waited {
-            let name = super::type_name(type_url).unwrap_or("other");
-            let labels = vec![("type", name.to_owned())];
-            self.nodes
-                .counters
-                .ack_latency
-                .get_or_create(&labels)
-                .observe(sent.elapsed().as_secs_f64());
+        if let (Some(sent), Some(histogram)) =
+            (waited, self.nodes.counters.ack_latency_by_type.get(i))
+        {
+            histogram.observe(sent.elapsed().as_secs_f64());
         }
     }
 
