@@ -111,6 +111,15 @@ ensure_envoy() {
 
 OTEL_VERSION="1.45.2"
 
+# A fresh virtualenv .tools/$1 holding the PyPI packages named after it.
+install_venv() {
+    local venv="$TOOLS/$1"
+    shift
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+}
+
 otel_present() {
     [ -x "$TOOLS/otel-venv/bin/python" ] \
         && "$TOOLS/otel-venv/bin/python" -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http" 2>/dev/null
@@ -124,9 +133,7 @@ ensure_otel() {
         return
     fi
     say "installing the OpenTelemetry Python SDK $OTEL_VERSION into .tools/otel-venv"
-    rm -rf "$TOOLS/otel-venv"
-    python3 -m venv "$TOOLS/otel-venv"
-    "$TOOLS/otel-venv/bin/pip" install --quiet --disable-pip-version-check \
+    install_venv otel-venv \
         "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION"
     otel_present || { say "the OpenTelemetry SDK was installed but does not import" >&2; exit 1; }
 }
@@ -222,10 +229,7 @@ ensure_packaging() {
         say "kubernetes-validate $KUBERNETES_VALIDATE_VERSION is present"
     else
         say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into .tools/k8s-venv"
-        rm -rf "$TOOLS/k8s-venv"
-        python3 -m venv "$TOOLS/k8s-venv"
-        "$TOOLS/k8s-venv/bin/pip" install --quiet --disable-pip-version-check \
-            "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+        install_venv k8s-venv "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
     fi
     # kubectl's kustomize renders deploy/kubernetes as `kubectl apply -k`
     # would; Debian's kubectl (1.20, kustomize 2) is too old for it.

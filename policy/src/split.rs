@@ -30,6 +30,11 @@ pub fn bucket(salt: &str, device_id: &str) -> u32 {
     (stable_hash(&[salt.as_bytes(), device_id.as_bytes()]) % u64::from(BUCKETS)) as u32
 }
 
+/// Whether a share in basis points is none (for serde's `skip_serializing_if`).
+pub fn is_zero(basis_points: &u32) -> bool {
+    *basis_points == 0
+}
+
 /// Whether a bucket is in the canary at a weight in basis points.
 pub fn in_canary(bucket: u32, weight_basis_points: u32) -> bool {
     bucket < weight_basis_points

@@ -75,6 +75,18 @@ pub async fn envoy_weight(envoy: &Envoy) -> anyhow::Result<Option<u64>> {
     Ok(weight_in_dump(&dump))
 }
 
+/// Waits until Envoy runs canary weight `weight` (basis points), at most `deadline`.
+pub async fn wait_envoy_weight(
+    envoy: &Envoy,
+    weight: u64,
+    deadline: std::time::Duration,
+) -> anyhow::Result<()> {
+    crate::wait::eventually(&format!("Envoy to run {weight} bp"), deadline, || async {
+        (envoy_weight(envoy).await.ok().flatten() == Some(weight)).then_some(())
+    })
+    .await
+}
+
 /// The feed's concurrency limit in the filter configuration Envoy runs now,
 /// `None` if its config dump has none.
 pub async fn envoy_concurrency_limit(envoy: &Envoy) -> anyhow::Result<Option<u64>> {

@@ -155,15 +155,6 @@ async fn rollout(weir: &Weir) -> Value {
     weir.rollout(CANARY).await.unwrap()
 }
 
-/// Envoy's canary weight, once it is `weight`.
-async fn wait_envoy_weight(envoy: &Envoy, weight: u64, deadline: Duration) {
-    eventually(&format!("Envoy to run {weight} bp"), deadline, || async {
-        (canary::envoy_weight(envoy).await.ok().flatten() == Some(weight)).then_some(())
-    })
-    .await
-    .unwrap();
-}
-
 /// Node ids with a stream open to `weir`.
 async fn connected(weir: &Weir) -> Vec<String> {
     let nodes: Value = weir.get_json("/v1/nodes").await.unwrap();
@@ -209,7 +200,9 @@ async fn followers_serve_the_leaders_decisions_and_forward_commands_to_it() {
     );
     assert_eq!(rollout(leader).await["phase"], "rolled_back");
     // The follower serves it: its Envoy runs the stable cluster only.
-    wait_envoy_weight(&envoy, 0, Duration::from_secs(5)).await;
+    canary::wait_envoy_weight(&envoy, 0, Duration::from_secs(5))
+        .await
+        .unwrap();
     eventually(
         "the follower to show the decision",
         Duration::from_secs(5),
@@ -278,13 +271,9 @@ async fn a_canary_reported_bad_only_to_a_follower_is_rolled_back_by_the_leader()
         .wait_first_canary_error(Duration::from_secs(10))
         .await
         .unwrap();
-    eventually(
-        "Envoy to run canary weight 0",
-        Duration::from_secs(10),
-        || async { (canary::envoy_weight(&envoy).await.ok().flatten() == Some(0)).then_some(()) },
-    )
-    .await
-    .unwrap_or_else(|err| panic!("{err}\n{}", w.logs()));
+    canary::wait_envoy_weight(&envoy, 0, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|err| panic!("{err}\n{}", w.logs()));
     let reaction = first_error.elapsed();
     traffic.stop().await;
     assert!(
@@ -355,11 +344,9 @@ async fn a_killed_leader_is_replaced_within_the_lease_and_the_rollout_goes_on() 
     )
     .await
     .unwrap();
-    eventually("Envoy to run 0 bp", Duration::from_secs(15), || async {
-        (canary::envoy_weight(&envoy).await.ok().flatten() == Some(0)).then_some(())
-    })
-    .await
-    .unwrap_or_else(|err| panic!("{err}\n{}", w.logs()));
+    canary::wait_envoy_weight(&envoy, 0, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|err| panic!("{err}\n{}", w.logs()));
     assert_eq!(rollout(w.replica(1)).await["phase"], "rolled_back");
     let failed = traffic.failed();
     let expected = 100 * sending.elapsed().as_secs();
@@ -401,7 +388,9 @@ async fn a_killed_follower_changes_nothing_but_where_its_envoys_connect() {
 async fn a_leader_cut_off_from_etcd_stops_deciding_and_one_leads_again_when_it_returns() {
     let mut w = World::start(policy("[50, 75, 100]", "10m"), 2).await;
     let envoy = w.envoy_on(&[0, 1], "fleet-envoy", 1).await;
-    wait_envoy_weight(&envoy, 5_000, Duration::from_secs(10)).await;
+    canary::wait_envoy_weight(&envoy, 5_000, Duration::from_secs(10))
+        .await
+        .unwrap();
     let version = w.replica(0).snapshot_version().await.unwrap();
 
     w.etcd.kill(0);
@@ -449,7 +438,9 @@ async fn replicas_reading_different_policies_each_serve_a_whole_one() {
     w.replicas.push(Some(weir));
     let on_leader = w.envoy_on(&[0], "envoy-0", 1).await;
     let on_follower = w.envoy_on(&[1], "envoy-1", 1).await;
-    wait_envoy_weight(&on_leader, 5_000, Duration::from_secs(10)).await;
+    canary::wait_envoy_weight(&on_leader, 5_000, Duration::from_secs(10))
+        .await
+        .unwrap();
 
     // The leader's decision reaches the follower, which serves it under its
     // own policy: a whole snapshot that its Envoy accepts.
@@ -462,7 +453,9 @@ async fn replicas_reading_different_policies_each_serve_a_whole_one() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
-    wait_envoy_weight(&on_leader, 0, Duration::from_secs(5)).await;
+    canary::wait_envoy_weight(&on_leader, 0, Duration::from_secs(5))
+        .await
+        .unwrap();
     let follower = w.replica(1);
     follower
         .wait_acked(
@@ -516,7 +509,9 @@ async fn a_three_member_etcd_losing_one_member_keeps_one_leader_deciding() {
     let etcd = Etcd::cluster(3).await.unwrap();
     let mut w = World::with_etcd(policy("[50, 75, 100]", "10m"), 2, etcd).await;
     let envoy = w.envoy_on(&[0, 1], "fleet-envoy", 1).await;
-    wait_envoy_weight(&envoy, 5_000, Duration::from_secs(10)).await;
+    canary::wait_envoy_weight(&envoy, 5_000, Duration::from_secs(10))
+        .await
+        .unwrap();
 
     // The member both replicas list first goes away: their clients fail
     // over to the others, and the cluster keeps its quorum.
@@ -549,7 +544,9 @@ async fn a_three_member_etcd_losing_one_member_keeps_one_leader_deciding() {
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", w.logs()));
     w.wait_leader(TTL * 4).await;
-    wait_envoy_weight(&envoy, 10_000, Duration::from_secs(10)).await;
+    canary::wait_envoy_weight(&envoy, 10_000, Duration::from_secs(10))
+        .await
+        .unwrap();
     eventually(
         "both replicas to show the promotion",
         Duration::from_secs(5),

@@ -88,13 +88,9 @@ async fn a_healthy_canary_walks_every_step_and_is_promoted() {
             "the rollout went through {step} bp: {weights:?}"
         );
     }
-    eventually(
-        "Envoy to run the promoted weight",
-        Duration::from_secs(10),
-        || async { (envoy_weight(&w.envoy).await == Some(10_000)).then_some(()) },
-    )
-    .await
-    .unwrap();
+    canary::wait_envoy_weight(&w.envoy, 10_000, Duration::from_secs(10))
+        .await
+        .unwrap();
 }
 
 /// Makes the canary fail a fifth of its requests under 100 requests/s and
@@ -111,13 +107,9 @@ async fn time_to_roll_back_a_failing_canary(w: &Served) -> Duration {
         .wait_first_canary_error(Duration::from_secs(10))
         .await
         .unwrap();
-    eventually(
-        "Envoy to run canary weight 0",
-        Duration::from_secs(10),
-        || async { (envoy_weight(&w.envoy).await == Some(0)).then_some(()) },
-    )
-    .await
-    .unwrap();
+    canary::wait_envoy_weight(&w.envoy, 0, Duration::from_secs(10))
+        .await
+        .unwrap();
     let reaction = first_error.elapsed();
     traffic.stop().await;
     reaction
@@ -193,13 +185,9 @@ async fn a_healthy_mirror_phase_starts_the_split_at_the_first_step() {
     assert_eq!(split["phase"], "progressing");
     assert!(split.get("mirror_bp").is_none(), "{split}");
     // The devices now reach the canary itself.
-    eventually(
-        "Envoy to run the first step",
-        Duration::from_secs(10),
-        || async { (envoy_weight(&w.envoy).await == Some(5_000)).then_some(()) },
-    )
-    .await
-    .unwrap();
+    canary::wait_envoy_weight(&w.envoy, 5_000, Duration::from_secs(10))
+        .await
+        .unwrap();
     let failed = traffic.failed();
     traffic.stop().await;
     assert_eq!(failed, 0);
@@ -323,11 +311,9 @@ async fn a_restarted_weir_resumes_the_rollout_and_envoy_sees_no_change() {
     // No more traffic: without data the rollout holds where it is.
     traffic.stop().await;
     let before = rollout(&w.weir).await;
-    eventually("Envoy to run 7500 bp", Duration::from_secs(10), || async {
-        (envoy_weight(&w.envoy).await == Some(7_500)).then_some(())
-    })
-    .await
-    .unwrap();
+    canary::wait_envoy_weight(&w.envoy, 7_500, Duration::from_secs(10))
+        .await
+        .unwrap();
     let reloads = w
         .envoy
         .stat("extension_config_discovery.http_filter.weir_filter.config_reload")

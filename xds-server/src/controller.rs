@@ -288,8 +288,10 @@ impl Controller {
             canary_mirrors: self
                 .rollouts
                 .iter()
-                .filter(|(_, r)| r.state.feed_mirror() > 0)
-                .map(|(name, r)| (name.clone(), r.state.feed_mirror()))
+                .filter_map(|(name, r)| {
+                    let share = r.state.feed_mirror();
+                    (share > 0).then(|| (name.clone(), share))
+                })
                 .collect(),
             sla_scores: self.sla.published(),
             rtt_ms: self.rtt.published(),

@@ -32,9 +32,7 @@ mod histogram;
 mod segments;
 
 pub use admission::{Admission, AdmissionPoint, ClassCounts};
-pub use connect::{
-    ConnectWindow, MAX_PAIRS as MAX_CONNECT_PAIRS, MAX_REGION_LEN as MAX_CONNECT_REGION_LEN,
-};
+pub use connect::{ConnectWindow, MAX_PAIRS as MAX_CONNECT_PAIRS};
 pub(crate) use histogram::add_counts;
 pub use histogram::{Histogram, LATENCY_BOUNDS_MS, Located};
 pub use segments::{

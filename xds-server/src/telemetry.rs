@@ -587,22 +587,7 @@ mod tests {
             sla_scores: [("a".to_owned(), 0.75)].into(),
             concurrency_limit: None,
         };
-        let rollout = RolloutState {
-            canary: "c".to_owned(),
-            stable: "s".to_owned(),
-            salt: "c".to_owned(),
-            steps_bp: vec![2_500, 10_000],
-            phase: Phase::Paused,
-            step: 0,
-            weight_bp: 2_500,
-            started_ms: 0,
-            step_since_ms: 0,
-            healthy_ms: 0,
-            healthy_since_ms: None,
-            evaluated_ms: None,
-            baseline: None,
-            mirror_bp: 0,
-        };
+        let rollout = RolloutState::for_tests("c", 2_500, Phase::Paused);
         let scrape = Scrape {
             otlp: serde_json::json!({"requests": {"http": 3}, "data_points": {"rejected": 2}}),
             feed: Some(feed),

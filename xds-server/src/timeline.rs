@@ -62,7 +62,7 @@ pub struct RolloutPoint {
     /// The canary's weight (basis points).
     pub weight_bp: u32,
     /// The share mirrored to the canary in its mirror phase (basis points).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "weir_policy::split::is_zero")]
     pub mirror_bp: u32,
     /// The latest analysis verdict.
     pub verdict: Verdict,
@@ -73,10 +73,6 @@ pub struct RolloutPoint {
     /// The latency quantiles the histograms' buckets could not decide.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_unresolved: Vec<Unresolved>,
-}
-
-fn is_zero(bp: &u32) -> bool {
-    *bp == 0
 }
 
 /// One priority class's admission outcomes: the filter's totals, and their
@@ -473,25 +469,6 @@ mod tests {
     }
     use crate::metrics_store::Admission;
 
-    fn state(canary: &str, weight_bp: u32, phase: Phase) -> RolloutState {
-        RolloutState {
-            mirror_bp: 0,
-            canary: canary.to_owned(),
-            stable: "app".to_owned(),
-            salt: canary.to_owned(),
-            steps_bp: vec![5_000, 10_000],
-            phase,
-            step: 0,
-            weight_bp,
-            started_ms: 0,
-            step_since_ms: 0,
-            healthy_ms: 0,
-            healthy_since_ms: None,
-            evaluated_ms: None,
-            baseline: None,
-        }
-    }
-
     fn decision(at_ms: u64, canary: &str, weight_bp: u32) -> Decision {
         Decision {
             at_ms,
@@ -524,7 +501,11 @@ mod tests {
             evidence.canary.p99_ms = Some(42.0);
             evidence.verdict = Verdict::Healthy;
             Self {
-                rollouts: vec![state("app-canary", 5_000, Phase::Progressing)],
+                rollouts: vec![RolloutState::for_tests(
+                    "app-canary",
+                    5_000,
+                    Phase::Progressing,
+                )],
                 evidence: BTreeMap::from([("app-canary".to_owned(), evidence)]),
                 decisions: Vec::new(),
                 admission: Admission::default(),

@@ -69,16 +69,12 @@ pub struct Split {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub targeted: Option<Targeted>,
     /// The share mirrored to the canary in its mirror phase, in basis points.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "split::is_zero")]
     pub mirror_bp: u32,
     /// Whether a copy of the request goes to the canary (its response is
     /// dropped): a stable request whose bucket is below the mirrored share.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mirrored: bool,
-}
-
-fn is_zero(bp: &u32) -> bool {
-    *bp == 0
 }
 
 /// Which of a canary's header conditions decided a request's variant.

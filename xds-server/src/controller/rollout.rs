@@ -160,12 +160,8 @@ pub struct RolloutState {
     pub baseline: Option<Baseline>,
     /// The share of the placement mirrored to the canary, in basis points,
     /// during its mirror phase (at weight 0, before the first step); 0 after.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "weir_policy::split::is_zero")]
     pub mirror_bp: u32,
-}
-
-fn is_zero(bp: &u32) -> bool {
-    *bp == 0
 }
 
 /// A state or weight change, with what it was based on.
@@ -272,6 +268,28 @@ impl RolloutState {
             evaluated_ms: None,
             baseline: None,
             mirror_bp: config.mirror_bp,
+        }
+    }
+
+    /// A rollout of `canary` against `app`, steps 50 % and 100 %, at its
+    /// first step with `weight_bp`, in `phase`: for tests of what shows it.
+    #[cfg(test)]
+    pub(crate) fn for_tests(canary: &str, weight_bp: u32, phase: Phase) -> Self {
+        Self {
+            canary: canary.to_owned(),
+            stable: "app".to_owned(),
+            salt: canary.to_owned(),
+            steps_bp: vec![5_000, 10_000],
+            phase,
+            step: 0,
+            weight_bp,
+            started_ms: 0,
+            step_since_ms: 0,
+            healthy_ms: 0,
+            healthy_since_ms: None,
+            evaluated_ms: None,
+            baseline: None,
+            mirror_bp: 0,
         }
     }
 
@@ -583,27 +601,13 @@ pub(crate) fn reconcile(
             return (state, None);
         }
         let weight = config.step_weight(0);
-        let decision = Decision {
-            at_ms: now_ms,
-            canary: canary.to_owned(),
-            from: state.phase,
-            to: state.phase,
-            step: 0,
-            from_weight_bp: state.weight_bp,
-            weight_bp: weight,
-            reason: format!(
-                "the policy removed the mirror phase: step 1 of {}, {}",
-                config.steps_bp.len(),
-                percent(weight)
-            ),
-            evidence: evidence.clone(),
-            policy: String::new(),
-        };
+        let reason = format!(
+            "the policy removed the mirror phase: step 1 of {}, {}",
+            config.steps_bp.len(),
+            percent(weight)
+        );
+        let decision = state.transition(state.phase, 0, weight, now_ms, reason, &evidence);
         state.mirror_bp = 0;
-        state.weight_bp = weight;
-        state.step_since_ms = now_ms;
-        state.healthy_ms = 0;
-        state.healthy_since_ms = None;
         return (state, Some(decision));
     }
     if previous.phase.is_terminal() {

@@ -11,7 +11,7 @@ use super::{Counts, Histogram, Series};
 /// (region, cluster) pairs kept at most.
 pub const MAX_PAIRS: usize = 1024;
 /// The longest region name kept.
-pub const MAX_REGION_LEN: usize = 64;
+const MAX_REGION_LEN: usize = 64;
 
 /// The connect times one region's Envoys measured to one cluster in a window.
 #[derive(Clone, Debug, PartialEq)]

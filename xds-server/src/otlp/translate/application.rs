@@ -62,8 +62,8 @@ impl<'r> Run<'_, 'r> {
                     requests: true,
                     failed,
                 };
-                self.app_latency = None;
                 let counted = count(self, stream, target);
+                // Set by `add_observed` for this point alone: taken at once.
                 let latency = self.app_latency.take();
                 if let Ok(Some(requests)) = counted
                     && requests > 0
