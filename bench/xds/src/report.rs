@@ -278,7 +278,7 @@ fn write_scale(out: &mut String, runs: &[scale::Run]) -> std::fmt::Result {
     writeln!(
         out,
         "A fresh `weir serve` per protocol, on the same policy, and a load client in the \
-         benchmark's process (tonic + envoy-types): {} streams, each a distinct node \
+         benchmark's process (tonic + envoy-types, on weir's allocator, mimalloc): {} streams, each a distinct node \
          (`bench-node-<i>`), over {} HTTP/2 connections (tonic multiplexes the streams). Each \
          stream subscribes as Envoy does — clusters and listeners by wildcard, the endpoints of \
          every EDS cluster it is sent (re-subscribing when the set changes), `weir_routes` and \

@@ -63,12 +63,33 @@ impl Names {
     }
 
     fn of(type_url: &str, names: Vec<String>) -> Self {
-        let wildcard =
-            names.iter().any(|n| n == "*") || (names.is_empty() && wildcard_by_default(type_url));
-        if wildcard {
+        if Self::wildcard(type_url, &names) {
             Self::All
         } else {
             Self::These(names.into_iter().collect())
+        }
+    }
+
+    fn wildcard(type_url: &str, names: &[String]) -> bool {
+        names.iter().any(|n| n == "*") || (names.is_empty() && wildcard_by_default(type_url))
+    }
+
+    /// Whether `names`, as a request gives them (any order, maybe repeated),
+    /// ask for exactly these. Every ACK of a state-of-the-world stream
+    /// repeats its subscription, so this spares building the same set again
+    /// for each one.
+    fn asked_by(&self, type_url: &str, names: &[String]) -> bool {
+        match self {
+            Self::All => Self::wildcard(type_url, names),
+            Self::These(these) => {
+                if Self::wildcard(type_url, names) {
+                    return false;
+                }
+                let mut asked: Vec<&str> = names.iter().map(String::as_str).collect();
+                asked.sort_unstable();
+                asked.dedup();
+                asked.len() == these.len() && asked.iter().zip(these).all(|(a, b)| *a == b)
+            }
         }
     }
 }
@@ -157,16 +178,21 @@ impl Protocol for Sotw {
                 Some(error) => peer.nack(type_url, &sent.version, &sent.nonce, &error.message),
             }
         }
-        let names = Names::of(type_url, request.resource_names);
         let current = &self.snapshot.of_type(type_url).version;
-        let up_to_date = watch
-            .sent
-            .as_ref()
-            .is_some_and(|s| &s.version == current && s.acked);
-        // Names only dropped from a subscription that has the current
-        // version need no answer: Envoy keeps what it still asks for.
-        let renamed = names != watch.names && !(up_to_date && names.dropped_from(&watch.names));
-        watch.names = names;
+        let renamed = if watch.names.asked_by(type_url, &request.resource_names) {
+            false
+        } else {
+            let names = Names::of(type_url, request.resource_names);
+            let up_to_date = watch
+                .sent
+                .as_ref()
+                .is_some_and(|s| &s.version == current && s.acked);
+            // Names only dropped from a subscription that has the current
+            // version need no answer: Envoy keeps what it still asks for.
+            let renamed = !(up_to_date && names.dropped_from(&watch.names));
+            watch.names = names;
+            renamed
+        };
         let behind = watch.sent.as_ref().is_none_or(|s| &s.version != current);
         if fresh || renamed || behind {
             self.respond(type_url).into_iter().collect()
@@ -436,5 +462,25 @@ mod tests {
         });
         let out = stream.request(nack, &peer);
         assert_eq!(names(&out[0]), ["b=1"]);
+    }
+
+    #[test]
+    fn a_subscription_is_the_same_whatever_the_order_or_repeats_of_its_names() {
+        let owned = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let these = Names::of(type_url::ENDPOINT, owned(&["a", "b"]));
+        assert!(these.asked_by(type_url::ENDPOINT, &owned(&["b", "a"])));
+        assert!(these.asked_by(type_url::ENDPOINT, &owned(&["a", "b", "a"])));
+        assert!(!these.asked_by(type_url::ENDPOINT, &owned(&["a", "a"])));
+        assert!(!these.asked_by(type_url::ENDPOINT, &owned(&["a", "b", "c"])));
+        assert!(!these.asked_by(type_url::ENDPOINT, &owned(&["a", "b", "*"])));
+        assert!(!these.asked_by(type_url::ENDPOINT, &[]));
+
+        let all = Names::of(type_url::CLUSTER, Vec::new());
+        assert!(all.asked_by(type_url::CLUSTER, &[]));
+        assert!(all.asked_by(type_url::CLUSTER, &owned(&["*"])));
+        assert!(!all.asked_by(type_url::CLUSTER, &owned(&["a"])));
+        // Nothing, for a type not wildcard by default, is not everything.
+        assert!(!Names::These(BTreeSet::new()).asked_by(type_url::ENDPOINT, &owned(&["*"])));
+        assert!(Names::These(BTreeSet::new()).asked_by(type_url::ENDPOINT, &[]));
     }
 }
