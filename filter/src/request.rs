@@ -101,7 +101,7 @@ impl WeirRequest {
                     metrics.variant(canary_cluster, variant);
                     segment = metrics
                         .segments
-                        .start(canary_cluster, variant, &request, now_ms());
+                        .start(canary_cluster, variant, &request, now_ms);
                 }
             }
             None => metrics.unrouted(),

@@ -123,17 +123,18 @@ impl Segments {
         canary: &str,
         variant: Variant,
         request: &Request<'_>,
-        now_ms: u64,
+        now_ms: impl FnOnce() -> u64,
     ) -> Option<Pending> {
         let index = self.canaries.iter().position(|c| c.cluster == canary)?;
         let canary = self.canaries.get(index)?;
+        // The clock is a host call: read only for a segmented canary.
         let mut pending = Pending {
             generation: self.generation,
             canary: index,
             variant,
             values: [0; MAX_DIMENSIONS],
             dimensions: 0,
-            started_ms: now_ms,
+            started_ms: now_ms(),
         };
         for (slot, dimension) in pending.values.iter_mut().zip(&canary.dimensions) {
             let value = segments::value_of(request.header(&dimension.header));

@@ -201,8 +201,7 @@ impl EnvoyBuilder {
         let mut routes = vec![json!({
             // A request the filter has assigned to a cluster goes there.
             "match": {"prefix": "/", "headers": [{"name": CLUSTER_HEADER, "present_match": true}]},
-            "route": {"cluster_header": CLUSTER_HEADER,
-                "request_mirror_policies": [{"cluster_header": weir_policy::headers::MIRROR}]}
+            "route": {"cluster_header": CLUSTER_HEADER}
         })];
         if let Some(weighted) = &self.weighted_default {
             let clusters: Vec<Value> = weighted

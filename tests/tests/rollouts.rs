@@ -60,6 +60,25 @@ async fn envoy_weight(envoy: &Envoy) -> Option<u64> {
     canary::envoy_weight(envoy).await.ok().flatten()
 }
 
+/// Waits until the routes Envoy runs have (or have not) a mirror policy.
+async fn wait_envoy_mirroring(envoy: &Envoy, mirroring: bool) {
+    let what = if mirroring { "a" } else { "no" };
+    eventually(
+        &format!("Envoy's route to have {what} mirror policy"),
+        Duration::from_secs(10),
+        || async {
+            let dump = envoy
+                .admin_text("/config_dump?resource=dynamic_route_configs")
+                .await
+                .ok()?;
+            let routes_weir = dump.contains("x-weir-cluster");
+            (routes_weir && dump.contains("request_mirror_policies") == mirroring).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_walks_every_step_and_is_promoted() {
     let w = world(policy("[50, 75, 100]", "2s")).await;
@@ -175,6 +194,8 @@ async fn a_failing_mirrored_canary_is_rolled_back_before_any_device_got_its_answ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_mirror_phase_starts_the_split_at_the_first_step() {
     let w = world(mirrored_policy(Some("2s"))).await;
+    // The route copies requests by header only while a canary mirrors.
+    wait_envoy_mirroring(&w.envoy, true).await;
     let traffic = Traffic::start(&w.envoy, 100, Duration::from_secs(30));
     let split = eventually("the split to start", Duration::from_secs(20), || async {
         let rollout = rollout(&w.weir).await;
@@ -188,6 +209,7 @@ async fn a_healthy_mirror_phase_starts_the_split_at_the_first_step() {
     canary::wait_envoy_weight(&w.envoy, 5_000, Duration::from_secs(10))
         .await
         .unwrap();
+    wait_envoy_mirroring(&w.envoy, false).await;
     let failed = traffic.failed();
     traffic.stop().await;
     assert_eq!(failed, 0);

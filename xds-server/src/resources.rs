@@ -127,7 +127,8 @@ pub fn build(policy: &Policy, feed: &Feed, options: &Options) -> Result<Snapshot
         WasmSource::Local(_) => {}
     }
     built.listeners.push(listener::listener(options.listener));
-    built.routes.push(routes::route_configuration());
+    let mirroring = feed.canary_mirrors.values().any(|&share| share > 0);
+    built.routes.push(routes::route_configuration(mirroring));
     match filter::extension_config(policy, feed, options) {
         Ok(extension) => built.extensions.push(extension),
         Err(why) => problems.extend(why),

@@ -5,22 +5,32 @@
 //! stream and crossing into V8 for each callback — against which Weir's own
 //! filter is compared in `bench/`. `scripts/build-filter.sh weir-noop-filter`
 //! leaves it at `dist/weir_noop_filter.wasm`.
+//!
+//! Configured with `steer`, it does only the host calls any filter that
+//! steers by header must make, and nothing else: one read of the request
+//! headers (in place, as Weir's filter reads them) and two header writes
+//! (`x-weir-priority`, `x-weir-cluster`), after which Envoy matches the route
+//! again. That is the floor of a filter doing Weir's job.
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot { steer: false }) });
 }}
 
 /// The root context: accepts any configuration and makes a request context per stream.
-struct NoopRoot;
+struct NoopRoot {
+    steer: bool,
+}
 
 impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        self.steer = self.get_plugin_configuration().as_deref() == Some(b"steer".as_slice());
         true
     }
 
@@ -29,7 +39,11 @@ impl RootContext for NoopRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(NoopRequest))
+        if self.steer {
+            Some(Box::new(SteerRequest))
+        } else {
+            Some(Box::new(NoopRequest))
+        }
     }
 }
 
@@ -39,3 +53,60 @@ struct NoopRequest;
 impl Context for NoopRequest {}
 
 impl HttpContext for NoopRequest {}
+
+/// The request context of `steer`: the steering host calls, no decisions.
+struct SteerRequest;
+
+impl Context for SteerRequest {}
+
+impl HttpContext for SteerRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let headers = host::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default();
+        // Something must be read, or the read could go unnoticed.
+        let class = if headers.len() > 64 {
+            "telemetry"
+        } else {
+            "heartbeat"
+        };
+        let _ =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-weir-priority", Some(class));
+        let _ =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-weir-cluster", Some(STABLE));
+        Action::Continue
+    }
+}
+
+/// The cluster the benchmark's route sends everything to.
+const STABLE: &str = "ingest-eu";
+
+/// The header read Weir's filter makes (`filter/src/headers.rs`): the host's
+/// serialized map, kept whole, rather than the SDK's copy of every pair.
+#[allow(unsafe_code)]
+mod host {
+    use std::ptr::null_mut;
+
+    use proxy_wasm::types::{MapType, Status};
+
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_get_header_map_pairs(
+            map_type: MapType,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> Status;
+    }
+
+    pub(super) fn header_map_pairs(map_type: MapType) -> Result<Vec<u8>, Status> {
+        let mut data: *mut u8 = null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes a pointer and a length into the two locals.
+        let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
+        match status {
+            Status::Ok if data.is_null() => Ok(Vec::new()),
+            // SAFETY: the host's buffer comes from this module's `malloc(size)`
+            // (the SDK's: a leaked boxed slice of `size` bytes).
+            Status::Ok => Ok(unsafe { Vec::from_raw_parts(data, size, size) }),
+            other => Err(other),
+        }
+    }
+}

@@ -137,6 +137,7 @@ pub(crate) async fn count_all(
         (Variant::None, Variant::None.label(), noop),
         (Variant::Noop, Variant::Noop.label(), noop),
         (Variant::Noop, NOOP_PRUNED, noop_pruned),
+        (Variant::Steer, STEER_PRUNED, noop_pruned),
         (Variant::Weir, Variant::Weir.label(), noop),
         (Variant::Lua, Variant::Lua.label(), noop),
     ];
@@ -156,6 +157,10 @@ pub(crate) async fn count_all(
 /// The pruned do-nothing module's label.
 pub(crate) const NOOP_PRUNED: &str = "wasm, does nothing, Weir's callbacks only";
 
+/// The pruned module making only the host calls of steering.
+pub(crate) const STEER_PRUNED: &str =
+    "wasm, only reads the headers and sets two, Weir's callbacks only";
+
 /// Weir may cost at most this many times the do-nothing module's instructions.
 const NOOP_TARGET: f64 = 1.05;
 
@@ -172,6 +177,7 @@ pub(crate) fn markdown(counted: &[Counted], command: &str, date: &str) -> String
     let noop = per(Variant::Noop.label());
     let weir = per(Variant::Weir.label());
     let lua = per(Variant::Lua.label());
+    let steer = per(STEER_PRUNED);
     let _ = writeln!(out, "## Instructions per request (callgrind)\n");
     let _ = writeln!(out, "Produced by `{command}` on {date}.\n");
     let _ = writeln!(
@@ -213,6 +219,15 @@ pub(crate) fn markdown(counted: &[Counted], command: &str, date: &str) -> String
         let _ = writeln!(
             out,
             "- Weir's instructions per request below the one-line Lua filter's: {ratio:.3}× Lua's — {verdict}"
+        );
+    }
+    if let (Some(steer), Some(noop), Some(lua), Some(weir)) = (steer, noop, lua, weir) {
+        let _ = writeln!(
+            out,
+            "\nThe floor of steering: a module that only reads the request headers and sets two (the host calls any filter routing by header makes, no decisions) costs {:.3}× the do-nothing module's instructions and {:.3}× Lua's; Weir's own work above that floor — classifying, routing, splitting, admitting, counting — is {:.0} instructions per request.",
+            steer / noop,
+            steer / lua,
+            weir - steer
         );
     }
     out

@@ -114,6 +114,10 @@ pub(crate) enum Variant {
     None,
     /// A wasm filter that does nothing: the floor of any wasm filter.
     Noop,
+    /// The do-nothing module making only the host calls of steering: it
+    /// reads the request headers and sets Weir's two (the floor of a filter
+    /// doing Weir's job).
+    Steer,
     /// Weir's filter with the example policy, canary at 10 %.
     Weir,
     /// A Lua filter that sets the class header.
@@ -127,6 +131,7 @@ impl Variant {
         match self {
             Self::None => "no filter",
             Self::Noop => "wasm, does nothing",
+            Self::Steer => "wasm, only reads the headers and sets two",
             Self::Weir => "Weir, example policy",
             Self::Lua => "Lua, sets one header",
             Self::Weighted => "native weighted_clusters",
@@ -144,6 +149,10 @@ impl Variant {
             Self::Noop => plain.filter(FilterChoice::Wasm {
                 module: noop_wasm.to_path_buf(),
                 configuration: String::new(),
+            }),
+            Self::Steer => plain.filter(FilterChoice::Wasm {
+                module: noop_wasm.to_path_buf(),
+                configuration: "steer".to_owned(),
             }),
             Self::Weir => {
                 let mut feed = Feed::initial(fleet.policy());
@@ -180,6 +189,9 @@ impl Variant {
         let ok = match self {
             Self::None | Self::Noop => echo.backend == STABLE && priority.is_none(),
             Self::Lua => echo.backend == STABLE && priority == Some("telemetry"),
+            Self::Steer => {
+                echo.backend == STABLE && priority == Some("telemetry") && cluster == Some(STABLE)
+            }
             Self::Weighted => echo.backend == STABLE || echo.backend == CANARY,
             Self::Weir => {
                 priority == Some("telemetry")

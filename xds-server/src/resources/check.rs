@@ -344,7 +344,9 @@ mod tests {
         built
             .listeners
             .push(resources::listener::listener(options.listener));
-        built.routes.push(resources::routes::route_configuration());
+        built
+            .routes
+            .push(resources::routes::route_configuration(false));
         built
             .extensions
             .push(filter::extension_config(&policy, &feed, options).unwrap());

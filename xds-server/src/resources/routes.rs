@@ -1,7 +1,15 @@
 //! The routes (RDS): a request goes to the cluster the filter named in
-//! `x-weir-cluster`, and a copy of it to the canary named in `x-weir-mirror`
-//! if the filter set one (a mirror phase); a request the filter assigned no
-//! cluster (no service of the policy matches it) is answered 404.
+//! `x-weir-cluster`, and — while a canary is in its mirror phase — a copy of
+//! it to the canary named in `x-weir-mirror` if the filter set one; a request
+//! the filter assigned no cluster (no service of the policy matches it) is
+//! answered 404.
+//!
+//! The mirror policy is on the route only while some canary mirrors: Envoy's
+//! router works for it on every request the route takes, mirrored or not
+//! (about 16,600 instructions, 7 % of Envoy's work per request, counted with
+//! callgrind). Routes go out before the filter's configuration, so the policy
+//! is in place before the filter names a canary, and gone only after it
+//! stopped.
 //!
 //! The filter removes any `x-weir-*` header a client sends before it decides,
 //! so only the filter can set the header the first route reads.
@@ -29,21 +37,27 @@ const UNROUTED_STATUS: u32 = 404;
 /// Its body.
 const UNROUTED_BODY: &str = "no service of the policy matches this request\n";
 
-/// The route configuration the listener asks for.
-pub(super) fn route_configuration() -> RouteConfiguration {
+/// The route configuration the listener asks for; `mirroring`: some canary
+/// is in its mirror phase.
+pub(super) fn route_configuration(mirroring: bool) -> RouteConfiguration {
     RouteConfiguration {
         name: ROUTE_NAME.to_owned(),
         virtual_hosts: vec![VirtualHost {
             name: VIRTUAL_HOST.to_owned(),
             domains: vec!["*".to_owned()],
-            routes: vec![to_named_cluster(), unrouted()],
+            routes: vec![to_named_cluster(mirroring), unrouted()],
             ..Default::default()
         }],
         ..Default::default()
     }
 }
 
-fn to_named_cluster() -> Route {
+fn to_named_cluster(mirroring: bool) -> Route {
+    // Without the header Envoy mirrors nothing.
+    let mirror = RequestMirrorPolicy {
+        cluster_header: MIRROR_HEADER.to_owned(),
+        ..Default::default()
+    };
     Route {
         r#match: Some(RouteMatch {
             path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
@@ -57,11 +71,7 @@ fn to_named_cluster() -> Route {
         action: Some(route::Action::Route(RouteAction {
             cluster_specifier: Some(ClusterSpecifier::ClusterHeader(CLUSTER_HEADER.to_owned())),
             timeout: Some(millis(UPSTREAM_TIMEOUT_MS)),
-            // Without the header Envoy mirrors nothing.
-            request_mirror_policies: vec![RequestMirrorPolicy {
-                cluster_header: MIRROR_HEADER.to_owned(),
-                ..Default::default()
-            }],
+            request_mirror_policies: mirroring.then_some(mirror).into_iter().collect(),
             ..Default::default()
         })),
         ..Default::default()
@@ -142,11 +152,8 @@ mod tests {
                 nanos: 0
             })
         );
-        let [mirror] = action.request_mirror_policies.as_slice() else {
-            panic!("one mirror policy: {action:?}");
-        };
-        assert_eq!(mirror.cluster_header, "x-weir-mirror");
-        assert!(mirror.cluster.is_empty());
+        // No canary mirrors: no mirror policy for Envoy to work on.
+        assert!(action.request_mirror_policies.is_empty(), "{action:?}");
 
         let matched = unrouted.r#match.as_ref().unwrap();
         assert_eq!(
@@ -164,5 +171,34 @@ mod tests {
                 "no service of the policy matches this request\n".into()
             ))
         );
+    }
+
+    /// The mirror policy of the named-cluster route.
+    fn mirror_policies(feed: &Feed) -> Vec<RequestMirrorPolicy> {
+        let policy = fleet();
+        let snapshot = build(&policy, feed, &local_options()).unwrap();
+        let config: RouteConfiguration =
+            decode(&snapshot.of_type(type_url::ROUTE).items[ROUTE_NAME].body);
+        match &config.virtual_hosts[0].routes[0].action {
+            Some(route::Action::Route(action)) => action.request_mirror_policies.clone(),
+            other => panic!("a route action: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_route_mirrors_by_header_only_while_a_canary_is_in_its_mirror_phase() {
+        let policy = fleet();
+        let mut feed = Feed::initial(&policy);
+        assert!(mirror_policies(&feed).is_empty());
+
+        let canary = feed.canary_weights.keys().next().unwrap().clone();
+        feed.canary_mirrors.insert(canary.clone(), 1_000);
+        let [mirror] = mirror_policies(&feed).try_into().unwrap();
+        assert_eq!(mirror.cluster_header, "x-weir-mirror");
+        assert!(mirror.cluster.is_empty());
+
+        // A phase at nothing mirrors nothing.
+        feed.canary_mirrors.insert(canary, 0);
+        assert!(mirror_policies(&feed).is_empty());
     }
 }
