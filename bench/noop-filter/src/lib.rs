@@ -61,7 +61,9 @@ impl Context for SteerRequest {}
 
 impl HttpContext for SteerRequest {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let headers = host::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default();
+        // The read Weir's filter makes (the host's map kept whole).
+        let headers =
+            weir_wasm_host::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default();
         // Something must be read, or the read could go unnoticed.
         let class = if headers.len() > 64 {
             "telemetry"
@@ -78,35 +80,3 @@ impl HttpContext for SteerRequest {
 
 /// The cluster the benchmark's route sends everything to.
 const STABLE: &str = "ingest-eu";
-
-/// The header read Weir's filter makes (`filter/src/headers.rs`): the host's
-/// serialized map, kept whole, rather than the SDK's copy of every pair.
-#[allow(unsafe_code)]
-mod host {
-    use std::ptr::null_mut;
-
-    use proxy_wasm::types::{MapType, Status};
-
-    #[link(wasm_import_module = "env")]
-    unsafe extern "C" {
-        fn proxy_get_header_map_pairs(
-            map_type: MapType,
-            return_map_data: *mut *mut u8,
-            return_map_size: *mut usize,
-        ) -> Status;
-    }
-
-    pub(super) fn header_map_pairs(map_type: MapType) -> Result<Vec<u8>, Status> {
-        let mut data: *mut u8 = null_mut();
-        let mut size: usize = 0;
-        // SAFETY: the host writes a pointer and a length into the two locals.
-        let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
-        match status {
-            Status::Ok if data.is_null() => Ok(Vec::new()),
-            // SAFETY: the host's buffer comes from this module's `malloc(size)`
-            // (the SDK's: a leaked boxed slice of `size` bytes).
-            Status::Ok => Ok(unsafe { Vec::from_raw_parts(data, size, size) }),
-            other => Err(other),
-        }
-    }
-}
