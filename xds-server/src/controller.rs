@@ -353,6 +353,17 @@ impl Controller {
         self.last_feed.rtt_ms = self.rtt.published();
     }
 
+    /// Takes back the RTTs a saved feed carried (see [`MeasuredRtt::restore`])
+    /// and makes the feed reflect them without counting as a change.
+    pub(crate) fn restore_rtt(
+        &mut self,
+        published: &BTreeMap<String, BTreeMap<String, f64>>,
+        now_ms: u64,
+    ) {
+        self.rtt.restore(published, now_ms);
+        self.last_feed.rtt_ms = self.rtt.published();
+    }
+
     /// Every measured RTT from a region to a cluster, and what it came from.
     pub fn rtt(&self) -> Vec<RttStatus> {
         self.rtt.status()

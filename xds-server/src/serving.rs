@@ -124,6 +124,10 @@ impl Control {
     pub(crate) fn adopt(&mut self, saved: Saved, deciding: bool) {
         self.controller =
             restored_controller(&self.policy, saved.rollouts, saved.decisions, &saved.scores);
+        if let Some(feed) = &saved.feed {
+            self.controller
+                .restore_rtt(&measured_rtt(feed, saved.pins.as_ref()), now_ms());
+        }
         self.deciding = deciding;
         self.feed_override = saved.pins.filter(|pins| {
             let problems = pins.validate(&self.policy);
@@ -240,12 +244,14 @@ impl Control {
                 // Not kept, so not served either: the command did not happen
                 // (a later save must not make it happen behind the
                 // operator's back).
-                self.controller = restored_controller(
+                let mut restored = restored_controller(
                     &self.policy,
                     before.rollouts,
                     before.decisions,
                     &before.scores,
                 );
+                restored.take_measurements(&mut self.controller);
+                self.controller = restored;
                 self.unsaved = Some(Unsaved {
                     error: error.clone(),
                     decisions: earlier,
@@ -495,6 +501,20 @@ pub(crate) fn policy_digest(text: &str) -> String {
     digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The RTTs of a served `feed` that were measured: those an operator
+/// `pinned` over them are left out.
+fn measured_rtt(feed: &Feed, pinned: Option<&Feed>) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut measured = feed.rtt_ms.clone();
+    if let Some(pinned) = pinned {
+        for (region, row) in &pinned.rtt_ms {
+            if let Some(kept) = measured.get_mut(region) {
+                kept.retain(|cluster, _| !row.contains_key(cluster));
+            }
+        }
+    }
+    measured
+}
+
 /// The controller's `feed` with the operator's `pinned` values over it.
 fn overlay(mut feed: Feed, pinned: Option<&Feed>) -> Feed {
     if let Some(pinned) = pinned {
@@ -607,6 +627,54 @@ mod tests {
 
     fn first_canary(control: &Control) -> crate::controller::RolloutState {
         control.controller().rollouts().remove(0)
+    }
+
+    #[test]
+    fn adopted_state_keeps_the_measured_rtts_it_served_not_the_pinned_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::RedbStore::open(dir.path().join("state.redb")).unwrap();
+        let mut control = control_on(Box::new(store));
+        let row = |pairs: &[(&str, f64)]| {
+            pairs
+                .iter()
+                .map(|(c, ms)| ((*c).to_owned(), *ms))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let mut served = control.feed();
+        served.rtt_ms = [(
+            "eu-west".to_owned(),
+            row(&[("ingest-eu", 42.0), ("ingest-us", 7.0)]),
+        )]
+        .into();
+        let pins = Feed {
+            canary_weights: BTreeMap::new(),
+            canary_mirrors: BTreeMap::new(),
+            sla_scores: BTreeMap::new(),
+            rtt_ms: [("eu-west".to_owned(), row(&[("ingest-us", 7.0)]))].into(),
+            concurrency_limit: None,
+        };
+        control.adopt(
+            Saved {
+                feed: Some(served),
+                pins: Some(pins),
+                ..Saved::default()
+            },
+            true,
+        );
+        // The measured pair is the controller's again; the pinned one stays a pin.
+        let measured: Vec<(String, String, f64)> = control
+            .controller()
+            .rtt()
+            .into_iter()
+            .map(|s| (s.region, s.cluster, s.published_ms))
+            .collect();
+        assert_eq!(
+            measured,
+            [("eu-west".to_owned(), "ingest-eu".to_owned(), 42.0)]
+        );
+        let feed = control.feed();
+        assert_eq!(feed.rtt_ms["eu-west"]["ingest-eu"], 42.0);
+        assert_eq!(feed.rtt_ms["eu-west"]["ingest-us"], 7.0);
     }
 
     #[test]

@@ -127,6 +127,40 @@ impl MeasuredRtt {
             .retain(|_, status| now_ms.saturating_sub(status.measured_at_ms) < STALE_MS);
     }
 
+    /// Takes back RTTs published before this process ran — the saved feed's,
+    /// at start-up or when this replica takes over the lead — for the
+    /// policy's pairs: each is served at once, smoothing resumes from it, and
+    /// it counts as measured now, so it holds for [`STALE_MS`] unless
+    /// connections refresh it. Without this, routing would fall back to the
+    /// table on every restart and failover, and move devices twice.
+    pub(crate) fn restore(
+        &mut self,
+        published: &BTreeMap<String, BTreeMap<String, f64>>,
+        now_ms: u64,
+    ) {
+        for (region, row) in published {
+            if !self.regions.contains(region) {
+                continue;
+            }
+            for (cluster, &ms) in row {
+                if !self.clusters.contains(cluster) || !(0.0..=MAX_RTT_MS).contains(&ms) {
+                    continue;
+                }
+                self.pairs
+                    .entry((region.clone(), cluster.clone()))
+                    .or_insert_with(|| RttStatus {
+                        region: region.clone(),
+                        cluster: cluster.clone(),
+                        median_ms: None,
+                        connects: 0,
+                        smoothed_ms: ms,
+                        published_ms: ms,
+                        measured_at_ms: now_ms,
+                    });
+            }
+        }
+    }
+
     /// The published RTTs, by region and cluster: what the feed carries.
     pub(crate) fn published(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
         let mut matrix: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
@@ -263,5 +297,45 @@ mod tests {
         policy.clusters.retain(|c| c.name != "ingest-ap");
         rtt.set_policy(&policy);
         assert!(rtt.status().is_empty());
+    }
+
+    #[test]
+    fn restored_rtts_are_served_at_once_then_measured_or_forgotten() {
+        let policy = policy();
+        let mut rtt = MeasuredRtt::default();
+        rtt.set_policy(&policy);
+        let saved: BTreeMap<String, BTreeMap<String, f64>> = [
+            ("eu-west", "ingest-eu", 40.0),
+            ("eu-west", "ingest-us", 90.0),
+            // Not the policy's, or not an RTT: left out.
+            ("mars", "ingest-eu", 1.0),
+            ("eu-west", "gone", 1.0),
+            ("eu-west", "ingest-ap", f64::NAN),
+        ]
+        .into_iter()
+        .fold(BTreeMap::new(), |mut m, (r, c, ms)| {
+            m.entry(r.to_owned())
+                .or_insert_with(BTreeMap::new)
+                .insert(c.to_owned(), ms);
+            m
+        });
+        let start = 1_000_000;
+        rtt.restore(&saved, start);
+        let published = rtt.published();
+        assert_eq!(published.len(), 1, "{published:?}");
+        assert_eq!(published["eu-west"].len(), 2, "{published:?}");
+        assert_eq!(published["eu-west"]["ingest-eu"], 40.0);
+        assert_eq!(published["eu-west"]["ingest-us"], 90.0);
+
+        // Connections resume smoothing from the restored value.
+        let mut store = store();
+        connects(&mut store, start + 1_000, ("eu-west", "ingest-eu"), 10, 5.0);
+        rtt.update(&store, start + 1_000);
+        let smoothed = rtt.published()["eu-west"]["ingest-eu"];
+        assert!((25.0..35.0).contains(&smoothed), "{smoothed}");
+
+        // A restored pair no connection refreshes is forgotten in time.
+        rtt.update(&store, start + STALE_MS);
+        assert!(!rtt.published()["eu-west"].contains_key("ingest-us"));
     }
 }
