@@ -360,19 +360,25 @@ impl Router {
                 .as_deref()
                 .map(|conditions| all_hold(conditions, request))
         };
-        let targeted = service
-            .placements
-            .iter()
-            .any(|p| targeted_at(p) == Some(true));
+        // Targeted placements take what they match; the others the rest.
+        // Each `match` is evaluated once.
+        let mut targeted = false;
         scores.clear();
         scores.extend(service.placements.iter().map(|p| {
-            // Targeted placements take what they match; the others the rest.
-            let in_play = targeted_at(p).unwrap_or(!targeted);
+            let target = targeted_at(p);
+            targeted |= target == Some(true);
             Scored {
-                in_play,
+                in_play: target.unwrap_or(true),
                 ..self.score(p, region, device_type)
             }
         }));
+        if targeted {
+            for (scored, placement) in scores.iter_mut().zip(&service.placements) {
+                if placement.matches.is_none() {
+                    scored.in_play = false;
+                }
+            }
+        }
         let best = scores
             .iter()
             .filter(|c| c.in_play)
